@@ -1,0 +1,47 @@
+//! The one error type of the runtime.
+
+use dlm_formats::FormatError;
+use std::fmt;
+
+/// What can go wrong loading a model or running it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// The file is unreadable or malformed.
+    Format(FormatError),
+    /// The file is well-formed but describes something this runtime cannot run.
+    Unsupported(String),
+    /// A request (flags, prompt, lengths) that cannot be honoured.
+    InvalidRequest(String),
+    /// Text that cannot be tokenized or ids that cannot be decoded.
+    Tokenizer(String),
+    /// The step callback asked to stop.
+    Cancelled,
+}
+
+impl fmt::Display for RuntimeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RuntimeError::Format(e) => write!(f, "bad model file: {e}"),
+            RuntimeError::Unsupported(s) => write!(f, "unsupported: {s}"),
+            RuntimeError::InvalidRequest(s) => write!(f, "invalid request: {s}"),
+            RuntimeError::Tokenizer(s) => write!(f, "tokenizer: {s}"),
+            RuntimeError::Cancelled => write!(f, "cancelled"),
+        }
+    }
+}
+
+impl std::error::Error for RuntimeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RuntimeError::Format(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<FormatError> for RuntimeError {
+    fn from(e: FormatError) -> Self {
+        RuntimeError::Format(e)
+    }
+}

@@ -1,0 +1,1 @@
+//! The `dlm` library: the C ABI over the runtime.
