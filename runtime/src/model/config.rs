@@ -1,0 +1,192 @@
+//! The model's shape and decoding defaults, read from a `.dlm` file's `model.*` and
+//! `diffusion.*` keys.
+
+use crate::RuntimeError;
+use dlm_formats::keys::{diffusion, model};
+use dlm_formats::{DlmFile, FormatError, MetaValue};
+
+/// Which published family a model follows; both run through one forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// GSAI-ML LLaDA (`LLaDAModelLM`).
+    Llada,
+    /// Dream (`DreamModel`, Qwen2 layout).
+    Dream,
+}
+
+impl Family {
+    /// The name stored in `model.family`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Llada => "llada",
+            Family::Dream => "dream",
+        }
+    }
+}
+
+/// Transformer dimensions (names as in llama2.c).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    /// Family the file was converted from.
+    pub family: Family,
+    /// Residual width.
+    pub dim: usize,
+    /// SwiGLU hidden width.
+    pub hidden_dim: usize,
+    /// Transformer blocks.
+    pub n_layers: usize,
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads.
+    pub n_kv_heads: usize,
+    /// Embedding / head rows.
+    pub vocab_size: usize,
+    /// Longest canvas (prompt + generation).
+    pub seq_len: usize,
+    /// RoPE base.
+    pub rope_theta: f32,
+    /// RMSNorm epsilon.
+    pub norm_eps: f32,
+    /// q/k/v carry biases.
+    pub qkv_bias: bool,
+    /// Head shares the embedding.
+    pub tied_head: bool,
+    /// Token i is predicted from row i-1.
+    pub shift_logits: bool,
+    /// The mask token.
+    pub mask_id: u32,
+}
+
+impl ModelConfig {
+    /// `dim / n_heads`.
+    pub fn head_dim(&self) -> usize {
+        self.dim / self.n_heads
+    }
+
+    /// Width of one position's keys: `n_kv_heads * head_dim`.
+    pub fn kv_dim(&self) -> usize {
+        self.n_kv_heads * self.head_dim()
+    }
+
+    /// Read and check the `model.*` keys.
+    pub fn from_file(file: &DlmFile) -> Result<Self, RuntimeError> {
+        let family = match meta_str(file, model::FAMILY)? {
+            "llada" => Family::Llada,
+            "dream" => Family::Dream,
+            other => {
+                return Err(RuntimeError::Unsupported(format!(
+                    "model family {other:?} (this build runs llada and dream)"
+                )));
+            }
+        };
+        let cfg = ModelConfig {
+            family,
+            dim: meta_usize(file, model::DIM)?,
+            hidden_dim: meta_usize(file, model::HIDDEN_DIM)?,
+            n_layers: meta_usize(file, model::N_LAYERS)?,
+            n_heads: meta_usize(file, model::N_HEADS)?,
+            n_kv_heads: meta_usize(file, model::N_KV_HEADS)?,
+            vocab_size: meta_usize(file, model::VOCAB_SIZE)?,
+            seq_len: meta_usize(file, model::MAX_SEQ_LEN)?,
+            rope_theta: meta_f32(file, model::ROPE_THETA)?,
+            norm_eps: meta_f32(file, model::NORM_EPS)?,
+            qkv_bias: meta_bool(file, model::QKV_BIAS)?,
+            tied_head: meta_bool(file, model::TIED_HEAD)?,
+            shift_logits: meta_bool(file, model::SHIFT_LOGITS)?,
+            mask_id: meta_usize(file, diffusion::MASK_ID)? as u32,
+        };
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> Result<(), RuntimeError> {
+        let bad = |what: String| Err(RuntimeError::Unsupported(what));
+        // Limits keep every later size computation far from overflow.
+        const MAX_DIM: usize = 1 << 16;
+        for (name, v) in [
+            ("dim", self.dim),
+            ("hidden_dim", self.hidden_dim),
+            ("n_layers", self.n_layers),
+            ("n_heads", self.n_heads),
+            ("n_kv_heads", self.n_kv_heads),
+        ] {
+            if v == 0 || v > MAX_DIM {
+                return bad(format!("model.{name} = {v} (must be 1..={MAX_DIM})"));
+            }
+        }
+        if self.vocab_size == 0 || self.vocab_size > 1 << 24 {
+            return bad(format!("model.vocab_size = {}", self.vocab_size));
+        }
+        if self.seq_len == 0 || self.seq_len > 1 << 20 {
+            return bad(format!("model.max_seq_len = {}", self.seq_len));
+        }
+        if self.dim % self.n_heads != 0 || self.head_dim() % 2 != 0 {
+            return bad(format!(
+                "dim {} is not an even head_dim times n_heads {}",
+                self.dim, self.n_heads
+            ));
+        }
+        if self.n_heads % self.n_kv_heads != 0 {
+            return bad(format!(
+                "n_heads {} is not a multiple of n_kv_heads {}",
+                self.n_heads, self.n_kv_heads
+            ));
+        }
+        if self.mask_id as usize >= self.vocab_size {
+            return bad(format!("mask id {} outside the vocabulary", self.mask_id));
+        }
+        if !(self.rope_theta > 0.0 && self.rope_theta.is_finite()) {
+            return bad(format!("rope_theta {}", self.rope_theta));
+        }
+        if !(self.norm_eps >= 0.0 && self.norm_eps.is_finite()) {
+            return bad(format!("norm_eps {}", self.norm_eps));
+        }
+        Ok(())
+    }
+}
+
+fn meta<'f>(file: &'f DlmFile, key: &str) -> Result<&'f MetaValue, RuntimeError> {
+    file.meta
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+        .ok_or_else(|| FormatError::MissingKey(key.to_string()).into())
+}
+
+fn wrong(key: &str, expected: &'static str) -> RuntimeError {
+    FormatError::WrongKeyType {
+        key: key.to_string(),
+        expected,
+    }
+    .into()
+}
+
+fn meta_str<'f>(file: &'f DlmFile, key: &str) -> Result<&'f str, RuntimeError> {
+    match meta(file, key)? {
+        MetaValue::Str(s) => Ok(s),
+        _ => Err(wrong(key, "str")),
+    }
+}
+
+fn meta_usize(file: &DlmFile, key: &str) -> Result<usize, RuntimeError> {
+    match meta(file, key)? {
+        MetaValue::U32(v) => Ok(*v as usize),
+        MetaValue::U64(v) => usize::try_from(*v).map_err(|_| wrong(key, "u32")),
+        _ => Err(wrong(key, "u32")),
+    }
+}
+
+fn meta_f32(file: &DlmFile, key: &str) -> Result<f32, RuntimeError> {
+    match meta(file, key)? {
+        MetaValue::F32(v) => Ok(*v),
+        MetaValue::F64(v) => Ok(*v as f32),
+        _ => Err(wrong(key, "f32")),
+    }
+}
+
+fn meta_bool(file: &DlmFile, key: &str) -> Result<bool, RuntimeError> {
+    match meta(file, key)? {
+        MetaValue::Bool(v) => Ok(*v),
+        _ => Err(wrong(key, "bool")),
+    }
+}
