@@ -68,7 +68,7 @@ impl QuantType {
     }
 
     /// Elements per block (1 for the float types).
-    pub fn block_len(self) -> usize {
+    pub const fn block_len(self) -> usize {
         match self {
             QuantType::F32 | QuantType::F16 | QuantType::BF16 => 1,
             QuantType::Q8_0 | QuantType::Q4_0 => 32,
@@ -77,7 +77,7 @@ impl QuantType {
     }
 
     /// Bytes per block.
-    pub fn block_bytes(self) -> usize {
+    pub const fn block_bytes(self) -> usize {
         match self {
             QuantType::F32 => 4,
             QuantType::F16 | QuantType::BF16 => 2,
@@ -97,7 +97,7 @@ impl QuantType {
     /// blocks or the size overflows.
     pub fn row_bytes(self, row_len: u64) -> Option<u64> {
         let bl = self.block_len() as u64;
-        if row_len % bl != 0 {
+        if !row_len.is_multiple_of(bl) {
             return None;
         }
         (row_len / bl).checked_mul(self.block_bytes() as u64)

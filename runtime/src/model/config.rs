@@ -120,13 +120,13 @@ impl ModelConfig {
         if self.seq_len == 0 || self.seq_len > 1 << 20 {
             return bad(format!("model.max_seq_len = {}", self.seq_len));
         }
-        if self.dim % self.n_heads != 0 || self.head_dim() % 2 != 0 {
+        if !self.dim.is_multiple_of(self.n_heads) || !self.head_dim().is_multiple_of(2) {
             return bad(format!(
                 "dim {} is not an even head_dim times n_heads {}",
                 self.dim, self.n_heads
             ));
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(format!(
                 "n_heads {} is not a multiple of n_kv_heads {}",
                 self.n_heads, self.n_kv_heads
