@@ -2,15 +2,20 @@
 //! weights, tokenizer, chat template and decoding defaults. `SPEC.md` beside this crate is the
 //! byte-level specification.
 
+pub mod checksum;
 mod error;
 pub mod keys;
+pub mod layout;
 mod meta;
+mod mmap;
 mod quant_type;
 mod reader;
 mod writer;
 
+pub use checksum::dlmh64;
 pub use error::FormatError;
 pub use meta::MetaValue;
+pub use mmap::{MappedFile, as_bf16_slice, as_f16_slice, as_f32_slice};
 pub use quant_type::{ALL_QUANT_TYPES, QuantType};
 pub use reader::{DlmFile, TensorInfo};
-pub use writer::{DlmWriter, TensorDecl};
+pub use writer::{DlmWriter, TensorDecl, write_to_vec};
