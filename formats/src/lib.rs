@@ -6,6 +6,7 @@ pub mod checksum;
 mod error;
 pub mod keys;
 pub mod layout;
+pub mod quant;
 mod meta;
 mod mmap;
 mod quant_type;
