@@ -3,5 +3,7 @@
 
 mod error;
 pub mod model;
+pub mod tokenizer;
 
 pub use error::RuntimeError;
+pub use tokenizer::Tokenizer;
