@@ -61,8 +61,8 @@ unsafe fn cast_le<T>(bytes: &[u8]) -> Option<&[T]> {
         return Some(&[]);
     }
     if cfg!(target_endian = "big")
-        || bytes.len() % size != 0
-        || (bytes.as_ptr() as usize) % align_of::<T>() != 0
+        || !bytes.len().is_multiple_of(size)
+        || !(bytes.as_ptr() as usize).is_multiple_of(align_of::<T>())
     {
         return None;
     }
@@ -124,13 +124,19 @@ mod tests {
 
     #[test]
     fn f16_and_bf16_casts() {
-        let mut buf = vec![0u8; 16];
+        let mut buf = [0u8; 16];
         let off = (2 - (buf.as_ptr() as usize) % 2) % 2;
         buf[off..off + 2].copy_from_slice(&half::f16::from_f32(1.5).to_le_bytes());
         buf[off + 2..off + 4].copy_from_slice(&half::bf16::from_f32(-2.0).to_le_bytes());
         if cfg!(target_endian = "little") {
-            assert_eq!(as_f16_slice(&buf[off..off + 2]).map(|s| s[0].to_f32()), Some(1.5));
-            assert_eq!(as_bf16_slice(&buf[off + 2..off + 4]).map(|s| s[0].to_f32()), Some(-2.0));
+            assert_eq!(
+                as_f16_slice(&buf[off..off + 2]).map(|s| s[0].to_f32()),
+                Some(1.5)
+            );
+            assert_eq!(
+                as_bf16_slice(&buf[off + 2..off + 4]).map(|s| s[0].to_f32()),
+                Some(-2.0)
+            );
         }
         assert!(as_f16_slice(&buf[off + 1..off + 3]).is_none());
         assert!(as_bf16_slice(&buf[off..off + 3]).is_none());

@@ -31,7 +31,9 @@ impl TensorInfo {
     /// Number of elements (the product of the shape; 1 for a scalar). Cannot overflow for a
     /// parsed tensor, whose byte size was checked.
     pub fn n_elements(&self) -> u64 {
-        self.shape.iter().fold(1u64, |acc, &d| acc.saturating_mul(d))
+        self.shape
+            .iter()
+            .fold(1u64, |acc, &d| acc.saturating_mul(d))
     }
 }
 
@@ -67,7 +69,10 @@ impl<'a> Cursor<'a> {
     /// The error for `what`, starting at `at`, running past the section end.
     fn overrun(&self, what: &'static str, at: usize) -> FormatError {
         if self.end == self.bytes.len() {
-            FormatError::Truncated { what, offset: at as u64 }
+            FormatError::Truncated {
+                what,
+                offset: at as u64,
+            }
         } else {
             FormatError::Invalid {
                 what: format!("{what} runs past the end of the {} section", self.section),
@@ -154,7 +159,9 @@ fn le_u64(b: &[u8], at: usize) -> u64 {
 
 /// Decode `raw` (a whole number of 4-byte little-endian words) with `f`.
 fn words<T>(raw: &[u8], f: fn([u8; 4]) -> T) -> Vec<T> {
-    raw.chunks_exact(4).map(|c| f([c[0], c[1], c[2], c[3]])).collect()
+    raw.chunks_exact(4)
+        .map(|c| f([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 /// One metadata value after its key.
@@ -199,7 +206,10 @@ fn read_value(cur: &mut Cursor<'_>, key: &str) -> Result<MetaValue, FormatError>
             MetaValue::ArrStr(v)
         }
         _ => {
-            return Err(FormatError::UnknownMetaType { key: key.to_owned(), tag: t });
+            return Err(FormatError::UnknownMetaType {
+                key: key.to_owned(),
+                tag: t,
+            });
         }
     })
 }
@@ -207,7 +217,7 @@ fn read_value(cur: &mut Cursor<'_>, key: &str) -> Result<MetaValue, FormatError>
 /// Why `quant.tensor_bytes(shape)` failed.
 fn shape_fault(quant: QuantType, shape: &[u64]) -> String {
     match shape.last() {
-        Some(&row) if row % quant.block_len() as u64 != 0 => format!(
+        Some(&row) if !row.is_multiple_of(quant.block_len() as u64) => format!(
             "row length {row} is not a multiple of the {quant} block of {} elements",
             quant.block_len()
         ),
@@ -220,14 +230,20 @@ impl DlmFile {
     /// Tensor checksums are not verified here (see [`DlmFile::verify_checksums`]).
     pub fn parse(bytes: &[u8]) -> Result<Self, FormatError> {
         if bytes.len() < 4 {
-            return Err(FormatError::Truncated { what: "magic", offset: 0 });
+            return Err(FormatError::Truncated {
+                what: "magic",
+                offset: 0,
+            });
         }
         let magic = [bytes[0], bytes[1], bytes[2], bytes[3]];
         if magic != layout::MAGIC {
             return Err(FormatError::BadMagic(magic));
         }
         if (bytes.len() as u64) < layout::HEADER_BYTES {
-            return Err(FormatError::Truncated { what: "header", offset: 0 });
+            return Err(FormatError::Truncated {
+                what: "header",
+                offset: 0,
+            });
         }
         let version = le_u32(bytes, header::VERSION);
         if version == 0 || version > layout::VERSION {
@@ -245,7 +261,10 @@ impl DlmFile {
         let align = u64::from(align32);
         let reserved = le_u32(bytes, header::RESERVED);
         if reserved != 0 {
-            return Err(invalid(format!("reserved header field is {reserved}, not 0"), header::RESERVED));
+            return Err(invalid(
+                format!("reserved header field is {reserved}, not 0"),
+                header::RESERVED,
+            ));
         }
         let n_meta = le_u64(bytes, header::N_META);
         let n_tensors = le_u64(bytes, header::N_TENSORS);
@@ -256,11 +275,17 @@ impl DlmFile {
 
         let len = bytes.len() as u64;
         if file_bytes > len {
-            return Err(FormatError::Truncated { what: "file", offset: len });
+            return Err(FormatError::Truncated {
+                what: "file",
+                offset: len,
+            });
         }
         if file_bytes < len {
             return Err(invalid(
-                format!("{} bytes after the end the header declares", len - file_bytes),
+                format!(
+                    "{} bytes after the end the header declares",
+                    len - file_bytes
+                ),
                 file_bytes as usize,
             ));
         }
@@ -279,7 +304,7 @@ impl DlmFile {
                 header::DIR_OFFSET,
             ));
         }
-        if data_off % align != 0 {
+        if !data_off.is_multiple_of(align) {
             return Err(invalid(
                 format!("data offset {data_off} is not aligned to {align}"),
                 header::DATA_OFFSET,
@@ -311,7 +336,11 @@ impl DlmFile {
             n_tensors as usize,
         )?;
         check_overlaps(&tensors)?;
-        Ok(DlmFile { version, meta, tensors })
+        Ok(DlmFile {
+            version,
+            meta,
+            tensors,
+        })
     }
 
     /// Map the file at `path` read-only and parse it; keep the map alive as long as tensor
@@ -334,8 +363,13 @@ impl DlmFile {
         expected: &'static str,
         pick: fn(&'a MetaValue) -> Option<T>,
     ) -> Result<T, FormatError> {
-        let v = self.meta_get(key).ok_or_else(|| FormatError::MissingKey(key.to_owned()))?;
-        pick(v).ok_or_else(|| FormatError::WrongKeyType { key: key.to_owned(), expected })
+        let v = self
+            .meta_get(key)
+            .ok_or_else(|| FormatError::MissingKey(key.to_owned()))?;
+        pick(v).ok_or_else(|| FormatError::WrongKeyType {
+            key: key.to_owned(),
+            expected,
+        })
     }
 
     /// An optional key's value, `default` when absent, `WrongKeyType` when of another type.
@@ -348,9 +382,10 @@ impl DlmFile {
     ) -> Result<T, FormatError> {
         match self.meta_get(key) {
             None => Ok(default),
-            Some(v) => {
-                pick(v).ok_or_else(|| FormatError::WrongKeyType { key: key.to_owned(), expected })
-            }
+            Some(v) => pick(v).ok_or_else(|| FormatError::WrongKeyType {
+                key: key.to_owned(),
+                expected,
+            }),
         }
     }
 
@@ -439,7 +474,8 @@ impl DlmFile {
 
     /// The directory entry named `name`, or `MissingTensor`.
     pub fn require_tensor(&self, name: &str) -> Result<&TensorInfo, FormatError> {
-        self.tensor(name).ok_or_else(|| FormatError::MissingTensor(name.to_owned()))
+        self.tensor(name)
+            .ok_or_else(|| FormatError::MissingTensor(name.to_owned()))
     }
 
     /// The data of `info` inside `bytes`, the file this header was parsed from.
@@ -464,15 +500,22 @@ impl DlmFile {
     /// The data of tensor `name` inside `bytes`, or `MissingTensor`.
     pub fn tensor_data<'a>(&self, bytes: &'a [u8], name: &str) -> Result<&'a [u8], FormatError> {
         let info = self.require_tensor(name)?;
-        range_of(bytes, info).ok_or(FormatError::Truncated { what: "tensor data", offset: info.offset })
+        range_of(bytes, info).ok_or(FormatError::Truncated {
+            what: "tensor data",
+            offset: info.offset,
+        })
     }
 
     /// Check one tensor's data against its stored checksum.
     pub fn verify_tensor(&self, bytes: &[u8], info: &TensorInfo) -> Result<(), FormatError> {
-        let data = range_of(bytes, info)
-            .ok_or(FormatError::Truncated { what: "tensor data", offset: info.offset })?;
+        let data = range_of(bytes, info).ok_or(FormatError::Truncated {
+            what: "tensor data",
+            offset: info.offset,
+        })?;
         if dlmh64(data) != info.checksum {
-            return Err(FormatError::Checksum { tensor: info.name.clone() });
+            return Err(FormatError::Checksum {
+                tensor: info.name.clone(),
+            });
         }
         Ok(())
     }
@@ -480,7 +523,9 @@ impl DlmFile {
     /// Check every tensor's data against its stored checksum; the error names the first
     /// corrupt tensor in directory order.
     pub fn verify_checksums(&self, bytes: &[u8]) -> Result<(), FormatError> {
-        self.tensors.iter().try_for_each(|t| self.verify_tensor(bytes, t))
+        self.tensors
+            .iter()
+            .try_for_each(|t| self.verify_tensor(bytes, t))
     }
 }
 
@@ -535,7 +580,10 @@ fn pick_u32_array(v: &MetaValue) -> Option<&[u32]> {
 
 /// `Invalid` at a header or section offset.
 fn invalid(what: String, offset: usize) -> FormatError {
-    FormatError::Invalid { what, offset: offset as u64 }
+    FormatError::Invalid {
+        what,
+        offset: offset as u64,
+    }
 }
 
 /// The bytes of `info` in `bytes`, if in bounds.
@@ -552,14 +600,22 @@ fn read_meta(
     end: usize,
     n: usize,
 ) -> Result<Vec<(String, MetaValue)>, FormatError> {
-    let mut cur = Cursor { bytes, pos: start, end, section: "metadata" };
+    let mut cur = Cursor {
+        bytes,
+        pos: start,
+        end,
+        section: "metadata",
+    };
     let mut meta = Vec::with_capacity(n);
     let mut seen = HashSet::with_capacity(n);
     for _ in 0..n {
         let at = cur.pos as u64;
         let key = cur.string("metadata key")?;
         if key.is_empty() {
-            return Err(FormatError::Invalid { what: "empty metadata key".into(), offset: at });
+            return Err(FormatError::Invalid {
+                what: "empty metadata key".into(),
+                offset: at,
+            });
         }
         if !seen.insert(key.clone()) {
             return Err(FormatError::Invalid {
@@ -572,7 +628,10 @@ fn read_meta(
     }
     if cur.pos != end {
         return Err(invalid(
-            format!("{} unused bytes after the last metadata entry", end - cur.pos),
+            format!(
+                "{} unused bytes after the last metadata entry",
+                end - cur.pos
+            ),
             cur.pos,
         ));
     }
@@ -588,14 +647,22 @@ fn read_directory(
     align: u64,
     n: usize,
 ) -> Result<Vec<TensorInfo>, FormatError> {
-    let mut cur = Cursor { bytes, pos: start, end: data_off as usize, section: "directory" };
+    let mut cur = Cursor {
+        bytes,
+        pos: start,
+        end: data_off as usize,
+        section: "directory",
+    };
     let mut tensors = Vec::with_capacity(n);
     let mut seen = HashSet::with_capacity(n);
     for _ in 0..n {
         let at = cur.pos as u64;
         let name = cur.string("tensor name")?;
         if name.is_empty() {
-            return Err(FormatError::Invalid { what: "empty tensor name".into(), offset: at });
+            return Err(FormatError::Invalid {
+                what: "empty tensor name".into(),
+                offset: at,
+            });
         }
         if !seen.insert(name.clone()) {
             return Err(FormatError::Invalid {
@@ -621,7 +688,10 @@ fn read_directory(
 
         let Some(expected) = quant.tensor_bytes(&shape) else {
             let reason = shape_fault(quant, &shape);
-            return Err(FormatError::BadShape { tensor: name, reason });
+            return Err(FormatError::BadShape {
+                tensor: name,
+                reason,
+            });
         };
         if len_bytes != expected {
             return Err(FormatError::BadShape {
@@ -632,8 +702,12 @@ fn read_directory(
                 ),
             });
         }
-        if offset % align != 0 {
-            return Err(FormatError::Misaligned { tensor: name, offset, align });
+        if !offset.is_multiple_of(align) {
+            return Err(FormatError::Misaligned {
+                tensor: name,
+                offset,
+                align,
+            });
         }
         if offset < data_off {
             return Err(FormatError::Invalid {
@@ -644,7 +718,10 @@ fn read_directory(
                 offset: at,
             });
         }
-        if offset.checked_add(len_bytes).is_none_or(|end| end > file_bytes) {
+        if offset
+            .checked_add(len_bytes)
+            .is_none_or(|end| end > file_bytes)
+        {
             return Err(FormatError::Invalid {
                 what: format!(
                     "tensor {name:?} data [{offset}, +{len_bytes}) runs past the end of the \
@@ -653,7 +730,14 @@ fn read_directory(
                 offset: at,
             });
         }
-        tensors.push(TensorInfo { name, quant, shape, offset, len_bytes, checksum });
+        tensors.push(TensorInfo {
+            name,
+            quant,
+            shape,
+            offset,
+            len_bytes,
+            checksum,
+        });
     }
     Ok(tensors)
 }

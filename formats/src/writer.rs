@@ -70,15 +70,18 @@ fn put_value(buf: &mut Vec<u8>, key: &str, v: &MetaValue) -> Result<(), FormatEr
         MetaValue::Str(s) => put_str(buf, s, &format!("string value of {key:?}"))?,
         MetaValue::ArrU32(a) => {
             put_u64(buf, a.len() as u64);
-            a.iter().for_each(|x| buf.extend_from_slice(&x.to_le_bytes()));
+            a.iter()
+                .for_each(|x| buf.extend_from_slice(&x.to_le_bytes()));
         }
         MetaValue::ArrI32(a) => {
             put_u64(buf, a.len() as u64);
-            a.iter().for_each(|x| buf.extend_from_slice(&x.to_le_bytes()));
+            a.iter()
+                .for_each(|x| buf.extend_from_slice(&x.to_le_bytes()));
         }
         MetaValue::ArrF32(a) => {
             put_u64(buf, a.len() as u64);
-            a.iter().for_each(|x| buf.extend_from_slice(&x.to_le_bytes()));
+            a.iter()
+                .for_each(|x| buf.extend_from_slice(&x.to_le_bytes()));
         }
         MetaValue::ArrStr(a) => {
             put_u64(buf, a.len() as u64);
@@ -124,19 +127,24 @@ fn plan(meta: &[(String, MetaValue)], tensors: &[TensorDecl]) -> Result<Plan, Fo
                 reason: format!("{} dimensions, at most {}", t.shape.len(), layout::MAX_DIMS),
             });
         }
-        let len = t.quant.tensor_bytes(&t.shape).ok_or_else(|| FormatError::BadShape {
-            tensor: t.name.clone(),
-            reason: format!(
-                "shape {:?} overflows or its row is not a whole number of {} blocks",
-                t.shape, t.quant
-            ),
-        })?;
+        let len = t
+            .quant
+            .tensor_bytes(&t.shape)
+            .ok_or_else(|| FormatError::BadShape {
+                tensor: t.name.clone(),
+                reason: format!(
+                    "shape {:?} overflows or its row is not a whole number of {} blocks",
+                    t.shape, t.quant
+                ),
+            })?;
         lens.push(len);
         dir_bytes += 4 + t.name.len() as u64 + 4 + 4 + 8 * t.shape.len() as u64 + 24;
     }
 
     let too_big = || bad_request("the file would be larger than 2^64 bytes".into());
-    let data_off = dir_off.checked_add(dir_bytes).and_then(|e| layout::align_up(e, align));
+    let data_off = dir_off
+        .checked_add(dir_bytes)
+        .and_then(|e| layout::align_up(e, align));
     let data_off = data_off.ok_or_else(too_big)?;
     let mut offsets = Vec::with_capacity(tensors.len());
     let mut end = data_off;
@@ -175,7 +183,13 @@ fn plan(meta: &[(String, MetaValue)], tensors: &[TensorDecl]) -> Result<Plan, Fo
     set64(header::DATA_OFFSET, data_off);
     set64(header::FILE_BYTES, file_bytes);
 
-    Ok(Plan { head, checksum_at, offsets, lens, file_bytes })
+    Ok(Plan {
+        head,
+        checksum_at,
+        offsets,
+        lens,
+        file_bytes,
+    })
 }
 
 /// The whole file for `meta` and `tensors` (declaration and data) in memory; the same bytes
@@ -238,9 +252,9 @@ impl DlmWriter {
         tensors: &[TensorDecl],
     ) -> Result<Self, FormatError> {
         let plan = plan(meta, tensors)?;
-        let file_name = path
-            .file_name()
-            .ok_or_else(|| bad_request(format!("output path {} has no file name", path.display())))?;
+        let file_name = path.file_name().ok_or_else(|| {
+            bad_request(format!("output path {} has no file name", path.display()))
+        })?;
         let mut tmp_name = file_name.to_os_string();
         tmp_name.push(".tmp");
         let tmp_path = path.with_file_name(tmp_name);
@@ -350,7 +364,11 @@ impl DlmWriter {
         fs::rename(&self.tmp_path, &self.final_path)?;
         // Make the rename durable; not every platform can open a directory, so best effort.
         if let Some(dir) = self.final_path.parent() {
-            let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
             if let Ok(d) = File::open(dir) {
                 let _ = d.sync_all();
             }
