@@ -757,3 +757,72 @@ fn check_overlaps(tensors: &[TensorInfo]) -> Result<(), FormatError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cursor(bytes: &[u8], end: usize) -> Cursor<'_> {
+        Cursor {
+            bytes,
+            pos: 0,
+            end,
+            section: "test",
+        }
+    }
+
+    #[test]
+    fn overrun_is_truncation_at_file_end_and_invalid_inside() {
+        let b = [1u8, 0, 0, 0, 7, 7];
+        let mut c = cursor(&b, 3);
+        assert!(matches!(
+            c.u32("x"),
+            Err(FormatError::Invalid { offset: 0, .. })
+        ));
+        let mut c = cursor(&b[..3], 3);
+        assert!(matches!(
+            c.u32("x"),
+            Err(FormatError::Truncated {
+                what: "x",
+                offset: 0
+            })
+        ));
+        let mut c = cursor(&b, 6);
+        assert_eq!(c.u32("x").unwrap(), 1);
+        assert_eq!(c.remaining(), 2);
+    }
+
+    #[test]
+    fn counts_are_checked_against_remaining_bytes_with_overflow() {
+        let mut b = u64::MAX.to_le_bytes().to_vec();
+        b.extend_from_slice(&[0; 16]);
+        let mut c = cursor(&b, b.len());
+        assert!(matches!(
+            c.count("arr", 4),
+            Err(FormatError::Invalid { .. })
+        ));
+        let mut b = 4u64.to_le_bytes().to_vec();
+        b.extend_from_slice(&[0; 16]);
+        assert_eq!(cursor(&b, b.len()).count("arr", 4).unwrap(), 4);
+        assert!(cursor(&b, b.len()).count("arr", 5).is_err());
+    }
+
+    #[test]
+    fn strings_check_length_and_utf8() {
+        let mut b = 2u32.to_le_bytes().to_vec();
+        b.extend_from_slice(b"hi");
+        assert_eq!(cursor(&b, b.len()).string("s").unwrap(), "hi");
+        assert!(cursor(&b, b.len() - 1).string("s").is_err());
+        b[5] = 0xC0;
+        assert!(matches!(
+            cursor(&b, b.len()).string("s"),
+            Err(FormatError::Invalid { what, offset: 0 }) if what.contains("UTF-8")
+        ));
+    }
+
+    #[test]
+    fn shape_faults_are_explained() {
+        assert!(shape_fault(QuantType::Q8_0, &[2, 33]).contains("multiple"));
+        assert!(shape_fault(QuantType::F32, &[u64::MAX, 2]).contains("overflows"));
+    }
+}

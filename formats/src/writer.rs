@@ -387,3 +387,60 @@ impl Drop for DlmWriter {
         self.abandon();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(name: &str, quant: QuantType, shape: &[u64]) -> TensorDecl {
+        TensorDecl {
+            name: name.into(),
+            quant,
+            shape: shape.to_vec(),
+        }
+    }
+
+    #[test]
+    fn plan_aligns_every_tensor_and_fills_the_header() {
+        let meta = [("k".to_string(), MetaValue::Str("v".into()))];
+        let t = [
+            d("a", QuantType::F32, &[3]),
+            d("bb", QuantType::F16, &[5]),
+            d("c", QuantType::Q8_0, &[32]),
+        ];
+        let p = plan(&meta, &t).unwrap();
+        let data_off = p.head.len() as u64;
+        assert_eq!(data_off % 64, 0);
+        assert_eq!(p.offsets, [data_off, data_off + 64, data_off + 128]);
+        assert_eq!(p.lens, [12, 10, 34]);
+        assert_eq!(p.file_bytes, data_off + 128 + 34);
+        let rd = |at: usize| u64::from_le_bytes(p.head[at..at + 8].try_into().unwrap());
+        assert_eq!(&p.head[..4], b"DLM\0");
+        assert_eq!((rd(header::N_META), rd(header::N_TENSORS)), (1, 3));
+        assert_eq!(rd(header::META_OFFSET), 64);
+        // Metadata: 4 + 1 (key) + 4 (tag) + 4 + 1 (value).
+        assert_eq!(rd(header::DIR_OFFSET), 64 + 14);
+        assert_eq!(rd(header::DATA_OFFSET), data_off);
+        assert_eq!(rd(header::FILE_BYTES), p.file_bytes);
+        // The checksum field is the last 8 bytes of each entry, the next entry follows.
+        assert_eq!(p.checksum_at[1] - p.checksum_at[0], 4 + 2 + 4 + 4 + 8 + 24);
+    }
+
+    #[test]
+    fn requests_are_validated() {
+        assert!(plan(&[], &[d("a", QuantType::Q4K, &[255])]).is_err());
+        assert!(
+            plan(
+                &[],
+                &[d("a", QuantType::F32, &[1]), d("a", QuantType::F32, &[1])]
+            )
+            .is_err()
+        );
+        assert!(plan(&[], &[d("", QuantType::F32, &[1])]).is_err());
+        let dup = [
+            ("k".to_string(), MetaValue::U32(1)),
+            ("k".to_string(), MetaValue::Bool(true)),
+        ];
+        assert!(plan(&dup, &[]).is_err());
+    }
+}
