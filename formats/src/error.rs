@@ -90,9 +90,16 @@ impl fmt::Display for FormatError {
                 write!(f, "metadata key {key:?} has unknown value type {tag}")
             }
             FormatError::Truncated { what, offset } => {
-                write!(f, "file truncated: {what} at offset {offset} runs past the end")
+                write!(
+                    f,
+                    "file truncated: {what} at offset {offset} runs past the end"
+                )
             }
-            FormatError::Misaligned { tensor, offset, align } => write!(
+            FormatError::Misaligned {
+                tensor,
+                offset,
+                align,
+            } => write!(
                 f,
                 "tensor {tensor:?} data at offset {offset} is not aligned to {align} bytes"
             ),
