@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod decode;
 pub mod model;
 pub mod tokenizer;
 

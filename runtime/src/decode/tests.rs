@@ -1,0 +1,601 @@
+//! Decoder tests on hand-made models: schedules, rules, caches, stops and the callback.
+
+use super::*;
+use crate::model::{Attend, Forward, KvCache};
+use std::cell::RefCell;
+
+const VOCAB: usize = 64;
+const MASK: u32 = 63;
+const EOS: u32 = 62;
+
+/// One recorded forward call.
+#[derive(Debug, Clone)]
+struct Call {
+    start: usize,
+    len: usize,
+    attend: &'static str,
+    stored: bool,
+    want: Vec<usize>,
+}
+
+type RowFn = Box<dyn Fn(usize, &[u32], usize) -> Vec<f32>>;
+
+/// A fake model: row logits from `row(abs_pos, span_tokens, span_start)`.
+struct Fake {
+    row: RowFn,
+    calls: RefCell<Vec<Call>>,
+}
+
+impl Fake {
+    fn new(row: impl Fn(usize, &[u32], usize) -> Vec<f32> + 'static) -> Self {
+        Fake {
+            row: Box::new(row),
+            calls: RefCell::new(Vec::new()),
+        }
+    }
+}
+
+impl Forward for Fake {
+    fn vocab_size(&self) -> usize {
+        VOCAB
+    }
+    fn new_cache(&self, len: usize) -> KvCache {
+        KvCache::new(1, len, 1)
+    }
+    fn forward(
+        &self,
+        tokens: &[u32],
+        start: usize,
+        attend: Attend<'_>,
+        store: Option<&mut KvCache>,
+        want: &[usize],
+    ) -> Result<Vec<f32>, RuntimeError> {
+        let attend = match attend {
+            Attend::SpanOnly => "span",
+            Attend::Prefix(_) => "prefix",
+            Attend::Dual(_) => "dual",
+        };
+        self.calls.borrow_mut().push(Call {
+            start,
+            len: tokens.len(),
+            attend,
+            stored: store.is_some(),
+            want: want.to_vec(),
+        });
+        let mut out = Vec::new();
+        for &r in want {
+            assert!(r < tokens.len(), "row {r} outside span of {}", tokens.len());
+            out.extend((self.row)(start + r, tokens, start));
+        }
+        Ok(out)
+    }
+}
+
+/// The token position `p` prefers, never the mask or EOS.
+fn pref(p: usize) -> u32 {
+    ((p * 7 + 3) % 60) as u32
+}
+
+/// Logits where position `p` prefers `pref(p)` with strength `level(p)`.
+fn peaked(p: usize, level: f32) -> Vec<f32> {
+    let mut v = vec![0.0; VOCAB];
+    v[pref(p) as usize] = level;
+    v
+}
+
+/// A confidence that varies with position, distinct for the positions used here.
+fn level(p: usize) -> f32 {
+    1.0 + ((p * 37) % 23) as f32 * 0.25
+}
+
+fn tokens(shift: bool) -> DecodeTokens {
+    DecodeTokens {
+        mask_id: MASK,
+        stop_ids: vec![EOS],
+        pad_id: None,
+        shift_logits: shift,
+    }
+}
+
+fn params(steps: usize, gen_length: usize, block: usize) -> DecodeParams {
+    DecodeParams {
+        steps,
+        gen_length,
+        block_length: Some(block),
+        stop_early: false,
+        ..DecodeParams::default()
+    }
+}
+
+/// One step as the callback saw it: canvas, committed positions, nfe.
+type Seen = (Vec<u32>, Vec<usize>, usize);
+
+/// Run and record every step's canvas.
+fn run_recorded(
+    model: &Fake,
+    tok: &DecodeTokens,
+    prompt: &[u32],
+    p: &DecodeParams,
+) -> (GenerateOutput, Vec<Seen>) {
+    let mut seen = Vec::new();
+    let out = generate(model, tok, prompt, p, &mut |e: &StepEvent<'_>| {
+        seen.push((e.canvas.to_vec(), e.committed.to_vec(), e.nfe));
+        true
+    })
+    .expect("generate");
+    (out, seen)
+}
+
+const PROMPT: [u32; 3] = [5, 6, 7];
+
+#[test]
+fn llada_schedule_commits_most_confident_within_block() {
+    let model = Fake::new(|p, _, _| peaked(p, level(p)));
+    let p = params(4, 8, 4);
+    let (out, seen) = run_recorded(&model, &tokens(false), &PROMPT, &p);
+    assert_eq!(out.nfe, 4);
+    assert_eq!(out.steps, 4);
+    assert_eq!(seen.len(), 4);
+    for (k, (_, committed, _)) in seen.iter().enumerate() {
+        assert_eq!(committed.len(), 2, "step {k}");
+        let block = k / 2;
+        let (start, end) = (3 + block * 4, 3 + block * 4 + 4);
+        assert!(
+            committed.iter().all(|&c| c >= start && c < end),
+            "step {k}: {committed:?}"
+        );
+    }
+    // Step 0 takes the two most confident of positions 3..7.
+    let mut first: Vec<usize> = (3..7).collect();
+    first.sort_by(|&a, &b| level(b).total_cmp(&level(a)).then(a.cmp(&b)));
+    let mut got = seen[0].1.clone();
+    got.sort();
+    let mut want = first[..2].to_vec();
+    want.sort();
+    assert_eq!(got, want);
+    // Final canvas: prompt kept, every position its preferred token.
+    assert_eq!(&out.canvas[..3], &PROMPT);
+    for q in 3..11 {
+        assert_eq!(out.canvas[q], pref(q));
+    }
+    assert_eq!(out.answer, 3..11);
+}
+
+#[test]
+fn committed_tokens_never_change() {
+    let model = Fake::new(|p, toks, start| {
+        // Logits depend on the whole span so proposals shift as the canvas fills.
+        let s: u32 = toks.iter().sum::<u32>() + start as u32;
+        let mut v = vec![0.0; VOCAB];
+        v[((p as u32 * 13 + s) % 60) as usize] = level(p);
+        v
+    });
+    for steps in [2, 4, 6, 12] {
+        let p = params(steps, 12, 6);
+        let (out, seen) = run_recorded(&model, &tokens(false), &PROMPT, &p);
+        let mut fixed: Vec<Option<u32>> = vec![None; out.canvas.len()];
+        for (canvas, committed, _) in &seen {
+            for (q, &t) in canvas.iter().enumerate() {
+                if let Some(f) = fixed[q] {
+                    assert_eq!(f, t, "position {q} changed");
+                }
+                if t != MASK {
+                    fixed[q] = Some(t);
+                }
+            }
+            for c in committed {
+                assert!(*c >= 3);
+            }
+        }
+        assert!(!out.canvas.contains(&MASK));
+    }
+}
+
+#[test]
+fn ties_go_to_the_lowest_position() {
+    let model = Fake::new(|_, _, _| {
+        let mut v = vec![0.0; VOCAB];
+        v[9] = 2.0;
+        v
+    });
+    let p = params(4, 4, 4);
+    let (_, seen) = run_recorded(&model, &tokens(false), &PROMPT, &p);
+    let order: Vec<usize> = seen.iter().flat_map(|s| s.1.clone()).collect();
+    assert_eq!(order, vec![3, 4, 5, 6]);
+}
+
+#[test]
+fn one_mask_left() {
+    let model = Fake::new(|p, _, _| peaked(p, 3.0));
+    let p = params(1, 1, 1);
+    let out = generate(&model, &tokens(false), &PROMPT, &p, &mut |_| true).expect("generate");
+    assert_eq!(out.canvas, vec![5, 6, 7, pref(3)]);
+    assert_eq!(out.nfe, 1);
+    // More steps than masks: the block finishes after one step.
+    let p = params(4, 1, 1);
+    let out = generate(&model, &tokens(false), &PROMPT, &p, &mut |_| true).expect("generate");
+    assert_eq!(out.nfe, 1);
+}
+
+#[test]
+fn only_wanted_rows_are_requested() {
+    let model = Fake::new(|p, _, _| peaked(p, level(p)));
+    let p = params(4, 8, 4);
+    generate(&model, &tokens(false), &PROMPT, &p, &mut |_| true).expect("generate");
+    let calls = model.calls.borrow();
+    assert_eq!(calls.len(), 4);
+    for c in calls.iter() {
+        assert_eq!((c.start, c.len, c.attend, c.stored), (0, 11, "span", false));
+        assert!(c.want.iter().all(|&w| w >= 3));
+    }
+    assert_eq!(calls[0].want, vec![3, 4, 5, 6]);
+    assert_eq!(calls[1].want.len(), 2);
+    assert_eq!(calls[2].want, vec![7, 8, 9, 10]);
+}
+
+#[test]
+fn cache_calls_have_the_right_spans() {
+    let model = Fake::new(|p, _, _| peaked(p, level(p)));
+    let mut p = params(8, 8, 4);
+    p.cache = CacheMode::Prefix;
+    generate(&model, &tokens(false), &PROMPT, &p, &mut |_| true).expect("generate");
+    {
+        let calls = model.calls.borrow();
+        assert_eq!(calls.len(), 8);
+        assert_eq!(
+            (
+                calls[0].start,
+                calls[0].len,
+                calls[0].attend,
+                calls[0].stored
+            ),
+            (0, 11, "span", true)
+        );
+        assert_eq!(
+            (
+                calls[1].start,
+                calls[1].len,
+                calls[1].attend,
+                calls[1].stored
+            ),
+            (3, 8, "prefix", false)
+        );
+        assert_eq!(calls[1].want.len(), 3);
+        assert!(calls[1].want.iter().all(|&w| w < 4));
+        assert_eq!(
+            (calls[4].start, calls[4].len, calls[4].stored),
+            (0, 11, true)
+        );
+        assert_eq!(
+            (calls[5].start, calls[5].len, calls[5].attend),
+            (7, 4, "prefix")
+        );
+    }
+    model.calls.borrow_mut().clear();
+    p.cache = CacheMode::Dual;
+    generate(&model, &tokens(false), &PROMPT, &p, &mut |_| true).expect("generate");
+    let calls = model.calls.borrow();
+    assert_eq!(
+        (
+            calls[1].start,
+            calls[1].len,
+            calls[1].attend,
+            calls[1].stored
+        ),
+        (3, 4, "dual", false)
+    );
+    assert_eq!(
+        (calls[5].start, calls[5].len, calls[5].attend),
+        (7, 4, "dual")
+    );
+}
+
+#[test]
+fn three_caches_agree_when_logits_ignore_the_cache() {
+    for shift in [false, true] {
+        let model = Fake::new(|p, _, _| peaked(p, level(p)));
+        let mut results = Vec::new();
+        for cache in [CacheMode::None, CacheMode::Prefix, CacheMode::Dual] {
+            for threshold in [None, Some(0.5)] {
+                let mut p = params(12, 12, 4);
+                p.cache = cache;
+                p.threshold = threshold;
+                let out =
+                    generate(&model, &tokens(shift), &PROMPT, &p, &mut |_| true).expect("generate");
+                results.push((threshold, out.canvas, out.nfe));
+            }
+        }
+        for r in &results[2..] {
+            let base = if r.0.is_none() {
+                &results[0]
+            } else {
+                &results[1]
+            };
+            assert_eq!(r, base, "shift {shift}");
+        }
+        assert_eq!(results[0].2, 12);
+    }
+}
+
+#[test]
+fn shifted_logits_come_from_the_previous_row() {
+    let model = Fake::new(|p, _, _| peaked(p, level(p)));
+    let p = params(4, 4, 4);
+    let out = generate(&model, &tokens(true), &PROMPT, &p, &mut |_| true).expect("generate");
+    for q in 3..7 {
+        assert_eq!(out.canvas[q], pref(q - 1), "position {q}");
+    }
+    // Empty prompt: position 0 reads row 0, like position 1.
+    let out = generate(&model, &tokens(true), &[], &p, &mut |_| true).expect("generate");
+    assert_eq!(out.canvas, vec![pref(0), pref(0), pref(1), pref(2)]);
+}
+
+#[test]
+fn threshold_commits_all_confident_and_always_one() {
+    // Very peaked logits: probability ≈ 1 everywhere.
+    let model = Fake::new(|p, _, _| peaked(p, 40.0));
+    let mut p = params(8, 8, 4);
+    p.threshold = Some(0.9);
+    let out = generate(&model, &tokens(false), &PROMPT, &p, &mut |_| true).expect("generate");
+    assert_eq!(out.nfe, 2);
+    assert_eq!(out.steps, 2);
+    // tau = 1 with probabilities below 1: one per step.
+    let model = Fake::new(|p, _, _| peaked(p, level(p)));
+    p.threshold = Some(1.0);
+    let out = generate(&model, &tokens(false), &PROMPT, &p, &mut |_| true).expect("generate");
+    assert_eq!(out.nfe, 8);
+    for q in 3..11 {
+        assert_eq!(out.canvas[q], pref(q));
+    }
+}
+
+#[test]
+fn factor_rule_runs_and_finishes_blocks() {
+    let model = Fake::new(|p, _, _| peaked(p, 40.0));
+    let mut p = params(8, 8, 4);
+    p.factor = Some(1.0);
+    let out = generate(&model, &tokens(false), &PROMPT, &p, &mut |_| true).expect("generate");
+    assert_eq!(out.nfe, 2);
+    let model = Fake::new(|p, _, _| peaked(p, 0.1));
+    let out = generate(&model, &tokens(false), &PROMPT, &p, &mut |_| true).expect("generate");
+    // Low confidences: one per step, except that the last two of a block go together.
+    assert_eq!(out.nfe, 6);
+}
+
+#[test]
+fn random_remasking_and_sampling_repeat_with_a_seed() {
+    let model = Fake::new(|p, _, _| peaked(p, 1.0));
+    let mut p = params(8, 8, 8);
+    p.algorithm = Algorithm::Random;
+    p.temperature = 1.0;
+    let a = generate(&model, &tokens(false), &PROMPT, &p, &mut |_| true).expect("generate");
+    let b = generate(&model, &tokens(false), &PROMPT, &p, &mut |_| true).expect("generate");
+    assert_eq!(a, b);
+    let mut outs = std::collections::HashSet::new();
+    for seed in 0..8 {
+        p.seed = seed;
+        outs.insert(
+            generate(&model, &tokens(false), &PROMPT, &p, &mut |_| true)
+                .expect("generate")
+                .canvas,
+        );
+    }
+    assert!(outs.len() > 1);
+}
+
+#[test]
+fn cfg_uses_an_unconditional_pass_with_the_prompt_masked() {
+    // Conditional: token 1 slightly ahead of 2; unconditional: token 2 far ahead.
+    // cfg 1: u + 2(c - u) → token 1 wins; without cfg token 1 also wins; cfg pushes margin.
+    let model = Fake::new(|_, toks, start| {
+        let uncond = start == 0 && toks[0] == MASK;
+        let mut v = vec![0.0; VOCAB];
+        if uncond {
+            v[2] = 3.0;
+        } else {
+            v[1] = 1.0;
+            v[2] = 1.5;
+        }
+        v
+    });
+    let mut p = params(2, 2, 2);
+    let out = generate(&model, &tokens(false), &PROMPT, &p, &mut |_| true).expect("generate");
+    assert_eq!(&out.canvas[3..], &[2, 2]);
+    assert_eq!(out.nfe, 2);
+    p.cfg_scale = 1.0;
+    let out = generate(&model, &tokens(false), &PROMPT, &p, &mut |_| true).expect("generate");
+    // u + 2(c - u): token 1 → 0 + 2 = 2, token 2 → 3 + 2(1.5 - 3) = 0.
+    assert_eq!(&out.canvas[3..], &[1, 1]);
+    assert_eq!(out.nfe, 4);
+    p.cache = CacheMode::Dual;
+    assert!(matches!(
+        generate(&model, &tokens(false), &PROMPT, &p, &mut |_| true),
+        Err(RuntimeError::InvalidRequest(_))
+    ));
+}
+
+#[test]
+fn dream_timesteps_skip_empty_steps_and_take_the_best() {
+    let model = Fake::new(|p, _, _| peaked(p, level(p)));
+    let p = DecodeParams {
+        algorithm: Algorithm::MaskgitPlus,
+        steps: 16,
+        gen_length: 16,
+        block_length: None,
+        stop_early: false,
+        ..DecodeParams::default()
+    };
+    let (out, seen) = run_recorded(&model, &tokens(true), &PROMPT, &p);
+    assert_eq!(seen.len(), 16);
+    // Step 0 commits nothing (int(16 * 0.0624375) = 0) and makes no forward pass.
+    assert!(seen[0].1.is_empty());
+    assert_eq!(seen[0].2, 0);
+    assert_eq!(out.steps, 16);
+    let expected_nfe = seen.iter().filter(|s| !s.1.is_empty()).count();
+    assert_eq!(out.nfe, expected_nfe);
+    for q in 3..19 {
+        assert_eq!(out.canvas[q], pref(q - 1));
+    }
+    // Each step commits the most confident remaining masks.
+    for (canvas, committed, _) in &seen {
+        let _ = canvas;
+        for w in committed.windows(2) {
+            assert!(level(w[0] - 1) >= level(w[1] - 1));
+        }
+    }
+}
+
+#[test]
+fn dream_rules_and_origin_finish() {
+    for alg in [
+        Algorithm::Origin,
+        Algorithm::MaskgitPlus,
+        Algorithm::TopkMargin,
+        Algorithm::Entropy,
+    ] {
+        for alg_temp in [0.0, 0.5] {
+            let model = Fake::new(|p, _, _| peaked(p, level(p)));
+            let p = DecodeParams {
+                algorithm: alg,
+                steps: 5,
+                gen_length: 12,
+                block_length: None,
+                alg_temp,
+                stop_early: false,
+                ..DecodeParams::default()
+            };
+            let out =
+                generate(&model, &tokens(false), &PROMPT, &p, &mut |_| true).expect("generate");
+            assert!(!out.canvas.contains(&MASK), "{alg:?}");
+            for q in 3..15 {
+                assert_eq!(out.canvas[q], pref(q));
+            }
+            assert!(out.nfe <= 5);
+        }
+    }
+}
+
+#[test]
+fn cancel_stops_with_cancelled() {
+    let model = Fake::new(|p, _, _| peaked(p, level(p)));
+    let p = params(8, 8, 4);
+    let mut n = 0;
+    let r = generate(&model, &tokens(false), &PROMPT, &p, &mut |_| {
+        n += 1;
+        n < 3
+    });
+    assert!(matches!(r, Err(RuntimeError::Cancelled)));
+    assert_eq!(n, 3);
+}
+
+#[test]
+fn early_stop_when_the_answer_is_final() {
+    // Position 5 says EOS, most confidently; 3 and 4 next; the rest least.
+    let model = Fake::new(|p, _, _| {
+        if p == 5 {
+            let mut v = vec![0.0; VOCAB];
+            v[EOS as usize] = 9.0;
+            v
+        } else {
+            peaked(p, if p < 5 { 5.0 } else { 1.0 })
+        }
+    });
+    let mut p = params(8, 8, 8);
+    p.stop_early = true;
+    let out = generate(&model, &tokens(false), &PROMPT, &p, &mut |_| true).expect("generate");
+    assert!(out.stopped_early);
+    assert_eq!(out.nfe, 3);
+    assert_eq!(out.answer, 3..5);
+    assert_eq!(out.answer_ids(), &[pref(3), pref(4)]);
+    assert!(out.canvas[5..].iter().all(|&t| t == EOS));
+    // Without early stop the answer is the same.
+    p.stop_early = false;
+    let full = generate(&model, &tokens(false), &PROMPT, &p, &mut |_| true).expect("generate");
+    assert!(!full.stopped_early);
+    assert_eq!(full.nfe, 8);
+    assert_eq!(full.answer_ids(), out.answer_ids());
+}
+
+#[test]
+fn a_model_that_proposes_masks_ends_with_an_error() {
+    let model = Fake::new(|_, _, _| {
+        let mut v = vec![0.0; VOCAB];
+        v[MASK as usize] = 5.0;
+        v
+    });
+    let mut p = params(2, 2, 2);
+    p.threshold = Some(0.5);
+    let r = generate(&model, &tokens(false), &PROMPT, &p, &mut |_| true);
+    assert!(matches!(r, Err(RuntimeError::Unsupported(_))));
+}
+
+#[test]
+fn validation_rejects_bad_requests() {
+    let ok = params(8, 8, 4);
+    assert!(ok.validate(3, Some(11)).is_ok());
+    let bad = |p: DecodeParams, prompt: usize, max: Option<usize>| {
+        let e = p.validate(prompt, max).expect_err("should be rejected");
+        assert!(matches!(e, RuntimeError::InvalidRequest(_)), "{e}");
+        e.to_string()
+    };
+    assert!(bad(ok.clone(), 4, Some(11)).contains("context"));
+    assert!(bad(params(8, 8, 3), 3, None).contains("divide"));
+    assert!(bad(params(3, 8, 4), 3, None).contains("divisible"));
+    assert!(bad(params(0, 8, 4), 3, None).contains("steps"));
+    assert!(bad(params(8, 0, 4), 3, None).contains("gen_length"));
+    assert!(bad(params(8, 8, 0), 3, None).contains("block_length"));
+    for t in [0.0, -0.5, 1.5, f64::NAN] {
+        let mut p = ok.clone();
+        p.threshold = Some(t);
+        assert!(bad(p, 3, None).contains("threshold"));
+    }
+    let mut p = ok.clone();
+    p.threshold = Some(1.0);
+    assert!(p.validate(3, None).is_ok());
+    let mut p = ok.clone();
+    p.top_p = Some(0.0);
+    bad(p, 3, None);
+    let mut p = ok.clone();
+    p.top_k = Some(0);
+    bad(p, 3, None);
+    let mut p = ok.clone();
+    p.temperature = -1.0;
+    bad(p, 3, None);
+    let mut p = ok.clone();
+    p.algorithm = Algorithm::Entropy;
+    assert!(bad(p.clone(), 3, None).contains("no blocks"));
+    p.block_length = None;
+    assert!(p.validate(3, None).is_ok());
+    p.cache = CacheMode::Prefix;
+    bad(p.clone(), 3, None);
+    p.cache = CacheMode::None;
+    p.eps = 0.0;
+    bad(p, 3, None);
+    let mut p = ok.clone();
+    p.threshold = Some(0.9);
+    p.factor = Some(1.0);
+    bad(p, 3, None);
+}
+
+#[test]
+fn bad_ids_are_rejected() {
+    let model = Fake::new(|p, _, _| peaked(p, 1.0));
+    let p = params(2, 2, 2);
+    let r = generate(&model, &tokens(false), &[5, 99], &p, &mut |_| true);
+    assert!(matches!(r, Err(RuntimeError::InvalidRequest(_))));
+    let mut t = tokens(false);
+    t.mask_id = 64;
+    let r = generate(&model, &t, &PROMPT, &p, &mut |_| true);
+    assert!(matches!(r, Err(RuntimeError::InvalidRequest(_))));
+}
+
+#[test]
+fn names_round_trip() {
+    for a in Algorithm::ALL {
+        assert_eq!(Algorithm::from_name(a.name()), Some(a));
+    }
+    for c in [CacheMode::None, CacheMode::Prefix, CacheMode::Dual] {
+        assert_eq!(CacheMode::from_name(c.name()), Some(c));
+    }
+    assert_eq!(Algorithm::from_name("greedy"), None);
+}
