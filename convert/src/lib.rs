@@ -1,2 +1,453 @@
-//! HF checkpoint folder to `.dlm`: safetensors shards, config and tokenizer JSON, quantization policy.
+//! HF checkpoint folder to `.dlm`: safetensors shards, config and tokenizer JSON, quantization
+//! policy. [`convert`] is the whole job; the modules are its steps in data-flow order.
 #![forbid(unsafe_code)]
+
+pub mod chat;
+mod error;
+pub mod hf;
+mod progress;
+pub mod quant;
+mod safetensors;
+pub mod tokenizer;
+
+pub use error::{ConvertError, Result};
+pub use hf::Family;
+pub use progress::{Progress, StderrProgress};
+pub use quant::{QuantPolicy, TensorRole, encode_tensor};
+
+use dlm_formats::{DlmWriter, MetaValue, QuantType, TensorDecl, keys};
+use error::io_err;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// What to convert, where to, and how to store the weights.
+#[derive(Debug, Clone)]
+pub struct ConvertOptions {
+    /// The Hugging Face checkpoint folder.
+    pub input: PathBuf,
+    /// The `.dlm` file to write (through `<output>.tmp`, renamed when complete).
+    pub output: PathBuf,
+    /// Storage type per tensor (`--dtype` / `--quant`).
+    pub policy: QuantPolicy,
+    /// `general.name`; the input folder's name when `None`.
+    pub name: Option<String>,
+}
+
+impl ConvertOptions {
+    /// Convert `input` to `output` in f32 (the exact path), named after the folder.
+    pub fn new(input: impl Into<PathBuf>, output: impl Into<PathBuf>) -> Self {
+        ConvertOptions {
+            input: input.into(),
+            output: output.into(),
+            policy: QuantPolicy::Uniform(QuantType::F32),
+            name: None,
+        }
+    }
+}
+
+/// What a finished conversion did.
+#[derive(Debug, Clone)]
+pub struct ConvertReport {
+    /// The family converted.
+    pub family: Family,
+    /// Tensors written.
+    pub n_tensors: usize,
+    /// Size of the written file in bytes.
+    pub bytes_written: u64,
+    /// Wall-clock seconds the conversion took.
+    pub seconds: f64,
+    /// Things the caller should know that did not stop the conversion (no chat template...).
+    pub warnings: Vec<String>,
+}
+
+/// Parse the JSON file at `path`.
+pub(crate) fn read_json(path: &Path) -> Result<Value> {
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    serde_json::from_slice(&bytes).map_err(|source| ConvertError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn read_required_json(path: &Path, needed_for: &'static str) -> Result<Value> {
+    if !path.is_file() {
+        return Err(ConvertError::MissingFile {
+            path: path.to_path_buf(),
+            needed_for,
+        });
+    }
+    read_json(path)
+}
+
+fn read_optional_json(path: &Path) -> Result<Value> {
+    if path.is_file() {
+        read_json(path)
+    } else {
+        Ok(Value::Object(Default::default()))
+    }
+}
+
+/// Convert the checkpoint folder `opts.input` into the `.dlm` file `opts.output`, calling
+/// `progress` after each tensor. Nothing appears under `opts.output` unless it completes.
+pub fn convert(
+    opts: &ConvertOptions,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<ConvertReport> {
+    let start = Instant::now();
+    let files = hf::FolderFiles::in_dir(&opts.input);
+    let config = read_required_json(&files.config, "the model's shape")?;
+    let cfg = hf::model_config(&config, &files.config)?;
+    let gen_config = read_optional_json(&files.generation_config)?;
+    let tok_config = read_optional_json(&files.tokenizer_config)?;
+    let tok_json = read_required_json(&files.tokenizer, "the tokenizer")?;
+    let tok = tokenizer::parse(&tok_json, &files.tokenizer, cfg.vocab_size)?;
+    let mut warnings = Vec::new();
+
+    let mut meta: Vec<(String, MetaValue)> = Vec::new();
+    let mut put = |k: &str, v: MetaValue| meta.push((k.to_string(), v));
+    let name = match &opts.name {
+        Some(n) => n.clone(),
+        None => folder_name(&opts.input),
+    };
+    put(keys::general::NAME, MetaValue::Str(name));
+    put(
+        keys::general::ARCHITECTURE,
+        MetaValue::Str(cfg.architecture.clone()),
+    );
+    put(
+        keys::general::QUANT_POLICY,
+        MetaValue::Str(opts.policy.name().into()),
+    );
+    put(
+        keys::general::WRITER,
+        MetaValue::Str(format!("dlm-convert {}", env!("CARGO_PKG_VERSION"))),
+    );
+    model_meta(&cfg, &mut put);
+
+    // Tokenizer and special ids.
+    let specials = special_ids(&cfg, &config, &gen_config, &tok_config, &tok, &files)?;
+    put(
+        keys::tokenizer::MODEL,
+        MetaValue::Str("bpe_bytelevel".into()),
+    );
+    put(
+        keys::tokenizer::TOKENS,
+        MetaValue::ArrStr(tok.tokens.clone()),
+    );
+    put(
+        keys::tokenizer::MERGES,
+        MetaValue::ArrStr(tok.merges.clone()),
+    );
+    put(
+        keys::tokenizer::ADDED_IDS,
+        MetaValue::ArrU32(tok.added_ids.clone()),
+    );
+    put(
+        keys::tokenizer::SPECIAL_IDS,
+        MetaValue::ArrU32(tok.special_ids.clone()),
+    );
+    put(keys::tokenizer::PRE, MetaValue::Str(tok.pre.into()));
+    put(
+        keys::tokenizer::NORMALIZER,
+        MetaValue::Str(tok.normalizer.into()),
+    );
+    put(keys::tokenizer::BOS_ID, MetaValue::U32(specials.bos));
+    put(keys::tokenizer::EOS_ID, MetaValue::U32(specials.eos));
+    put(keys::tokenizer::PAD_ID, MetaValue::U32(specials.pad));
+    if let Some(eot) = specials.eot {
+        put(keys::tokenizer::EOT_ID, MetaValue::U32(eot));
+    }
+
+    // Chat template.
+    match chat_pieces(&tok_config, &tok, &specials, &files.tokenizer_config)? {
+        Some(p) => {
+            for (k, v) in [
+                (keys::chat::PREFIX, &p.prefix),
+                (keys::chat::SYSTEM_PREFIX, &p.system_prefix),
+                (keys::chat::SYSTEM_SUFFIX, &p.system_suffix),
+                (keys::chat::USER_PREFIX, &p.user_prefix),
+                (keys::chat::USER_SUFFIX, &p.user_suffix),
+                (keys::chat::ASSISTANT_PREFIX, &p.assistant_prefix),
+                (keys::chat::ASSISTANT_SUFFIX, &p.assistant_suffix),
+                (keys::chat::GENERATION_PROMPT, &p.generation_prompt),
+                (keys::chat::DEFAULT_SYSTEM, &p.default_system),
+            ] {
+                put(k, MetaValue::Str(v.clone()));
+            }
+            put(keys::chat::TRIM_CONTENT, MetaValue::Bool(p.trim_content));
+        }
+        None => warnings.push(format!(
+            "{}: no chat template; the file has no chat.* keys",
+            files.tokenizer_config.display()
+        )),
+    }
+
+    // Decoding defaults.
+    let d = hf::diffusion_defaults(cfg.family, &gen_config, &files.generation_config)?;
+    put(keys::diffusion::MASK_ID, MetaValue::U32(specials.mask));
+    put(keys::diffusion::ALGORITHM, MetaValue::Str(d.algorithm));
+    put(keys::diffusion::STEPS, MetaValue::U32(d.steps));
+    put(keys::diffusion::GEN_LENGTH, MetaValue::U32(d.gen_length));
+    put(
+        keys::diffusion::BLOCK_LENGTH,
+        MetaValue::U32(d.block_length),
+    );
+    put(keys::diffusion::THRESHOLD, MetaValue::F32(d.threshold));
+    put(keys::diffusion::TEMPERATURE, MetaValue::F32(d.temperature));
+    put(keys::diffusion::EPS, MetaValue::F32(d.eps));
+    put(
+        keys::diffusion::FEW_STEP_SCHEDULE,
+        MetaValue::ArrU32(Vec::new()),
+    );
+
+    // Weights: check everything before writing anything.
+    let ckpt = safetensors::Checkpoint::open(&opts.input)?;
+    let plan = hf::tensor_plan(&cfg);
+    let mut decls = Vec::with_capacity(plan.len());
+    let mut bytes_total = 0u64;
+    for t in &plan {
+        let (file, entry) = ckpt.get(&t.hf)?;
+        if entry.shape != t.shape {
+            return Err(ConvertError::ShapeMismatch {
+                path: file.path.clone(),
+                tensor: t.hf.clone(),
+                expected: t.shape.clone(),
+                found: entry.shape.clone(),
+            });
+        }
+        if safetensors::to_f32(entry.dtype, &[]).is_none() {
+            return Err(ConvertError::UnsupportedDtype {
+                path: file.path.clone(),
+                tensor: t.hf.clone(),
+                dtype: entry.dtype.name().into(),
+            });
+        }
+        let quant = opts.policy.choose(t.role, &t.shape);
+        if !quant::encoder_available(quant) {
+            return Err(ConvertError::QuantUnavailable { quant });
+        }
+        let n_bytes = quant
+            .tensor_bytes(&t.shape)
+            .ok_or_else(|| ConvertError::BadQuantShape {
+                quant,
+                tensor: t.ours.clone(),
+                shape: t.shape.clone(),
+            })?;
+        bytes_total += n_bytes;
+        decls.push(TensorDecl {
+            name: t.ours.clone(),
+            quant,
+            shape: t.shape.clone(),
+        });
+    }
+    let used: std::collections::HashSet<&str> = plan.iter().map(|t| t.hf.as_str()).collect();
+    let tied_head = hf::tensor_plan(&hf::ModelConfig {
+        tied_head: false,
+        ..cfg.clone()
+    })
+    .into_iter()
+    .find(|t| t.ours == "head")
+    .map(|t| t.hf);
+    let mut unused: Vec<&str> = ckpt
+        .names()
+        .filter(|n| !used.contains(n) && !hf::is_ignorable(n) && Some(*n) != tied_head.as_deref())
+        .collect();
+    unused.sort_unstable();
+    if let Some(n) = unused.first() {
+        let (file, _) = ckpt.get(n)?;
+        return Err(ConvertError::UnexpectedTensor {
+            path: file.path.clone(),
+            tensor: n.to_string(),
+        });
+    }
+
+    let format_err = |source| ConvertError::Format {
+        path: opts.output.clone(),
+        source,
+    };
+    let mut writer = DlmWriter::create(&opts.output, &meta, &decls).map_err(format_err)?;
+    let mut bytes_done = 0u64;
+    for (i, (t, decl)) in plan.iter().zip(&decls).enumerate() {
+        let (file, entry) = ckpt.get(&t.hf)?;
+        let raw = file.read_bytes(entry)?;
+        let passthrough = matches!(
+            (entry.dtype, decl.quant),
+            (safetensors::Dtype::F32, QuantType::F32)
+                | (safetensors::Dtype::F16, QuantType::F16)
+                | (safetensors::Dtype::BF16, QuantType::BF16)
+        );
+        let data = if passthrough {
+            raw
+        } else {
+            let values = safetensors::to_f32(entry.dtype, &raw).ok_or_else(|| {
+                ConvertError::UnsupportedDtype {
+                    path: file.path.clone(),
+                    tensor: t.hf.clone(),
+                    dtype: entry.dtype.name().into(),
+                }
+            })?;
+            drop(raw);
+            encode_tensor(decl.quant, &decl.shape, &values)?
+        };
+        writer.write_tensor(&decl.name, &data).map_err(format_err)?;
+        bytes_done += data.len() as u64;
+        progress(Progress {
+            tensor: &decl.name,
+            tensors_done: i + 1,
+            tensors_total: decls.len(),
+            bytes_done,
+            bytes_total,
+        });
+    }
+    let bytes_written = writer.finish().map_err(format_err)?;
+    Ok(ConvertReport {
+        family: cfg.family,
+        n_tensors: decls.len(),
+        bytes_written,
+        seconds: start.elapsed().as_secs_f64(),
+        warnings,
+    })
+}
+
+fn folder_name(dir: &Path) -> String {
+    let canon = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    canon
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into())
+}
+
+fn model_meta(cfg: &hf::ModelConfig, put: &mut impl FnMut(&str, MetaValue)) {
+    // model_config checked every integer is below 2^32.
+    let u = |v: u64| MetaValue::U32(v as u32);
+    put(
+        keys::model::FAMILY,
+        MetaValue::Str(cfg.family.name().into()),
+    );
+    put(keys::model::DIM, u(cfg.dim));
+    put(keys::model::HIDDEN_DIM, u(cfg.hidden_dim));
+    put(keys::model::N_LAYERS, u(cfg.n_layers));
+    put(keys::model::N_HEADS, u(cfg.n_heads));
+    put(keys::model::N_KV_HEADS, u(cfg.n_kv_heads));
+    put(keys::model::VOCAB_SIZE, u(cfg.vocab_size));
+    put(keys::model::MAX_SEQ_LEN, u(cfg.max_seq_len));
+    put(
+        keys::model::ROPE_THETA,
+        MetaValue::F32(cfg.rope_theta as f32),
+    );
+    put(keys::model::NORM_EPS, MetaValue::F32(cfg.norm_eps as f32));
+    put(keys::model::QKV_BIAS, MetaValue::Bool(cfg.qkv_bias));
+    put(keys::model::TIED_HEAD, MetaValue::Bool(cfg.tied_head));
+    put(
+        keys::model::SHIFT_LOGITS,
+        MetaValue::Bool(cfg.family == Family::Dream),
+    );
+}
+
+/// The special token ids the file records.
+struct Specials {
+    bos: u32,
+    eos: u32,
+    pad: u32,
+    eot: Option<u32>,
+    mask: u32,
+}
+
+fn special_ids(
+    cfg: &hf::ModelConfig,
+    config: &Value,
+    gen_config: &Value,
+    tok_config: &Value,
+    tok: &tokenizer::Tokenizer,
+    files: &hf::FolderFiles,
+) -> Result<Specials> {
+    let by_text = |key: &str| hf::text_from(tok_config, key).and_then(|t| tok.id_of(&t));
+    let lookup = |id_key: &str, text_key: &str| {
+        hf::id_from(&[config, gen_config], id_key).or_else(|| by_text(text_key).map(u64::from))
+    };
+    let check = |what: &str, id: Option<u64>| -> Result<u32> {
+        let id = id.ok_or_else(|| ConvertError::Tokenizer {
+            path: files.config.clone(),
+            reason: format!(
+                "no {what} id in config.json, generation_config.json or tokenizer_config.json"
+            ),
+        })?;
+        if id >= cfg.vocab_size {
+            return Err(ConvertError::BadConfigValue {
+                path: files.config.clone(),
+                key: format!("{what}_token_id"),
+                reason: format!("{id} is not below the vocab size {}", cfg.vocab_size),
+            });
+        }
+        Ok(id as u32)
+    };
+    let bos = check("bos", lookup(hf::BOS_ID_KEY, hf::BOS_TEXT_KEY))?;
+    let eos = check("eos", lookup(hf::EOS_ID_KEY, hf::EOS_TEXT_KEY))?;
+    let pad = match lookup(hf::PAD_ID_KEY, hf::PAD_TEXT_KEY) {
+        Some(id) => check("pad", Some(id))?,
+        None => eos,
+    };
+    let eot = hf::EOT_TOKEN_TEXTS.iter().find_map(|t| tok.id_of(t));
+    let mask_guess = hf::id_from(&[config, gen_config], hf::MASK_ID_KEY)
+        .or_else(|| {
+            hf::MASK_TOKEN_TEXTS
+                .iter()
+                .find_map(|t| tok.id_of(t))
+                .map(u64::from)
+        })
+        .or_else(|| by_text(hf::MASK_TEXT_KEY).map(u64::from))
+        .or_else(|| {
+            (cfg.family == Family::Llada && hf::LLADA_MASK_ID < cfg.vocab_size)
+                .then_some(hf::LLADA_MASK_ID)
+        });
+    let mask = check("mask", mask_guess)?;
+    Ok(Specials {
+        bos,
+        eos,
+        pad,
+        eot,
+        mask,
+    })
+}
+
+fn chat_pieces(
+    tok_config: &Value,
+    tok: &tokenizer::Tokenizer,
+    specials: &Specials,
+    path: &Path,
+) -> Result<Option<chat::ChatPieces>> {
+    let source = match tok_config.get(hf::CHAT_TEMPLATE_KEY) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) => s.clone(),
+        // Newer files hold a list of named templates; the runtime uses the default one.
+        Some(Value::Array(list)) => list
+            .iter()
+            .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
+            .and_then(|t| t.get("template"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| ConvertError::ChatTemplate {
+                path: path.to_path_buf(),
+                reason: "a list of templates without one named \"default\"".into(),
+            })?,
+        Some(v) => {
+            return Err(ConvertError::ChatTemplate {
+                path: path.to_path_buf(),
+                reason: format!("chat_template is neither a string nor a list: {v}"),
+            });
+        }
+    };
+    let text = |key: &str, id: u32| {
+        hf::text_from(tok_config, key)
+            .unwrap_or_else(|| tok.tokens.get(id as usize).cloned().unwrap_or_default())
+    };
+    let bos = text(hf::BOS_TEXT_KEY, specials.bos);
+    let eos = text(hf::EOS_TEXT_KEY, specials.eos);
+    let err = |reason: String| ConvertError::ChatTemplate {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let tmpl = chat::Template::new(&source, &bos, &eos).map_err(err)?;
+    chat::reduce(&tmpl).map(Some).map_err(err)
+}

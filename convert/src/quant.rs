@@ -1,0 +1,160 @@
+//! The quantization policy (which storage type each tensor gets) and the encoder seam that
+//! turns f32 values into the bytes of that type.
+
+use crate::error::{ConvertError, Result};
+use dlm_formats::QuantType;
+
+/// What a tensor is, as far as choosing its storage type goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TensorRole {
+    /// Token embedding `[vocab, dim]` (rows are gathered, not multiplied).
+    Embedding,
+    /// Output head `[vocab, dim]`.
+    Head,
+    /// Query and key projections.
+    AttnQk,
+    /// Value projection (more sensitive to quantization).
+    AttnV,
+    /// Attention output projection.
+    AttnOut,
+    /// SwiGLU gate and up projections.
+    FfnGateUp,
+    /// SwiGLU down projection (more sensitive to quantization).
+    FfnDown,
+    /// RMSNorm weight vector: always f32.
+    Norm,
+    /// Bias vector: always f32.
+    Bias,
+}
+
+/// Decides a [`QuantType`] per tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuantPolicy {
+    /// Every matmul weight and the embedding in one type; norms and biases f32.
+    Uniform(QuantType),
+    /// q4_k for most matmuls, q6_k for the sensitive ones (value, down projection, head),
+    /// q8_0 for the embedding; norms and biases f32.
+    Mixed,
+}
+
+impl QuantPolicy {
+    /// Parse a CLI name: a quant type name (`f32`, `f16`, `bf16`, `q8_0`, ...) or `mixed`.
+    pub fn from_name(name: &str) -> Result<Self> {
+        if name == "mixed" {
+            return Ok(QuantPolicy::Mixed);
+        }
+        QuantType::from_name(name)
+            .map(QuantPolicy::Uniform)
+            .ok_or_else(|| ConvertError::UnknownPolicy(name.to_string()))
+    }
+
+    /// The name written to `general.quant_policy`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            QuantPolicy::Uniform(q) => q.name(),
+            QuantPolicy::Mixed => "mixed",
+        }
+    }
+
+    /// The storage type of a tensor of `role` and row-major `shape`. A block type whose block
+    /// does not divide the row falls back to q8_0, then to f16.
+    pub fn choose(&self, role: TensorRole, shape: &[u64]) -> QuantType {
+        use QuantType as Q;
+        use TensorRole as R;
+        let wanted = match (self, role) {
+            (_, R::Norm | R::Bias) => return Q::F32,
+            (QuantPolicy::Uniform(q), _) => *q,
+            (QuantPolicy::Mixed, R::Embedding) => Q::Q8_0,
+            (QuantPolicy::Mixed, R::Head | R::AttnV | R::FfnDown) => Q::Q6K,
+            (QuantPolicy::Mixed, R::AttnQk | R::AttnOut | R::FfnGateUp) => Q::Q4K,
+        };
+        let row_len = shape.last().copied().unwrap_or(1);
+        [wanted, Q::Q8_0, Q::F16]
+            .into_iter()
+            .find(|q| row_len.is_multiple_of(q.block_len() as u64))
+            .unwrap_or(Q::F16)
+    }
+
+    /// Every type this policy may choose for matmul weights (to check encoders up front).
+    pub fn types(&self) -> Vec<QuantType> {
+        use QuantType as Q;
+        match self {
+            QuantPolicy::Uniform(q) => vec![*q],
+            QuantPolicy::Mixed => vec![Q::Q8_0, Q::Q6K, Q::Q4K],
+        }
+    }
+}
+
+/// Whether this build can encode `quant`.
+pub fn encoder_available(quant: QuantType) -> bool {
+    matches!(quant, QuantType::F32 | QuantType::F16 | QuantType::BF16)
+}
+
+/// The bytes of `values` (row-major, `shape`) stored as `quant`.
+///
+/// This is the seam for block quantization: the integer types return `QuantUnavailable` until
+/// the quantize functions of `dlm_formats` are wired in here, one arm per type.
+pub fn encode_tensor(quant: QuantType, shape: &[u64], values: &[f32]) -> Result<Vec<u8>> {
+    let n: u64 = shape.iter().product();
+    assert_eq!(
+        n,
+        values.len() as u64,
+        "encode_tensor: shape {shape:?} does not match {} values",
+        values.len()
+    );
+    Ok(match quant {
+        QuantType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        QuantType::F16 => values
+            .iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+            .collect(),
+        QuantType::BF16 => values
+            .iter()
+            .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+            .collect(),
+        QuantType::Q8_0 | QuantType::Q4_0 | QuantType::Q4K | QuantType::Q6K => {
+            return Err(ConvertError::QuantUnavailable { quant });
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_keeps_norms_f32_and_falls_back_on_odd_rows() {
+        let p = QuantPolicy::from_name("q4_k").unwrap();
+        assert_eq!(p.choose(TensorRole::Norm, &[4096]), QuantType::F32);
+        assert_eq!(
+            p.choose(TensorRole::FfnGateUp, &[11008, 4096]),
+            QuantType::Q4K
+        );
+        assert_eq!(p.choose(TensorRole::FfnDown, &[4096, 96]), QuantType::Q8_0);
+        assert_eq!(p.choose(TensorRole::FfnDown, &[4096, 100]), QuantType::F16);
+        let m = QuantPolicy::Mixed;
+        assert_eq!(m.choose(TensorRole::AttnV, &[512, 4096]), QuantType::Q6K);
+        assert_eq!(m.choose(TensorRole::Bias, &[512]), QuantType::F32);
+        assert!(matches!(
+            QuantPolicy::from_name("q3"),
+            Err(ConvertError::UnknownPolicy(_))
+        ));
+        assert_eq!(QuantPolicy::from_name("bf16").unwrap().name(), "bf16");
+    }
+
+    #[test]
+    fn float_encoders_and_the_int_seam() {
+        let v = [1.0f32, -2.0];
+        assert_eq!(encode_tensor(QuantType::F32, &[2], &v).unwrap().len(), 8);
+        assert_eq!(
+            encode_tensor(QuantType::F16, &[2], &v).unwrap(),
+            vec![0x00, 0x3c, 0x00, 0xc0]
+        );
+        assert_eq!(
+            encode_tensor(QuantType::BF16, &[1, 2], &v).unwrap(),
+            vec![0x80, 0x3f, 0x00, 0xc0]
+        );
+        let e = encode_tensor(QuantType::Q4K, &[2], &v).unwrap_err();
+        assert!(e.to_string().contains("q4_k"));
+    }
+}
