@@ -61,8 +61,8 @@ impl std::fmt::Debug for Model {
 impl Model {
     /// Map the `.dlm` file at `path` and load it.
     pub fn open(path: &Path) -> Result<Self, RuntimeError> {
-        let data = std::fs::read(path).map_err(dlm_formats::FormatError::Io)?;
-        Self::from_bytes(Arc::new(data))
+        let mapped = dlm_formats::MappedFile::open(path)?;
+        Self::from_bytes(Arc::new(mapped))
     }
 
     /// Load a model from the bytes of a whole `.dlm` file.
@@ -135,10 +135,10 @@ impl Model {
             }
             _ => {}
         }
-        if let Some(c) = store {
-            if !fits(c) {
-                return bad("the cache to store into does not match this model or span".into());
-            }
+        if let Some(c) = store
+            && !fits(c)
+        {
+            return bad("the cache to store into does not match this model or span".into());
         }
         Ok(())
     }

@@ -1,0 +1,45 @@
+//! Command-line surface: argument definitions and dispatch to one module per command.
+
+mod convert;
+mod inspect;
+mod json;
+mod logits;
+mod model_path;
+mod tokenize;
+
+use clap::{Parser, Subcommand};
+use std::error::Error;
+
+/// The result every command returns; errors print with their chain of causes.
+pub type CliResult = Result<(), Box<dyn Error>>;
+
+/// dlm: run diffusion language models (LLaDA, Dream) on small machines.
+///
+/// A diffusion LM starts from a block of mask tokens and unmasks many positions per forward
+/// pass. Convert a Hugging Face checkpoint once with `dlm convert`, then run the `.dlm` file.
+#[derive(Parser)]
+#[command(name = "dlm", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Convert(convert::Args),
+    Inspect(inspect::Args),
+    Tokenize(tokenize::TokenizeArgs),
+    Detokenize(tokenize::DetokenizeArgs),
+    Logits(logits::Args),
+}
+
+/// Parse the arguments and run the command.
+pub fn main() -> CliResult {
+    match Cli::parse().command {
+        Command::Convert(a) => convert::run(a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Tokenize(a) => tokenize::run_tokenize(a),
+        Command::Detokenize(a) => tokenize::run_detokenize(a),
+        Command::Logits(a) => logits::run(a),
+    }
+}

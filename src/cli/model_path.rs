@@ -1,0 +1,98 @@
+//! Where a command's model comes from: a `.dlm` file, or a Hugging Face folder that is
+//! converted once into the cache and reused, or (for `run`) the demo model shipped in `models/`.
+
+use super::convert::convert_folder;
+use dlm_runtime::Tokenizer;
+use dlm_runtime::model::Model;
+use std::error::Error;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+/// The model shipped with the repository, used when `run` is given no `-m`.
+pub fn default_model() -> PathBuf {
+    let here = PathBuf::from("models/demo");
+    if here.join("config.json").exists() {
+        return here;
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/demo")
+}
+
+/// Open `path` as a model: a `.dlm` file directly, a Hugging Face folder through the cache.
+pub fn load(path: &Path) -> Result<Model, Box<dyn Error>> {
+    Ok(Model::open(&resolve(path)?)?)
+}
+
+/// Open `path` and its tokenizer.
+pub fn load_with_tokenizer(path: &Path) -> Result<(Model, Tokenizer), Box<dyn Error>> {
+    let model = load(path)?;
+    let tok = Tokenizer::from_file(model.file())?;
+    Ok((model, tok))
+}
+
+/// The `.dlm` file for `path`, converting a Hugging Face folder at f32 on first use.
+pub fn resolve(path: &Path) -> Result<PathBuf, Box<dyn Error>> {
+    if !path.is_dir() {
+        if !path.exists() {
+            return Err(format!("model {} does not exist", path.display()).into());
+        }
+        return Ok(path.to_path_buf());
+    }
+    if !path.join("config.json").exists() {
+        return Err(format!(
+            "{} is a folder without config.json: give a .dlm file or a Hugging Face folder",
+            path.display()
+        )
+        .into());
+    }
+    let cached = cache_dir()?.join(cache_name(path)?);
+    if !cached.exists() {
+        eprintln!(
+            "converting {} to {} (first use)",
+            path.display(),
+            cached.display()
+        );
+        convert_folder(path, &cached, "f32")?;
+    }
+    Ok(cached)
+}
+
+fn cache_dir() -> Result<PathBuf, Box<dyn Error>> {
+    let dir = if let Some(d) = std::env::var_os("DLM_CACHE") {
+        PathBuf::from(d)
+    } else if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        PathBuf::from(d).join("dlm")
+    } else if let Some(h) = std::env::var_os("HOME") {
+        PathBuf::from(h).join(".cache/dlm")
+    } else {
+        std::env::temp_dir().join("dlm-cache")
+    };
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| format!("cannot create cache folder {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// A name that changes whenever the folder's files change (names, sizes, modification times)
+/// or this build of dlm changes.
+fn cache_name(folder: &Path) -> Result<String, Box<dyn Error>> {
+    let mut entries: Vec<_> = std::fs::read_dir(folder)?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_file())
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    env!("CARGO_PKG_VERSION").hash(&mut h);
+    for e in entries {
+        let md = e.metadata()?;
+        e.file_name().hash(&mut h);
+        md.len().hash(&mut h);
+        if let Ok(t) = md.modified() {
+            t.hash(&mut h);
+        }
+    }
+    let stem = folder
+        .canonicalize()?
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    Ok(format!("{stem}-{:016x}.dlm", h.finish()))
+}
