@@ -130,6 +130,15 @@ pub enum ConvertError {
         /// Its shape.
         shape: Vec<u64>,
     },
+    /// A tensor's values cannot be stored in the chosen type (NaN, overflow of f16...).
+    Encode {
+        /// Our tensor name.
+        tensor: String,
+        /// The type.
+        quant: QuantType,
+        /// The quantizer's error.
+        source: FormatError,
+    },
     /// A policy name the CLI does not know.
     UnknownPolicy(String),
     /// The `.dlm` writer refused.
@@ -215,6 +224,9 @@ impl fmt::Display for ConvertError {
                 f,
                 "tensor {tensor:?} of shape {shape:?} cannot be stored as {quant} (row not a whole number of blocks)"
             ),
+            ConvertError::Encode { tensor, quant, .. } => {
+                write!(f, "tensor {tensor:?} cannot be encoded as {quant}")
+            }
             ConvertError::UnknownPolicy(p) => write!(
                 f,
                 "unknown quantization policy {p:?} (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k, mixed)"
@@ -232,6 +244,7 @@ impl std::error::Error for ConvertError {
             ConvertError::Io { source, .. } => Some(source),
             ConvertError::Json { source, .. } => Some(source),
             ConvertError::Format { source, .. } => Some(source),
+            ConvertError::Encode { source, .. } => Some(source),
             _ => None,
         }
     }

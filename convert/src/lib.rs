@@ -288,7 +288,14 @@ pub fn convert(
                 }
             })?;
             drop(raw);
-            encode_tensor(decl.quant, &decl.shape, &values)?
+            encode_tensor(decl.quant, &decl.shape, &values).map_err(|e| match e {
+                ConvertError::Encode { quant, source, .. } => ConvertError::Encode {
+                    tensor: decl.name.clone(),
+                    quant,
+                    source,
+                },
+                e => e,
+            })?
         };
         writer.write_tensor(&decl.name, &data).map_err(format_err)?;
         bytes_done += data.len() as u64;

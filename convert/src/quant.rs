@@ -85,15 +85,17 @@ impl QuantPolicy {
     }
 }
 
-/// Whether this build can encode `quant`.
+/// Whether this build can encode `quant` (every type of the table: the block quantizers of
+/// `dlm_formats::quant` are wired in).
 pub fn encoder_available(quant: QuantType) -> bool {
-    matches!(quant, QuantType::F32 | QuantType::F16 | QuantType::BF16)
+    dlm_formats::ALL_QUANT_TYPES.contains(&quant)
 }
 
 /// The bytes of `values` (row-major, `shape`) stored as `quant`.
 ///
-/// This is the seam for block quantization: the integer types return `QuantUnavailable` until
-/// the quantize functions of `dlm_formats` are wired in here, one arm per type.
+/// Blocks never straddle rows: the row length must be a whole number of blocks
+/// (`BadQuantShape` otherwise). Non-finite values, values beyond f16 range for f16, and block
+/// scales that overflow f16 are `Encode` errors (the caller fills in the tensor name).
 pub fn encode_tensor(quant: QuantType, shape: &[u64], values: &[f32]) -> Result<Vec<u8>> {
     let n: u64 = shape.iter().product();
     assert_eq!(
@@ -102,20 +104,26 @@ pub fn encode_tensor(quant: QuantType, shape: &[u64], values: &[f32]) -> Result<
         "encode_tensor: shape {shape:?} does not match {} values",
         values.len()
     );
-    Ok(match quant {
-        QuantType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        QuantType::F16 => values
-            .iter()
-            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
-            .collect(),
-        QuantType::BF16 => values
-            .iter()
-            .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
-            .collect(),
-        QuantType::Q8_0 | QuantType::Q4_0 | QuantType::Q4K | QuantType::Q6K => {
-            return Err(ConvertError::QuantUnavailable { quant });
+    if !encoder_available(quant) {
+        return Err(ConvertError::QuantUnavailable { quant });
+    }
+    let n_bytes = quant
+        .tensor_bytes(shape)
+        .and_then(|b| usize::try_from(b).ok())
+        .ok_or_else(|| ConvertError::BadQuantShape {
+            quant,
+            tensor: String::new(),
+            shape: shape.to_vec(),
+        })?;
+    let mut out = vec![0u8; n_bytes];
+    dlm_formats::quant::quantize(quant, values, &mut out).map_err(|source| {
+        ConvertError::Encode {
+            tensor: String::new(),
+            quant,
+            source,
         }
-    })
+    })?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -154,7 +162,22 @@ mod tests {
             encode_tensor(QuantType::BF16, &[1, 2], &v).unwrap(),
             vec![0x80, 0x3f, 0x00, 0xc0]
         );
-        let e = encode_tensor(QuantType::Q4K, &[2], &v).unwrap_err();
-        assert!(e.to_string().contains("q4_k"));
+        let e = encode_tensor(QuantType::Q4K, &[1, 2], &v).unwrap_err();
+        assert!(e.to_string().contains("q4_k"), "{e}");
+        let row: Vec<f32> = (0..64).map(|i| i as f32 / 8.0 - 4.0).collect();
+        assert_eq!(
+            encode_tensor(QuantType::Q8_0, &[2, 32], &row)
+                .unwrap()
+                .len(),
+            2 * 34
+        );
+        assert_eq!(
+            encode_tensor(QuantType::Q4K, &[1, 256], &[0.5; 256])
+                .unwrap()
+                .len(),
+            144
+        );
+        let e = encode_tensor(QuantType::F16, &[1], &[1e6]).unwrap_err();
+        assert!(matches!(e, ConvertError::Encode { .. }), "{e}");
     }
 }
