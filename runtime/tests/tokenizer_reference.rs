@@ -170,7 +170,15 @@ fn compare_file() {
         let want = ids_of(&case["ids"]);
         let t0 = std::time::Instant::now();
         let got = tok.encode(input);
-        seconds += t0.elapsed().as_secs_f64();
+        let dt = t0.elapsed().as_secs_f64();
+        seconds += dt;
+        if input.len() >= 1 << 20 {
+            let mb = input.len() as f64 / 1e6;
+            println!(
+                "{name}: {mb:.2} MB in one text: {dt:.3} s, {:.1} MB/s",
+                mb / dt
+            );
+        }
         n_cases += 1;
         n_ids += want.len();
         let decoded = tok.decode(&want, false).expect("decode");
@@ -192,4 +200,33 @@ fn compare_file() {
     println!("compared {n_cases} cases, {n_ids} ids, {n_bad} mismatches, encode {seconds:.3} s");
     assert!(n_cases > 0);
     assert_eq!(n_bad, 0);
+}
+
+/// Time to encode the 6 MB corpus `../shared/corpus/rustdocs.txt` from a cold cache (run with
+/// `--release -- --ignored --nocapture`).
+#[test]
+#[ignore = "timing; run in release"]
+fn corpus_speed() {
+    let Some(dir) = reference_dir() else { return };
+    let Ok(corpus) = std::fs::read_to_string(dir.join("../corpus/rustdocs.txt")) else {
+        println!("skipped: corpus not found");
+        return;
+    };
+    for name in ["llada-tiny", "dream-tiny"] {
+        let tok = load(&dir, name).0;
+        for pass in ["cold", "warm"] {
+            let t0 = std::time::Instant::now();
+            let ids = tok.encode(&corpus);
+            let dt = t0.elapsed().as_secs_f64();
+            let mb = corpus.len() as f64 / 1e6;
+            println!(
+                "{name} {pass}: {mb:.2} MB -> {} ids in {dt:.3} s",
+                ids.len()
+            );
+            let t0 = std::time::Instant::now();
+            let text = tok.decode(&ids, false).expect("decode");
+            println!("  decode {:.3} s", t0.elapsed().as_secs_f64());
+            assert_eq!(text, corpus);
+        }
+    }
 }
