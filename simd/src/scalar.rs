@@ -1,0 +1,86 @@
+//! Scalar reference dot products, one per weight type: the definition every fast kernel is
+//! tested against. Integer sums are exact; floats are applied once per block.
+
+use crate::act::ActBlock;
+use dlm_formats::quant::{
+    BlockQ4_0, BlockQ4K, BlockQ6K, BlockQ8_0, QK_K, f16_val, q6k_value, unpack_scales_q4k,
+};
+
+/// Σ w·a over one row; `a` has one block per 32 weights.
+pub fn dot_q8_0_q8_0(w: &[BlockQ8_0], a: &[ActBlock]) -> f32 {
+    assert_eq!(w.len(), a.len(), "dot_q8_0_q8_0: length mismatch");
+    let mut acc = 0f32;
+    for (wb, ab) in w.iter().zip(a) {
+        let s: i32 = wb
+            .qs
+            .iter()
+            .zip(&ab.qs)
+            .map(|(&x, &y)| x as i32 * y as i32)
+            .sum();
+        acc += f16_val(wb.d) * ab.d * s as f32;
+    }
+    acc
+}
+
+/// Σ w·a over one row; `a` has one block per 32 weights.
+pub fn dot_q4_0_q8_0(w: &[BlockQ4_0], a: &[ActBlock]) -> f32 {
+    assert_eq!(w.len(), a.len(), "dot_q4_0_q8_0: length mismatch");
+    let mut acc = 0f32;
+    for (wb, ab) in w.iter().zip(a) {
+        let mut s = 0i32;
+        for j in 0..16 {
+            s += ((wb.qs[j] & 0x0f) as i32 - 8) * ab.qs[j] as i32;
+            s += ((wb.qs[j] >> 4) as i32 - 8) * ab.qs[j + 16] as i32;
+        }
+        acc += f16_val(wb.d) * ab.d * s as f32;
+    }
+    acc
+}
+
+/// Σ w·a over one row; `a` has 8 blocks per `q4_k` block.
+pub fn dot_q4_k_q8_0(w: &[BlockQ4K], a: &[ActBlock]) -> f32 {
+    assert_eq!(w.len() * 8, a.len(), "dot_q4_k_q8_0: length mismatch");
+    let mut acc = 0f32;
+    for (wb, ab) in w.iter().zip(a.chunks_exact(8)) {
+        let d = f16_val(wb.d);
+        let dmin = f16_val(wb.dmin);
+        let (sc, mn) = unpack_scales_q4k(&wb.scales);
+        for c in 0..4 {
+            let (a0, a1) = (&ab[2 * c], &ab[2 * c + 1]);
+            let (mut s0, mut s1) = (0i32, 0i32);
+            for i in 0..32 {
+                let q = wb.qs[c * 32 + i];
+                s0 += (q & 0x0f) as i32 * a0.qs[i] as i32;
+                s1 += (q >> 4) as i32 * a1.qs[i] as i32;
+            }
+            acc += d * sc[2 * c] as f32 * a0.d * s0 as f32;
+            acc += d * sc[2 * c + 1] as f32 * a1.d * s1 as f32;
+            acc -= dmin * mn[2 * c] as f32 * a0.d * a0.sum as f32;
+            acc -= dmin * mn[2 * c + 1] as f32 * a1.d * a1.sum as f32;
+        }
+    }
+    acc
+}
+
+/// Σ w·a over one row; `a` has 8 blocks per `q6_k` block.
+pub fn dot_q6_k_q8_0(w: &[BlockQ6K], a: &[ActBlock]) -> f32 {
+    assert_eq!(w.len() * 8, a.len(), "dot_q6_k_q8_0: length mismatch");
+    let mut acc = 0f32;
+    for (wb, ab) in w.iter().zip(a.chunks_exact(8)) {
+        let d = f16_val(wb.d);
+        for (k, akb) in ab.iter().enumerate() {
+            let mut s = 0i32;
+            for half in 0..2 {
+                let mut p = 0i32;
+                for i in 0..16 {
+                    let v = k * 32 + half * 16 + i;
+                    p += (q6k_value(wb, v) as i32 - 32) * akb.qs[half * 16 + i] as i32;
+                }
+                s += wb.scales[2 * k + half] as i32 * p;
+            }
+            acc += d * akb.d * s as f32;
+        }
+        debug_assert_eq!(ab.len() * 32, QK_K);
+    }
+    acc
+}

@@ -1,0 +1,258 @@
+//! Every fast kernel against its scalar reference, and `matmul` against a naive
+//! dequantize-then-f32 reference, over the lengths, token counts and odd shapes that break
+//! blocking code; plus zeros, huge values and NaN.
+
+use dlm_formats::QuantType;
+use dlm_formats::quant::{QK8_0, dequantize, quantize};
+use dlm_simd::{ActBlock, Kernels, WeightRef, matmul, matmul_with, quantize_act};
+
+/// A small seeded generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn uniform(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.uniform() * scale).collect()
+    }
+}
+
+const LENGTHS: [usize; 13] = [0, 1, 2, 3, 7, 8, 31, 32, 33, 255, 256, 257, 4096];
+const QUANT: [QuantType; 4] = [
+    QuantType::Q8_0,
+    QuantType::Q4_0,
+    QuantType::Q4K,
+    QuantType::Q6K,
+];
+
+fn fast_tables() -> Vec<&'static Kernels> {
+    let t: Vec<_> = [Kernels::avx2(), Kernels::neon()]
+        .into_iter()
+        .flatten()
+        .collect();
+    if t.is_empty() {
+        println!("no fast kernel table on this CPU: only the scalar table is tested");
+    }
+    t
+}
+
+fn kernel(k: &Kernels, q: QuantType) -> dlm_simd::RowKernel {
+    match q {
+        QuantType::Q8_0 => k.q8_0,
+        QuantType::Q4_0 => k.q4_0,
+        QuantType::Q4K => k.q4_k,
+        QuantType::Q6K => k.q6_k,
+        _ => unreachable!("float types have no row kernel"),
+    }
+}
+
+fn quantized(q: QuantType, x: &[f32]) -> Vec<u8> {
+    let mut b = vec![0u8; q.row_bytes(x.len() as u64).unwrap() as usize];
+    quantize(q, x, &mut b).unwrap();
+    b
+}
+
+fn deq_acts(a: &[ActBlock]) -> Vec<f32> {
+    a.iter()
+        .flat_map(|b| b.qs.map(|q| b.d * q as f32))
+        .collect()
+}
+
+/// Σ|w_i · a_i|: the scale of the rounding error of any summation order.
+fn sum_abs(w: &[f32], a: &[f32]) -> f32 {
+    w.iter().zip(a).map(|(x, y)| (x * y).abs()).sum()
+}
+
+fn close(got: f32, want: f32, scale: f32, len: usize) -> bool {
+    if want.is_nan() {
+        return got.is_nan();
+    }
+    (got - want).abs() <= 2.0 * f32::EPSILON * (len as f32 + 8.0) * scale + 1e-30
+}
+
+/// Run one row kernel of `k` and of the scalar table on the same data for 1..=5 tokens.
+fn check_row(k: &Kernels, q: QuantType, w: &[f32], acts_f: &[f32], what: &str) {
+    let len = w.len();
+    let wq = quantized(q, w);
+    let mut wd = vec![0f32; len];
+    dequantize(q, &wq, &mut wd).unwrap();
+    let n_tok = acts_f.len() / len.max(1);
+    let mut acts = vec![ActBlock::ZERO; n_tok * len / QK8_0];
+    quantize_act(acts_f, &mut acts);
+    let ad = deq_acts(&acts);
+    let mut fast = vec![0f32; n_tok];
+    let mut slow = vec![0f32; n_tok];
+    kernel(k, q)(&wq, &acts, &mut fast);
+    kernel(Kernels::scalar(), q)(&wq, &acts, &mut slow);
+    for t in 0..n_tok {
+        let s = sum_abs(&wd, &ad[t * len..(t + 1) * len]);
+        assert!(
+            close(fast[t], slow[t], s, len),
+            "{} {q} {what} len {len} token {t}: {} vs scalar {} (Σ|terms| {s})",
+            k.name,
+            fast[t],
+            slow[t]
+        );
+    }
+}
+
+#[test]
+fn fast_row_kernels_match_the_scalar_reference() {
+    let mut rng = Rng(0x5eed);
+    for k in fast_tables() {
+        for q in QUANT {
+            for len in LENGTHS.iter().copied().filter(|l| l % q.block_len() == 0) {
+                for n_tok in 1..=5 {
+                    let w = rng.vec(len, 1.0);
+                    let a = rng.vec(len * n_tok, 3.0);
+                    check_row(k, q, &w, &a, "random");
+                }
+                let w = rng.vec(len, 1.0);
+                check_row(
+                    k,
+                    q,
+                    &vec![0.0; len],
+                    &rng.vec(len * 3, 1.0),
+                    "zero weights",
+                );
+                check_row(k, q, &w, &vec![0.0; len * 3], "zero activations");
+                // huge: activations near f32's top, weights at the f16-scale limit of each type
+                let big = rng.vec(len * 2, 1e30);
+                check_row(k, q, &rng.vec(len, 4e5), &big, "huge");
+                if len > 0 {
+                    let mut a = rng.vec(len * 2, 1.0);
+                    a[len + len / 2] = f32::NAN;
+                    a[len / 3] = f32::INFINITY;
+                    check_row(k, q, &w, &a, "nan");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn nan_activations_give_nan_outputs() {
+    for k in [Kernels::scalar()].into_iter().chain(fast_tables()) {
+        for q in QUANT {
+            let w = vec![0.5f32; 256];
+            let mut a = vec![1f32; 512];
+            a[300] = f32::NAN;
+            let wq = quantized(q, &w);
+            let mut acts = vec![ActBlock::ZERO; 16];
+            quantize_act(&a, &mut acts);
+            let mut out = [0f32; 2];
+            kernel(k, q)(&wq, &acts, &mut out);
+            assert!(
+                out[0].is_finite() && out[1].is_nan(),
+                "{} {q}: {out:?}",
+                k.name
+            );
+        }
+    }
+}
+
+/// y = x · Wᵀ the slow way: dequantized weights, activations as the kernels see them.
+fn naive(
+    q: QuantType,
+    wq: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    n: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let mut wd = vec![0f32; rows * cols];
+    dequantize(q, wq, &mut wd).unwrap();
+    let xa = if q.is_quantized() && cols > 0 {
+        let mut acts = vec![ActBlock::ZERO; n * cols / QK8_0];
+        quantize_act(x, &mut acts);
+        deq_acts(&acts)
+    } else {
+        x.to_vec()
+    };
+    let mut y = vec![0f32; n * rows];
+    let mut s = vec![0f32; n * rows];
+    for t in 0..n {
+        for r in 0..rows {
+            let (wr, xr) = (&wd[r * cols..(r + 1) * cols], &xa[t * cols..(t + 1) * cols]);
+            y[t * rows + r] = wr.iter().zip(xr).map(|(a, b)| a * b).sum();
+            s[t * rows + r] = sum_abs(wr, xr);
+        }
+    }
+    (y, s)
+}
+
+#[test]
+fn matmul_matches_a_naive_reference() {
+    let mut rng = Rng(77);
+    let all = [QuantType::F32, QuantType::F16, QuantType::BF16]
+        .into_iter()
+        .chain(QUANT);
+    for q in all {
+        let col_set: Vec<usize> = if q.is_quantized() {
+            [q.block_len(), 2 * q.block_len(), 4096].to_vec()
+        } else {
+            LENGTHS.to_vec()
+        };
+        for cols in col_set {
+            for rows in [1, 7, 17, 33] {
+                for n in [1, 2, 3, 8, 33] {
+                    let w = rng.vec(rows * cols, 1.0);
+                    let wq = quantized(q, &w);
+                    let x = rng.vec(n * cols, 2.0);
+                    let (want, scale) = naive(q, &wq, rows, cols, &x, n);
+                    let wr = WeightRef {
+                        quant: q,
+                        rows,
+                        cols,
+                        data: &wq,
+                    };
+                    for k in [Kernels::scalar(), Kernels::best()] {
+                        let mut y = vec![f32::NAN; n * rows];
+                        matmul_with(k, &wr, &x, n, &mut y);
+                        for i in 0..n * rows {
+                            assert!(
+                                close(y[i], want[i], scale[i], cols),
+                                "{q} {} {rows}x{cols}x{n} at {i}: {} vs {}",
+                                k.name,
+                                y[i],
+                                want[i]
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_entry_point_uses_the_best_table_and_handles_empty_shapes() {
+    let w = vec![0u8; 3 * 34];
+    let wr = WeightRef {
+        quant: QuantType::Q8_0,
+        rows: 3,
+        cols: 32,
+        data: &w,
+    };
+    let mut y = vec![1f32; 6];
+    matmul(&wr, &[0.5; 64], 2, &mut y);
+    assert_eq!(y, [0.0; 6]);
+    matmul(&wr, &[], 0, &mut []);
+    let wr = WeightRef {
+        quant: QuantType::F32,
+        rows: 2,
+        cols: 0,
+        data: &[],
+    };
+    let mut y = vec![1f32; 6];
+    matmul(&wr, &[], 3, &mut y);
+    assert_eq!(y, [0.0; 6]);
+    println!("best kernels: {}", Kernels::best().name);
+}
