@@ -1,10 +1,13 @@
 //! Tokenizer, model, forward pass, KV caches and decoders for diffusion language models.
 #![forbid(unsafe_code)]
 
+pub mod chat;
+mod engine;
 mod error;
 pub mod decode;
 pub mod model;
 pub mod tokenizer;
 
+pub use engine::Engine;
 pub use error::RuntimeError;
 pub use tokenizer::Tokenizer;

@@ -29,14 +29,22 @@ pub fn run(a: Args) -> CliResult {
         println!("{}", to_json(&file, size));
         return Ok(());
     }
-    println!("{}: .dlm version {}, {} bytes", a.file.display(), file.version, size);
+    println!(
+        "{}: .dlm version {}, {} bytes",
+        a.file.display(),
+        file.version,
+        size
+    );
     println!("\nmetadata ({} keys):", file.meta.len());
     for (k, v) in &file.meta {
         println!("  {k:<32} {:<6} {}", v.type_name(), summary(v));
     }
     let total: u64 = file.tensors.iter().map(|t| t.len_bytes).sum();
     println!("\ntensors ({}, {} bytes):", file.tensors.len(), total);
-    println!("  {:<24} {:<6} {:<16} {:>12} {:>12}", "name", "type", "shape", "offset", "bytes");
+    println!(
+        "  {:<24} {:<6} {:<16} {:>12} {:>12}",
+        "name", "type", "shape", "offset", "bytes"
+    );
     for t in &file.tensors {
         let shape: Vec<String> = t.shape.iter().map(|d| d.to_string()).collect();
         println!(

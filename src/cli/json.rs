@@ -27,5 +27,9 @@ pub fn numbers<T: std::fmt::Display>(v: &[T]) -> String {
 
 /// A finite float as JSON (non-finite values become `null`).
 pub fn float(x: f64) -> String {
-    if x.is_finite() { format!("{x}") } else { "null".into() }
+    if x.is_finite() {
+        format!("{x}")
+    } else {
+        "null".into()
+    }
 }

@@ -1,11 +1,14 @@
 //! Command-line surface: argument definitions and dispatch to one module per command.
 
 mod convert;
+mod decode_args;
 mod inspect;
 mod json;
 mod logits;
 mod model_path;
+mod run;
 mod tokenize;
+mod visual;
 
 use clap::{Parser, Subcommand};
 use std::error::Error;
@@ -31,6 +34,7 @@ enum Command {
     Tokenize(tokenize::TokenizeArgs),
     Detokenize(tokenize::DetokenizeArgs),
     Logits(logits::Args),
+    Run(run::Args),
 }
 
 /// Parse the arguments and run the command.
@@ -41,5 +45,6 @@ pub fn main() -> CliResult {
         Command::Tokenize(a) => tokenize::run_tokenize(a),
         Command::Detokenize(a) => tokenize::run_detokenize(a),
         Command::Logits(a) => logits::run(a),
+        Command::Run(a) => run::run(a),
     }
 }

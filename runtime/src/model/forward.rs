@@ -186,45 +186,42 @@ fn attention_block(
     let n_keys = n + outside.len();
     let (q, k, v) = (&s.q, &s.k, &s.v);
     // One task per (query row, head): scores over every key, softmax, weighted sum of values.
-    s.att
-        .par_chunks_mut(hd)
-        .enumerate()
-        .for_each_init(
-            || vec![0f32; n_keys],
-            |scores, (idx, out)| {
-                let (i, h) = (idx / cfg.n_heads, idx % cfg.n_heads);
-                let kvh = h / group;
-                let qh = &q[i * q_dim + h * hd..][..hd];
-                let key = |j: usize| -> (&[f32], &[f32]) {
-                    let off = kvh * hd;
-                    if j < n {
-                        (&k[j * kv_dim + off..][..hd], &v[j * kv_dim + off..][..hd])
-                    } else {
-                        let p = outside[j - n];
-                        let (ck, cv, _) = cached.expect("outside keys come from the cache");
-                        (&ck[p * kv_dim + off..][..hd], &cv[p * kv_dim + off..][..hd])
-                    }
-                };
-                let mut max = f32::NEG_INFINITY;
-                for (j, sc) in scores.iter_mut().enumerate() {
-                    let kj = key(j).0;
-                    *sc = qh.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale;
-                    max = max.max(*sc);
+    s.att.par_chunks_mut(hd).enumerate().for_each_init(
+        || vec![0f32; n_keys],
+        |scores, (idx, out)| {
+            let (i, h) = (idx / cfg.n_heads, idx % cfg.n_heads);
+            let kvh = h / group;
+            let qh = &q[i * q_dim + h * hd..][..hd];
+            let key = |j: usize| -> (&[f32], &[f32]) {
+                let off = kvh * hd;
+                if j < n {
+                    (&k[j * kv_dim + off..][..hd], &v[j * kv_dim + off..][..hd])
+                } else {
+                    let p = outside[j - n];
+                    let (ck, cv, _) = cached.expect("outside keys come from the cache");
+                    (&ck[p * kv_dim + off..][..hd], &cv[p * kv_dim + off..][..hd])
                 }
-                let mut sum = 0f32;
-                for sc in scores.iter_mut() {
-                    *sc = (*sc - max).exp();
-                    sum += *sc;
+            };
+            let mut max = f32::NEG_INFINITY;
+            for (j, sc) in scores.iter_mut().enumerate() {
+                let kj = key(j).0;
+                *sc = qh.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale;
+                max = max.max(*sc);
+            }
+            let mut sum = 0f32;
+            for sc in scores.iter_mut() {
+                *sc = (*sc - max).exp();
+                sum += *sc;
+            }
+            out.fill(0.0);
+            for (j, sc) in scores.iter().enumerate() {
+                let p = sc / sum;
+                for (o, vv) in out.iter_mut().zip(key(j).1) {
+                    *o += p * vv;
                 }
-                out.fill(0.0);
-                for (j, sc) in scores.iter().enumerate() {
-                    let p = sc / sum;
-                    for (o, vv) in out.iter_mut().zip(key(j).1) {
-                        *o += p * vv;
-                    }
-                }
-            },
-        );
+            }
+        },
+    );
     // Reuse `h` for the projection output.
     dlm_simd::matmul(&lw.wo.view(bytes), &s.att, n, &mut s.h);
     for (a, b) in x.iter_mut().zip(&s.h) {

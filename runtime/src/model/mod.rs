@@ -54,7 +54,9 @@ pub struct Model {
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model").field("config", &self.config).finish()
+        f.debug_struct("Model")
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -121,14 +123,19 @@ impl Model {
         }
         let end = start + tokens.len();
         if let Some(t) = tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
-            return bad(format!("token id {t} outside the vocabulary of {}", cfg.vocab_size));
+            return bad(format!(
+                "token id {t} outside the vocabulary of {}",
+                cfg.vocab_size
+            ));
         }
         if let Some(r) = want.iter().find(|&&r| r >= tokens.len()) {
-            return bad(format!("logits row {r} outside the span of {}", tokens.len()));
+            return bad(format!(
+                "logits row {r} outside the span of {}",
+                tokens.len()
+            ));
         }
-        let fits = |c: &KvCache| {
-            c.kv_dim == cfg.kv_dim() && c.k.len() == cfg.n_layers && c.len >= end
-        };
+        let fits =
+            |c: &KvCache| c.kv_dim == cfg.kv_dim() && c.k.len() == cfg.n_layers && c.len >= end;
         match attend {
             Attend::Prefix(c) | Attend::Dual(c) if !fits(c) => {
                 return bad("the cache does not match this model or span".into());

@@ -1,0 +1,125 @@
+//! The decoding flags shared by `run`, `chat`, `eval` and `bench`, laid over the defaults that
+//! the model file carries in its `diffusion.*` keys.
+
+use dlm_runtime::decode::{Algorithm, CacheMode, DecodeParams};
+use std::error::Error;
+
+/// How to denoise. Every flag left out takes the model file's default.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct DecodeArgs {
+    /// Denoising steps in total (an upper bound under --threshold or --factor).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Tokens to generate (the canvas of masks after the prompt).
+    #[arg(long)]
+    pub gen_length: Option<usize>,
+    /// Semi-autoregressive block length; must divide --gen-length (LLaDA algorithms).
+    #[arg(long)]
+    pub block_length: Option<usize>,
+    /// Which masked positions to commit: low_confidence, random (LLaDA blocks), maskgit_plus,
+    /// topk_margin, entropy, origin (Dream timesteps).
+    #[arg(long)]
+    pub algorithm: Option<String>,
+    /// Fast-dLLM parallel decoding: commit every masked position of the block whose confidence
+    /// is at least this, in (0, 1] (always at least the best one).
+    #[arg(long)]
+    pub threshold: Option<f64>,
+    /// Fast-dLLM factor rule: commit the n-th best while confidence ≥ 1 - factor/(n+1).
+    #[arg(long)]
+    pub factor: Option<f64>,
+    /// KV cache between steps: none, prefix or dual (Fast-dLLM).
+    #[arg(long)]
+    pub cache: Option<String>,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Sample among the k most likely tokens only.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Sample among the most likely tokens whose probabilities sum to p.
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    /// Classifier-free guidance scale (0 = off; cache none only).
+    #[arg(long)]
+    pub cfg: Option<f64>,
+    /// Dream: temperature of the position choice (0 = most confident first).
+    #[arg(long)]
+    pub alg_temp: Option<f64>,
+    /// Dream: the last timestep, in (0, 1).
+    #[arg(long)]
+    pub eps: Option<f64>,
+    /// Seed for sampling and random choices; the same seed repeats a run.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Run every planned step even after the answer has ended.
+    #[arg(long)]
+    pub no_early_stop: bool,
+}
+
+impl DecodeArgs {
+    /// `defaults` with every given flag applied.
+    pub fn apply(&self, defaults: &DecodeParams) -> Result<DecodeParams, Box<dyn Error>> {
+        let mut p = defaults.clone();
+        if let Some(a) = &self.algorithm {
+            p.algorithm = Algorithm::from_name(a).ok_or_else(|| {
+                let names: Vec<&str> = Algorithm::ALL.iter().map(|a| a.name()).collect();
+                format!("unknown --algorithm {a:?}; one of {}", names.join(", "))
+            })?;
+            if p.algorithm.schedule() != defaults.algorithm.schedule() {
+                // Switching between LLaDA blocks and Dream timesteps: the file's block length
+                // belongs to the other schedule.
+                p.block_length = None;
+            }
+        }
+        if let Some(v) = self.gen_length {
+            p.gen_length = v;
+            if self.block_length.is_none()
+                && p.block_length
+                    .is_some_and(|b| b == 0 || !v.is_multiple_of(b))
+            {
+                p.block_length = None;
+            }
+        }
+        if let Some(v) = self.steps {
+            p.steps = v;
+        }
+        if self.block_length.is_some() {
+            p.block_length = self.block_length;
+        }
+        if self.threshold.is_some() {
+            p.threshold = self.threshold;
+        }
+        if self.factor.is_some() {
+            p.factor = self.factor;
+        }
+        if let Some(c) = &self.cache {
+            p.cache = CacheMode::from_name(c)
+                .ok_or_else(|| format!("unknown --cache {c:?}; one of none, prefix, dual"))?;
+        }
+        if let Some(v) = self.temperature {
+            p.temperature = v;
+        }
+        if self.top_k.is_some() {
+            p.top_k = self.top_k;
+        }
+        if self.top_p.is_some() {
+            p.top_p = self.top_p;
+        }
+        if let Some(v) = self.cfg {
+            p.cfg_scale = v;
+        }
+        if let Some(v) = self.alg_temp {
+            p.alg_temp = v;
+        }
+        if let Some(v) = self.eps {
+            p.eps = v;
+        }
+        if let Some(v) = self.seed {
+            p.seed = v;
+        }
+        if self.no_early_stop {
+            p.stop_early = false;
+        }
+        Ok(p)
+    }
+}

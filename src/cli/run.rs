@@ -1,0 +1,97 @@
+//! `dlm run`: answer one prompt, printing the text (or JSON) and the speed.
+
+use super::decode_args::DecodeArgs;
+use super::{CliResult, json, model_path, visual};
+use dlm_runtime::Engine;
+use dlm_runtime::chat::Role;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Generate an answer to one prompt.
+///
+/// With no -m, runs the demo model shipped in models/demo (converted on first use). The chat
+/// template stored in the model is applied unless --raw is given.
+///
+/// Examples:
+///   dlm run "Sort: 5 3 9 1"
+///   dlm run -m llada.dlm -p "Explain ownership in Rust." --gen-length 128 --cache dual --threshold 0.9
+///   dlm run -m llada.dlm --prompt-ids 2042,39,906 --raw --json
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Model: a `.dlm` file or a Hugging Face folder (default: the shipped demo model).
+    #[arg(short, long)]
+    model: Option<PathBuf>,
+    /// The prompt (or give it as the positional argument).
+    #[arg(short, long, conflicts_with = "text")]
+    prompt: Option<String>,
+    /// The prompt, positionally.
+    text: Option<String>,
+    /// Start from these token ids instead of text (implies --raw).
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["prompt", "text"])]
+    prompt_ids: Option<Vec<u32>>,
+    /// Apply the model's chat template (the default when the model has one).
+    #[arg(long, conflicts_with = "raw")]
+    chat: bool,
+    /// Use the prompt as plain text, without the chat template.
+    #[arg(long)]
+    raw: bool,
+    /// Print `{"output_ids", "text", "nfe", "seconds", "tokens_per_s"}` as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Redraw the canvas in the terminal as it denoises.
+    #[arg(long)]
+    visual: bool,
+    #[command(flatten)]
+    decode: DecodeArgs,
+}
+
+pub fn run(a: Args) -> CliResult {
+    let path = a.model.clone().unwrap_or_else(model_path::default_model);
+    let engine = Engine::open(&model_path::resolve(&path)?)?;
+    let params = a.decode.apply(engine.defaults())?;
+    let prompt = match (&a.prompt_ids, a.prompt.as_ref().or(a.text.as_ref())) {
+        (Some(ids), _) => ids.clone(),
+        (None, Some(text)) => {
+            if a.raw || (!a.chat && engine.chat().is_none()) {
+                engine.tokenizer().encode(text)
+            } else {
+                engine.chat_ids(&[(Role::User, text)])?
+            }
+        }
+        (None, None) => return Err("give a prompt: dlm run \"...\" (see dlm run --help)".into()),
+    };
+
+    let mut view = a.visual.then(|| visual::Canvas::new(&engine));
+    let start = Instant::now();
+    let out = engine.generate(&prompt, &params, &mut |ev| {
+        if let Some(v) = view.as_mut() {
+            v.draw(ev);
+        }
+        true
+    })?;
+    let seconds = start.elapsed().as_secs_f64();
+    let text = engine.answer_text(&out)?;
+    let tokens_per_s = params.gen_length as f64 / seconds;
+    if a.json {
+        println!(
+            "{{\"output_ids\":{},\"text\":{},\"nfe\":{},\"seconds\":{},\"tokens_per_s\":{}}}",
+            json::numbers(&out.canvas),
+            json::string(&text),
+            out.nfe,
+            json::float(seconds),
+            json::float(tokens_per_s)
+        );
+    } else {
+        println!("{text}");
+        eprintln!(
+            "[{} tokens in {:.2} s: {:.1} tokens/s, {} forward passes, {} cache]",
+            params.gen_length,
+            seconds,
+            tokens_per_s,
+            out.nfe,
+            params.cache.name()
+        );
+    }
+    Ok(())
+}
