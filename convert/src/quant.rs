@@ -74,15 +74,6 @@ impl QuantPolicy {
             .find(|q| row_len.is_multiple_of(q.block_len() as u64))
             .unwrap_or(Q::F16)
     }
-
-    /// Every type this policy may choose for matmul weights (to check encoders up front).
-    pub fn types(&self) -> Vec<QuantType> {
-        use QuantType as Q;
-        match self {
-            QuantPolicy::Uniform(q) => vec![*q],
-            QuantPolicy::Mixed => vec![Q::Q8_0, Q::Q6K, Q::Q4K],
-        }
-    }
 }
 
 /// Whether this build can encode `quant` (every type of the table: the block quantizers of
