@@ -99,11 +99,8 @@ impl Engine {
 fn decode_tokens(file: &DlmFile, cfg: &ModelConfig) -> Result<DecodeTokens, RuntimeError> {
     let eos = file.get_u32(tk::EOS_ID)?;
     let mut stop_ids = vec![eos];
-    if let Some(eot) = file
-        .meta_get(tk::EOT_ID)
-        .map(|_| file.get_u32(tk::EOT_ID))
-        .transpose()?
-    {
+    if file.meta_get(tk::EOT_ID).is_some() {
+        let eot = file.get_u32(tk::EOT_ID)?;
         if eot != eos {
             stop_ids.push(eot);
         }
