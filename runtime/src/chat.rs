@@ -77,4 +77,14 @@ impl ChatTemplate {
         }
         out
     }
+
+    /// The text that continues a rendered conversation with one more user message and the
+    /// opening of the assistant's turn (no conversation prefix, no default system message).
+    pub fn next_turn(&self, user: &str) -> String {
+        let content = if self.trim_content { user.trim() } else { user };
+        format!(
+            "{}{}{}{}",
+            self.user.0, content, self.user.1, self.generation_prompt
+        )
+    }
 }

@@ -1,5 +1,6 @@
 //! Command-line surface: argument definitions and dispatch to one module per command.
 
+mod chat;
 mod convert;
 mod decode_args;
 mod inspect;
@@ -37,6 +38,7 @@ enum Command {
     Detokenize(tokenize::DetokenizeArgs),
     Logits(logits::Args),
     Run(run::Args),
+    Chat(chat::Args),
 }
 
 /// Parse the arguments and run the command.
@@ -48,5 +50,6 @@ pub fn main() -> CliResult {
         Command::Detokenize(a) => tokenize::run_detokenize(a),
         Command::Logits(a) => logits::run(a),
         Command::Run(a) => run::run(a),
+        Command::Chat(a) => chat::run(a),
     }
 }
