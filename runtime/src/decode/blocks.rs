@@ -1,6 +1,8 @@
 //! The LLaDA / Fast-dLLM block-wise loop (`generate`, `generate_with_prefix_cache`,
 //! `generate_with_dual_cache`): blocks left to right; within a block, steps until the block
 //! has no mask, each committing the scheduled count, or Fast-dLLM's threshold or factor rule.
+//! With a cache, each block starts with a full forward that refreshes every position's keys
+//! and values, and at least one cached step follows it, as in the released Fast-dLLM code.
 
 use super::sample::{Filter, cfg_combine, llada_row};
 use super::schedule::llada_transfer_counts;
@@ -110,7 +112,10 @@ pub(super) fn run(run: &mut Run<'_>) -> Result<(), RuntimeError> {
             if run.end_step(&committed)? {
                 return Ok(());
             }
-            if run.masked_in(start..end).is_empty() {
+            // Fast-dLLM's cached loops check the block after each cached step, so a block the
+            // full first step completes still gets one cached step (which commits nothing):
+            // the original's nfe counts it.
+            if run.masked_in(start..end).is_empty() && (cache.is_none() || i >= 2) {
                 break;
             }
             if i >= max_block_steps {

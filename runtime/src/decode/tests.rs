@@ -311,7 +311,10 @@ fn three_caches_agree_when_logits_ignore_the_cache() {
             } else {
                 &results[1]
             };
-            assert_eq!(r, base, "shift {shift}");
+            assert_eq!(r.1, base.1, "shift {shift}: canvas");
+            if r.0.is_none() {
+                assert_eq!(r.2, base.2, "shift {shift}: nfe");
+            }
         }
         assert_eq!(results[0].2, 12);
     }
@@ -339,6 +342,18 @@ fn threshold_commits_all_confident_and_always_one() {
     let out = generate(&model, &tokens(false), &PROMPT, &p, &mut |_| true).expect("generate");
     assert_eq!(out.nfe, 2);
     assert_eq!(out.steps, 2);
+    // With a cache, a block completed by its full first step still gets one cached step that
+    // commits nothing, as Fast-dLLM's loops do.
+    for cache in [CacheMode::Prefix, CacheMode::Dual] {
+        p.cache = cache;
+        let (out, seen) = run_recorded(&model, &tokens(false), &PROMPT, &p);
+        assert_eq!(out.nfe, 4, "{cache:?}");
+        assert_eq!(
+            seen.iter().map(|s| s.1.len()).collect::<Vec<_>>(),
+            vec![4, 0, 4, 0]
+        );
+    }
+    p.cache = CacheMode::None;
     // tau = 1 with probabilities below 1: one per step.
     let model = Fake::new(|p, _, _| peaked(p, level(p)));
     p.threshold = Some(1.0);
