@@ -123,7 +123,9 @@ fn default_params(file: &DlmFile) -> Result<DecodeParams, RuntimeError> {
         ))
     })?;
     p.gen_length = file.get_u32_or(diffusion::GEN_LENGTH, p.gen_length as u32)? as usize;
-    p.steps = file.get_u32_or(diffusion::STEPS, p.steps as u32)? as usize;
+    // A default of more steps than tokens (Dream's generation_config says 512) only repeats
+    // forward passes that commit nothing; one token per step is the most a schedule uses.
+    p.steps = (file.get_u32_or(diffusion::STEPS, p.steps as u32)? as usize).min(p.gen_length);
     let block = file.get_u32_or(diffusion::BLOCK_LENGTH, p.gen_length as u32)? as usize;
     p.block_length = match p.algorithm.schedule() {
         decode::Schedule::Blocks => Some(block),

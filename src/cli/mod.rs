@@ -1,5 +1,6 @@
 //! Command-line surface: argument definitions and dispatch to one module per command.
 
+mod bench;
 mod chat;
 mod convert;
 mod decode_args;
@@ -39,6 +40,7 @@ enum Command {
     Logits(logits::Args),
     Run(run::Args),
     Chat(chat::Args),
+    Bench(bench::Args),
 }
 
 /// Parse the arguments and run the command.
@@ -51,5 +53,6 @@ pub fn main() -> CliResult {
         Command::Logits(a) => logits::run(a),
         Command::Run(a) => run::run(a),
         Command::Chat(a) => chat::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }

@@ -4,6 +4,7 @@
 
 use super::config::ModelConfig;
 use super::kv_cache::{Attend, KvCache};
+use super::profile::{Part, timed};
 use super::weights::{LayerWeights, Weights};
 use rayon::prelude::*;
 
@@ -132,11 +133,13 @@ pub(crate) fn forward(
     for (o, &r) in sel.chunks_mut(dim).zip(want) {
         o.copy_from_slice(&x[r * dim..(r + 1) * dim]);
     }
-    let mut normed = vec![0f32; want.len() * dim];
-    rmsnorm(&sel, &w.out_norm, cfg.norm_eps, &mut normed);
-    let mut logits = vec![0f32; want.len() * cfg.vocab_size]; // [want, vocab]
-    dlm_simd::matmul(&w.head.view(bytes), &normed, want.len(), &mut logits);
-    logits
+    timed(Part::Head, || {
+        let mut normed = vec![0f32; want.len() * dim];
+        rmsnorm(&sel, &w.out_norm, cfg.norm_eps, &mut normed);
+        let mut logits = vec![0f32; want.len() * cfg.vocab_size]; // [want, vocab]
+        dlm_simd::matmul(&w.head.view(bytes), &normed, want.len(), &mut logits);
+        logits
+    })
 }
 
 /// x += Wo · attention(RoPE(q), RoPE(k), v) of the normed x.
@@ -155,75 +158,85 @@ fn attention_block(
     let n = x.len() / cfg.dim;
     let (hd, kv_dim) = (cfg.head_dim(), cfg.kv_dim());
     rmsnorm(x, &lw.attn_norm, cfg.norm_eps, &mut s.h);
-    dlm_simd::matmul(&lw.wq.view(bytes), &s.h, n, &mut s.q);
-    dlm_simd::matmul(&lw.wk.view(bytes), &s.h, n, &mut s.k);
-    dlm_simd::matmul(&lw.wv.view(bytes), &s.h, n, &mut s.v);
+    timed(Part::Matmul, || {
+        dlm_simd::matmul(&lw.wq.view(bytes), &s.h, n, &mut s.q)
+    });
+    timed(Part::Matmul, || {
+        dlm_simd::matmul(&lw.wk.view(bytes), &s.h, n, &mut s.k)
+    });
+    timed(Part::Matmul, || {
+        dlm_simd::matmul(&lw.wv.view(bytes), &s.h, n, &mut s.v)
+    });
     if let Some((bq, bk, bv)) = &lw.bias {
         add_bias(&mut s.q, bq);
         add_bias(&mut s.k, bk);
         add_bias(&mut s.v, bv);
     }
-    let q_dim = cfg.n_heads * hd;
-    s.q.par_chunks_mut(q_dim).enumerate().for_each(|(i, row)| {
-        for head in row.chunks_mut(hd) {
-            rope.apply(head, start + i);
-        }
-    });
-    s.k.par_chunks_mut(kv_dim).enumerate().for_each(|(i, row)| {
-        for head in row.chunks_mut(hd) {
-            rope.apply(head, start + i);
-        }
-    });
+    timed(Part::Attention, || {
+        let q_dim = cfg.n_heads * hd;
+        s.q.par_chunks_mut(q_dim).enumerate().for_each(|(i, row)| {
+            for head in row.chunks_mut(hd) {
+                rope.apply(head, start + i);
+            }
+        });
+        s.k.par_chunks_mut(kv_dim).enumerate().for_each(|(i, row)| {
+            for head in row.chunks_mut(hd) {
+                rope.apply(head, start + i);
+            }
+        });
 
-    // Key positions other than the span's own: [0, start) for prefix, all but the span for dual.
-    let outside: Vec<usize> = match (attend, cached) {
-        (Attend::Prefix(_), Some(_)) => (0..start).collect(),
-        (Attend::Dual(_), Some((_, _, len))) => (0..start).chain(start + n..len).collect(),
-        _ => Vec::new(),
-    };
-    let group = cfg.n_heads / cfg.n_kv_heads;
-    let scale = 1.0 / (hd as f32).sqrt();
-    let n_keys = n + outside.len();
-    let (q, k, v) = (&s.q, &s.k, &s.v);
-    // One task per (query row, head): scores over every key, softmax, weighted sum of values.
-    s.att.par_chunks_mut(hd).enumerate().for_each_init(
-        || vec![0f32; n_keys],
-        |scores, (idx, out)| {
-            let (i, h) = (idx / cfg.n_heads, idx % cfg.n_heads);
-            let kvh = h / group;
-            let qh = &q[i * q_dim + h * hd..][..hd];
-            let key = |j: usize| -> (&[f32], &[f32]) {
-                let off = kvh * hd;
-                if j < n {
-                    (&k[j * kv_dim + off..][..hd], &v[j * kv_dim + off..][..hd])
-                } else {
-                    let p = outside[j - n];
-                    let (ck, cv, _) = cached.expect("outside keys come from the cache");
-                    (&ck[p * kv_dim + off..][..hd], &cv[p * kv_dim + off..][..hd])
+        // Key positions other than the span's own: [0, start) for prefix, all but the span for dual.
+        let outside: Vec<usize> = match (attend, cached) {
+            (Attend::Prefix(_), Some(_)) => (0..start).collect(),
+            (Attend::Dual(_), Some((_, _, len))) => (0..start).chain(start + n..len).collect(),
+            _ => Vec::new(),
+        };
+        let group = cfg.n_heads / cfg.n_kv_heads;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let n_keys = n + outside.len();
+        let (q, k, v) = (&s.q, &s.k, &s.v);
+        // One task per (query row, head): scores over every key, softmax, weighted sum of values.
+        s.att.par_chunks_mut(hd).enumerate().for_each_init(
+            || vec![0f32; n_keys],
+            |scores, (idx, out)| {
+                let (i, h) = (idx / cfg.n_heads, idx % cfg.n_heads);
+                let kvh = h / group;
+                let qh = &q[i * q_dim + h * hd..][..hd];
+                let key = |j: usize| -> (&[f32], &[f32]) {
+                    let off = kvh * hd;
+                    if j < n {
+                        (&k[j * kv_dim + off..][..hd], &v[j * kv_dim + off..][..hd])
+                    } else {
+                        let p = outside[j - n];
+                        let (ck, cv, _) = cached.expect("outside keys come from the cache");
+                        (&ck[p * kv_dim + off..][..hd], &cv[p * kv_dim + off..][..hd])
+                    }
+                };
+                let mut max = f32::NEG_INFINITY;
+                for (j, sc) in scores.iter_mut().enumerate() {
+                    let kj = key(j).0;
+                    *sc = qh.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale;
+                    max = max.max(*sc);
                 }
-            };
-            let mut max = f32::NEG_INFINITY;
-            for (j, sc) in scores.iter_mut().enumerate() {
-                let kj = key(j).0;
-                *sc = qh.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale;
-                max = max.max(*sc);
-            }
-            let mut sum = 0f32;
-            for sc in scores.iter_mut() {
-                *sc = (*sc - max).exp();
-                sum += *sc;
-            }
-            out.fill(0.0);
-            for (j, sc) in scores.iter().enumerate() {
-                let p = sc / sum;
-                for (o, vv) in out.iter_mut().zip(key(j).1) {
-                    *o += p * vv;
+                let mut sum = 0f32;
+                for sc in scores.iter_mut() {
+                    *sc = (*sc - max).exp();
+                    sum += *sc;
                 }
-            }
-        },
-    );
+                out.fill(0.0);
+                for (j, sc) in scores.iter().enumerate() {
+                    let p = sc / sum;
+                    for (o, vv) in out.iter_mut().zip(key(j).1) {
+                        *o += p * vv;
+                    }
+                }
+            },
+        );
+    });
     // Reuse `h` for the projection output.
-    dlm_simd::matmul(&lw.wo.view(bytes), &s.att, n, &mut s.h);
+    timed(Part::Matmul, || {
+        dlm_simd::matmul(&lw.wo.view(bytes), &s.att, n, &mut s.h)
+    });
     for (a, b) in x.iter_mut().zip(&s.h) {
         *a += b;
     }
@@ -233,13 +246,19 @@ fn attention_block(
 fn mlp_block(cfg: &ModelConfig, lw: &LayerWeights, bytes: &[u8], x: &mut [f32], s: &mut Scratch) {
     let n = x.len() / cfg.dim;
     rmsnorm(x, &lw.ffn_norm, cfg.norm_eps, &mut s.h);
-    dlm_simd::matmul(&lw.w_gate.view(bytes), &s.h, n, &mut s.gate);
-    dlm_simd::matmul(&lw.w_up.view(bytes), &s.h, n, &mut s.up);
+    timed(Part::Matmul, || {
+        dlm_simd::matmul(&lw.w_gate.view(bytes), &s.h, n, &mut s.gate)
+    });
+    timed(Part::Matmul, || {
+        dlm_simd::matmul(&lw.w_up.view(bytes), &s.h, n, &mut s.up)
+    });
     s.gate.par_iter_mut().zip(&s.up).for_each(|(g, u)| {
         let silu = *g / (1.0 + (-*g).exp());
         *g = silu * u;
     });
-    dlm_simd::matmul(&lw.w_down.view(bytes), &s.gate, n, &mut s.h);
+    timed(Part::Matmul, || {
+        dlm_simd::matmul(&lw.w_down.view(bytes), &s.gate, n, &mut s.h)
+    });
     for (a, b) in x.iter_mut().zip(&s.h) {
         *a += b;
     }

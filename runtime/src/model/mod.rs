@@ -4,6 +4,7 @@
 mod config;
 mod forward;
 mod kv_cache;
+pub mod profile;
 mod weights;
 
 pub use config::{Family, ModelConfig};
@@ -169,16 +170,18 @@ impl Forward for Model {
         want: &[usize],
     ) -> Result<Vec<f32>, RuntimeError> {
         self.check_request(tokens, start, &attend, &store, want)?;
-        Ok(forward::forward(
-            &self.config,
-            &self.weights,
-            &self.rope,
-            self.bytes(),
-            tokens,
-            start,
-            attend,
-            store,
-            want,
-        ))
+        Ok(profile::timed(profile::Part::Forward, || {
+            forward::forward(
+                &self.config,
+                &self.weights,
+                &self.rope,
+                self.bytes(),
+                tokens,
+                start,
+                attend,
+                store,
+                want,
+            )
+        }))
     }
 }

@@ -1,0 +1,155 @@
+//! `dlm bench`: end-to-end decoding speed of one model, cache modes side by side in one run,
+//! with the forward pass broken down by part and the process's peak memory.
+
+use super::decode_args::DecodeArgs;
+use super::{CliResult, json, model_path};
+use dlm_runtime::Engine;
+use dlm_runtime::decode::CacheMode;
+use dlm_runtime::model::profile;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Measure tokens/s and time per step, comparing KV-cache modes in one run.
+///
+/// Every run decodes the same prompt greedily for the whole canvas (no early stop), so the
+/// modes do the same amount of work apart from what their caches save.
+///
+/// Example:
+///   dlm bench -m llada.dlm --gen-length 256 --block-length 32 --caches none,prefix,dual
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Model: a `.dlm` file or a Hugging Face folder (default: the shipped demo model).
+    #[arg(short, long)]
+    model: Option<PathBuf>,
+    /// Prompt text (used raw, without the chat template).
+    #[arg(
+        long,
+        default_value = "The ownership rules: each value in Rust has an owner."
+    )]
+    prompt: String,
+    /// Cache modes to compare, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "none,prefix,dual")]
+    caches: Vec<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    decode: DecodeArgs,
+}
+
+struct Row {
+    cache: CacheMode,
+    seconds: f64,
+    nfe: usize,
+    breakdown: profile::Breakdown,
+}
+
+pub fn run(mut a: Args) -> CliResult {
+    let path = a.model.clone().unwrap_or_else(model_path::default_model);
+    let file = model_path::resolve(&path)?;
+    let engine = Engine::open(&file)?;
+    a.decode.no_early_stop = true;
+    let base = a.decode.apply(engine.defaults())?;
+    let prompt = engine.tokenizer().encode(&a.prompt);
+    profile::enable(true);
+    let mut rows = Vec::new();
+    for name in &a.caches {
+        let cache = CacheMode::from_name(name)
+            .ok_or_else(|| format!("unknown cache {name:?}; one of none, prefix, dual"))?;
+        let mut params = base.clone();
+        params.cache = cache;
+        profile::reset();
+        let t = Instant::now();
+        let out = engine.generate(&prompt, &params, &mut |_| true)?;
+        rows.push(Row {
+            cache,
+            seconds: t.elapsed().as_secs_f64(),
+            nfe: out.nfe,
+            breakdown: profile::snapshot(),
+        });
+    }
+    profile::enable(false);
+    let file_bytes = std::fs::metadata(&file)?.len();
+    let peak = peak_rss_bytes();
+    let gen_len = base.gen_length as f64;
+    if a.json {
+        let items: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                let b = &r.breakdown;
+                format!(
+                    "{{\"cache\":{},\"seconds\":{},\"nfe\":{},\"ms_per_step\":{},\"tokens_per_s\":{},\"matmul_s\":{},\"attention_s\":{},\"head_s\":{},\"other_s\":{},\"sampling_s\":{}}}",
+                    json::string(r.cache.name()),
+                    json::float(r.seconds),
+                    r.nfe,
+                    json::float(1e3 * r.seconds / r.nfe.max(1) as f64),
+                    json::float(gen_len / r.seconds),
+                    json::float(b.matmul),
+                    json::float(b.attention),
+                    json::float(b.head),
+                    json::float(b.other),
+                    json::float((r.seconds - b.total()).max(0.0))
+                )
+            })
+            .collect();
+        println!(
+            "{{\"model\":{},\"file_bytes\":{},\"peak_rss_bytes\":{},\"prompt_tokens\":{},\"gen_length\":{},\"block_length\":{},\"steps\":{},\"algorithm\":{},\"threads\":{},\"runs\":[{}]}}",
+            json::string(&file.display().to_string()),
+            file_bytes,
+            peak.map_or("null".into(), |p| p.to_string()),
+            prompt.len(),
+            base.gen_length,
+            base.effective_block_length(),
+            base.steps,
+            json::string(base.algorithm.name()),
+            rayon::current_num_threads(),
+            items.join(",")
+        );
+        return Ok(());
+    }
+    println!(
+        "{}: {:.1} MiB, prompt {} tokens, gen {} block {} steps {} ({}), {} threads",
+        file.display(),
+        file_bytes as f64 / 1048576.0,
+        prompt.len(),
+        base.gen_length,
+        base.effective_block_length(),
+        base.steps,
+        base.algorithm.name(),
+        rayon::current_num_threads()
+    );
+    println!(
+        "{:<7} {:>8} {:>5} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7} {:>7}",
+        "cache", "seconds", "nfe", "ms/step", "tok/s", "matmul", "attn", "head", "other", "sample"
+    );
+    for r in &rows {
+        let b = &r.breakdown;
+        let pct = |x: f64| format!("{:.0}%", 100.0 * x / r.seconds);
+        println!(
+            "{:<7} {:>8.3} {:>5} {:>9.2} {:>9.1} {:>7} {:>7} {:>7} {:>7} {:>7}",
+            r.cache.name(),
+            r.seconds,
+            r.nfe,
+            1e3 * r.seconds / r.nfe.max(1) as f64,
+            gen_len / r.seconds,
+            pct(b.matmul),
+            pct(b.attention),
+            pct(b.head),
+            pct(b.other),
+            pct((r.seconds - b.total()).max(0.0))
+        );
+    }
+    if let Some(p) = peak {
+        println!("peak RSS {:.1} MiB", p as f64 / 1048576.0);
+    }
+    Ok(())
+}
+
+/// The process's peak resident set size (Linux `VmHWM`), when the system reports it.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
