@@ -1,0 +1,159 @@
+/* dlm.h — C interface of dlm, a runtime for diffusion language models (LLaDA, Dream).
+ *
+ * Link the static library target/<profile>/libdlm.a with -lpthread -ldl -lm (or the shared
+ * libdlm.so). Hand-written; tests/c_abi.rs fails when this header and the library drift.
+ *
+ * Conventions
+ * - Functions return an int status: DLM_OK (0) or one of the codes below; the message of the
+ *   last failure on the calling thread is dlm_last_error().
+ * - Handles are opaque. A dlm_model is read-only and may be shared by threads. A dlm_session
+ *   is used by one thread at a time (a concurrent call gets DLM_ERR_BUSY).
+ * - Every pointer is checked for NULL, every string for UTF-8, every length for limits, and no
+ *   Rust panic crosses into C (it becomes DLM_ERR_PANIC).
+ * - A freed handle is usually detected (DLM_ERR_INVALID_HANDLE; _free of it does nothing),
+ *   but only best-effort: using a freed pointer is still undefined behaviour in C.
+ */
+#ifndef DLM_H
+#define DLM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Status codes. */
+enum dlm_status {
+    DLM_OK = 0,
+    DLM_ERR_NULL = 1,             /* a required pointer argument is NULL */
+    DLM_ERR_INVALID_ARG = 2,      /* an argument or parameter out of range, a bad request */
+    DLM_ERR_UTF8 = 3,             /* a string argument is not valid UTF-8 */
+    DLM_ERR_IO = 4,               /* the model file cannot be read */
+    DLM_ERR_FORMAT = 5,           /* the model file is malformed */
+    DLM_ERR_UNSUPPORTED = 6,      /* the file or request needs what this build cannot do */
+    DLM_ERR_BUFFER_TOO_SMALL = 7, /* output buffer too small; the needed size was written */
+    DLM_CANCELLED = 8,            /* the step callback returned nonzero */
+    DLM_ERR_PANIC = 9,            /* a bug inside dlm; see dlm_last_error() */
+    DLM_ERR_TOKENIZER = 10,       /* text cannot be tokenized or an id cannot be decoded */
+    DLM_ERR_INVALID_HANDLE = 11,  /* not a live handle of that type (freed, wrong type) */
+    DLM_ERR_BUSY = 12             /* the session is in use by another call */
+};
+
+/* Position choice rules (dlm_params.algorithm). The first two run LLaDA's block schedule,
+ * the others Dream's timestep schedule. */
+enum dlm_algorithm {
+    DLM_ALG_LOW_CONFIDENCE = 0,
+    DLM_ALG_RANDOM = 1,
+    DLM_ALG_ORIGIN = 2,
+    DLM_ALG_MASKGIT_PLUS = 3,
+    DLM_ALG_TOPK_MARGIN = 4,
+    DLM_ALG_ENTROPY = 5
+};
+
+/* KV cache between steps (dlm_params.cache; block schedule only). */
+enum dlm_cache {
+    DLM_CACHE_NONE = 0,
+    DLM_CACHE_PREFIX = 1,
+    DLM_CACHE_DUAL = 2
+};
+
+/* The most token ids one call accepts. */
+#define DLM_MAX_IDS ((size_t)1 << 24)
+
+/* A loaded model: read-only, shareable across threads. */
+typedef struct dlm_model dlm_model;
+/* One generation state bound to a model; one thread at a time. */
+typedef struct dlm_session dlm_session;
+
+/* Every knob of `dlm run`. Fill with dlm_params_default(), then change fields. */
+typedef struct dlm_params {
+    int algorithm;         /* enum dlm_algorithm */
+    int cache;             /* enum dlm_cache */
+    uint32_t steps;        /* denoising steps (an upper bound under threshold/factor) */
+    uint32_t gen_length;   /* tokens to generate after the prompt */
+    uint32_t block_length; /* semi-autoregressive block length; 0 = one block */
+    uint32_t top_k;        /* sample among the k most likely; 0 = off */
+    double threshold;      /* Fast-dLLM confidence threshold in (0, 1]; 0 = off */
+    double factor;         /* Fast-dLLM factor rule; 0 = off */
+    double temperature;    /* 0 = greedy */
+    double top_p;          /* nucleus sampling in (0, 1]; 0 or 1 = off */
+    double cfg_scale;      /* classifier-free guidance; 0 = off (cache none only) */
+    double alg_temp;       /* Dream: temperature of the position choice; 0 = off */
+    double eps;            /* Dream: last timestep, in (0, 1) */
+    uint64_t seed;         /* seed of every random choice */
+    int stop_early;        /* nonzero: stop once the answer is final (same answer) */
+    int chat;              /* nonzero: wrap a text prompt in the model's chat template */
+} dlm_params;
+
+/* Called after every step: the whole canvas (len ids: prompt_len prompt ids, then the
+ * generated region), the masks left in the generated region, the step index from 0, and
+ * user_data. The canvas is valid only during the call. Return nonzero to cancel. The session
+ * is busy during the call: calling dlm_* on it from here gets DLM_ERR_BUSY. */
+typedef int (*dlm_step_callback)(const uint32_t *canvas, size_t len, size_t prompt_len,
+                                 size_t masks_left, size_t step, void *user_data);
+
+/* The library version ("0.1.0"); a static string. */
+const char *dlm_version(void);
+
+/* The message of the last failed call on this thread ("" if none). Valid until the next
+ * failing call on this thread; successful calls leave it unchanged. */
+const char *dlm_last_error(void);
+
+/* Open a .dlm file; *out is the new model, or NULL on failure. */
+int dlm_model_open(const char *path, dlm_model **out);
+
+/* Free a model (NULL: no-op). Sessions made from it stay usable. */
+void dlm_model_free(dlm_model *model);
+
+/* Token ids of UTF-8 text (no BOS/EOS added; special tokens written in the text match).
+ * *n_out gets the count; if it exceeds cap, nothing is written to ids and the status is
+ * DLM_ERR_BUFFER_TOO_SMALL (ids may be NULL with cap 0 to ask for the size). */
+int dlm_tokenize(const dlm_model *model, const char *text, uint32_t *ids, size_t cap,
+                 size_t *n_out);
+
+/* The UTF-8 text of n ids (special tokens included) and a NUL into buf of cap bytes.
+ * *len_out gets the length without the NUL; if cap < *len_out + 1, nothing is written and the
+ * status is DLM_ERR_BUFFER_TOO_SMALL. Unknown ids: DLM_ERR_TOKENIZER. */
+int dlm_detokenize(const dlm_model *model, const uint32_t *ids, size_t n, char *buf,
+                   size_t cap, size_t *len_out);
+
+/* The model's decoding defaults; chat is set when the model has a chat template. */
+int dlm_params_default(const dlm_model *model, dlm_params *out);
+
+/* A new session on model; *out is the session, or NULL on failure. It keeps the model's data
+ * alive, so the model may be freed first. */
+int dlm_session_new(const dlm_model *model, dlm_session **out);
+
+/* Free a session and its output (NULL: no-op). */
+void dlm_session_free(dlm_session *session);
+
+/* Generate an answer to a UTF-8 prompt. params NULL: the model's defaults. callback may be
+ * NULL. On DLM_CANCELLED or any error the session's output is empty. */
+int dlm_generate(dlm_session *session, const char *prompt, const dlm_params *params,
+                 dlm_step_callback callback, void *user_data);
+
+/* Generate from n prompt ids (no chat template; params->chat is ignored). */
+int dlm_generate_ids(dlm_session *session, const uint32_t *ids, size_t n,
+                     const dlm_params *params, dlm_step_callback callback, void *user_data);
+
+/* The answer text of the last generation (to the first stop token, without special tokens);
+ * "" when there is none. Valid until the next generate on the session or its free. NULL for
+ * an invalid or busy session (see dlm_last_error()). */
+const char *dlm_session_text(const dlm_session *session);
+
+/* The whole canvas of the last generation (prompt ids, then generated ids including stop and
+ * pad tokens); NULL and 0 when there is none. Valid as dlm_session_text. */
+int dlm_session_output_ids(const dlm_session *session, const uint32_t **ids, size_t *n);
+
+/* Forward passes made by the last generation (0 when there is none). */
+int dlm_session_nfe(const dlm_session *session, size_t *nfe);
+
+/* Length of the prompt at the start of the last output's canvas (0 when there is none). */
+int dlm_session_prompt_len(const dlm_session *session, size_t *prompt_len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DLM_H */

@@ -1,0 +1,216 @@
+//! `dlm_params`: every decoding knob of `dlm run` as a plain C struct, and its conversion to
+//! the runtime's `DecodeParams`.
+
+use super::status::Failure;
+use dlm_runtime::decode::{Algorithm, CacheMode, DecodeParams};
+use std::ffi::c_int;
+
+/// LLaDA `low_confidence` (block schedule).
+pub const DLM_ALG_LOW_CONFIDENCE: c_int = 0;
+/// LLaDA `random` (block schedule).
+pub const DLM_ALG_RANDOM: c_int = 1;
+/// Dream `origin` (timestep schedule).
+pub const DLM_ALG_ORIGIN: c_int = 2;
+/// Dream `maskgit_plus` (timestep schedule).
+pub const DLM_ALG_MASKGIT_PLUS: c_int = 3;
+/// Dream `topk_margin` (timestep schedule).
+pub const DLM_ALG_TOPK_MARGIN: c_int = 4;
+/// Dream `entropy` (timestep schedule).
+pub const DLM_ALG_ENTROPY: c_int = 5;
+/// No KV cache: every step runs the whole canvas.
+pub const DLM_CACHE_NONE: c_int = 0;
+/// Fast-dLLM prefix cache.
+pub const DLM_CACHE_PREFIX: c_int = 1;
+/// Fast-dLLM dual cache.
+pub const DLM_CACHE_DUAL: c_int = 2;
+/// The most token ids one call accepts (prompt ids, ids to detokenize).
+pub const DLM_MAX_IDS: usize = 1 << 24;
+
+/// The algorithm and cache constants with their names in `include/dlm.h`.
+pub const ENUM_CONSTANTS: &[(&str, c_int)] = &[
+    ("DLM_ALG_LOW_CONFIDENCE", DLM_ALG_LOW_CONFIDENCE),
+    ("DLM_ALG_RANDOM", DLM_ALG_RANDOM),
+    ("DLM_ALG_ORIGIN", DLM_ALG_ORIGIN),
+    ("DLM_ALG_MASKGIT_PLUS", DLM_ALG_MASKGIT_PLUS),
+    ("DLM_ALG_TOPK_MARGIN", DLM_ALG_TOPK_MARGIN),
+    ("DLM_ALG_ENTROPY", DLM_ALG_ENTROPY),
+    ("DLM_CACHE_NONE", DLM_CACHE_NONE),
+    ("DLM_CACHE_PREFIX", DLM_CACHE_PREFIX),
+    ("DLM_CACHE_DUAL", DLM_CACHE_DUAL),
+];
+
+/// Every knob of `dlm run`. Fill it with `dlm_params_default`, then change fields.
+/// Zero means "off" where the comment says so.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct dlm_params {
+    /// `DLM_ALG_*`; also picks the schedule.
+    pub algorithm: c_int,
+    /// `DLM_CACHE_*` (block schedule only).
+    pub cache: c_int,
+    /// Total denoising steps (an upper bound under threshold or factor).
+    pub steps: u32,
+    /// Tokens to generate after the prompt.
+    pub gen_length: u32,
+    /// Semi-autoregressive block length; 0 = one block of `gen_length`.
+    pub block_length: u32,
+    /// Sample among the k most likely tokens; 0 = off.
+    pub top_k: u32,
+    /// Fast-dLLM confidence threshold in (0, 1]; 0 = off.
+    pub threshold: f64,
+    /// Fast-dLLM factor rule; 0 = off.
+    pub factor: f64,
+    /// Sampling temperature; 0 = greedy.
+    pub temperature: f64,
+    /// Nucleus sampling in (0, 1]; 0 or 1 = off.
+    pub top_p: f64,
+    /// Classifier-free guidance scale; 0 = off (cache none only).
+    pub cfg_scale: f64,
+    /// Dream: temperature of the position choice; 0 = most confident first.
+    pub alg_temp: f64,
+    /// Dream: the last timestep, in (0, 1).
+    pub eps: f64,
+    /// Seed of every random choice; the same seed repeats a run.
+    pub seed: u64,
+    /// Nonzero: stop once the answer is final (never changes the answer).
+    pub stop_early: c_int,
+    /// Nonzero: wrap a text prompt in the model's chat template (as the user's turn).
+    pub chat: c_int,
+}
+
+/// The C id of an algorithm.
+pub(crate) fn algorithm_id(a: Algorithm) -> c_int {
+    match a {
+        Algorithm::LowConfidence => DLM_ALG_LOW_CONFIDENCE,
+        Algorithm::Random => DLM_ALG_RANDOM,
+        Algorithm::Origin => DLM_ALG_ORIGIN,
+        Algorithm::MaskgitPlus => DLM_ALG_MASKGIT_PLUS,
+        Algorithm::TopkMargin => DLM_ALG_TOPK_MARGIN,
+        Algorithm::Entropy => DLM_ALG_ENTROPY,
+    }
+}
+
+fn algorithm_of(id: c_int) -> Option<Algorithm> {
+    Algorithm::ALL.into_iter().find(|&a| algorithm_id(a) == id)
+}
+
+fn cache_id(c: CacheMode) -> c_int {
+    match c {
+        CacheMode::None => DLM_CACHE_NONE,
+        CacheMode::Prefix => DLM_CACHE_PREFIX,
+        CacheMode::Dual => DLM_CACHE_DUAL,
+    }
+}
+
+fn cache_of(id: c_int) -> Option<CacheMode> {
+    [CacheMode::None, CacheMode::Prefix, CacheMode::Dual]
+        .into_iter()
+        .find(|&c| cache_id(c) == id)
+}
+
+fn count(v: usize, what: &str) -> Result<u32, Failure> {
+    u32::try_from(v).map_err(|_| Failure::invalid(format!("{what} {v} does not fit in 32 bits")))
+}
+
+impl dlm_params {
+    /// The C form of `p`, with `chat` as given.
+    pub(crate) fn from_decode(p: &DecodeParams, chat: bool) -> Result<Self, Failure> {
+        Ok(dlm_params {
+            algorithm: algorithm_id(p.algorithm),
+            cache: cache_id(p.cache),
+            steps: count(p.steps, "steps")?,
+            gen_length: count(p.gen_length, "gen_length")?,
+            block_length: count(p.block_length.unwrap_or(0), "block_length")?,
+            top_k: count(p.top_k.unwrap_or(0), "top_k")?,
+            threshold: p.threshold.unwrap_or(0.0),
+            factor: p.factor.unwrap_or(0.0),
+            temperature: p.temperature,
+            top_p: p.top_p.unwrap_or(0.0),
+            cfg_scale: p.cfg_scale,
+            alg_temp: p.alg_temp,
+            eps: p.eps,
+            seed: p.seed,
+            stop_early: c_int::from(p.stop_early),
+            chat: c_int::from(chat),
+        })
+    }
+
+    /// The runtime's form. Unknown enum values are an error here; ranges and combinations are
+    /// checked by `DecodeParams::validate` when generating.
+    pub(crate) fn to_decode(&self) -> Result<DecodeParams, Failure> {
+        let algorithm = algorithm_of(self.algorithm)
+            .ok_or_else(|| Failure::invalid(format!("unknown algorithm {}", self.algorithm)))?;
+        let cache = cache_of(self.cache)
+            .ok_or_else(|| Failure::invalid(format!("unknown cache mode {}", self.cache)))?;
+        let off_if_zero = |v: f64| (v != 0.0).then_some(v);
+        Ok(DecodeParams {
+            algorithm,
+            steps: self.steps as usize,
+            gen_length: self.gen_length as usize,
+            block_length: (self.block_length != 0).then_some(self.block_length as usize),
+            threshold: off_if_zero(self.threshold),
+            factor: off_if_zero(self.factor),
+            cache,
+            temperature: self.temperature,
+            top_k: (self.top_k != 0).then_some(self.top_k as usize),
+            top_p: (self.top_p != 0.0 && self.top_p != 1.0).then_some(self.top_p),
+            cfg_scale: self.cfg_scale,
+            alg_temp: self.alg_temp,
+            eps: self.eps,
+            seed: self.seed,
+            stop_early: self.stop_early != 0,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_every_field() {
+        let p = DecodeParams {
+            algorithm: Algorithm::Random,
+            steps: 64,
+            gen_length: 32,
+            block_length: Some(8),
+            threshold: Some(0.9),
+            factor: None,
+            cache: CacheMode::Dual,
+            temperature: 0.7,
+            top_k: Some(5),
+            top_p: Some(0.95),
+            cfg_scale: 1.5,
+            alg_temp: 0.25,
+            eps: 0.01,
+            seed: 99,
+            stop_early: false,
+        };
+        let c = dlm_params::from_decode(&p, true).unwrap();
+        assert_eq!(c.chat, 1);
+        assert_eq!(c.to_decode().unwrap(), p);
+        for a in Algorithm::ALL {
+            let mut c = c;
+            c.algorithm = algorithm_id(a);
+            assert_eq!(c.to_decode().unwrap().algorithm, a);
+        }
+    }
+
+    #[test]
+    fn zeros_mean_off_and_unknown_enums_fail() {
+        let mut c = dlm_params::from_decode(&DecodeParams::default(), false).unwrap();
+        c.block_length = 0;
+        c.top_p = 1.0;
+        let d = c.to_decode().unwrap();
+        assert_eq!(d.block_length, None);
+        assert_eq!(d.top_p, None);
+        assert_eq!(d.threshold, None);
+        assert_eq!(d.top_k, None);
+        c.algorithm = 6;
+        assert!(c.to_decode().is_err());
+        c.algorithm = 0;
+        c.cache = -1;
+        assert!(c.to_decode().is_err());
+    }
+}
