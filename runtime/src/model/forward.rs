@@ -63,6 +63,24 @@ fn rmsnorm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
         });
 }
 
+/// Dot product with eight independent accumulators, so the compiler can vectorize it.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ac.zip(bc) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
 fn add_bias(x: &mut [f32], b: &[f32]) {
     for row in x.chunks_mut(b.len()) {
         for (v, bb) in row.iter_mut().zip(b) {
@@ -185,49 +203,65 @@ fn attention_block(
             }
         });
 
-        // Key positions other than the span's own: [0, start) for prefix, all but the span for dual.
+        // Key positions other than the span's own: [0, start) for prefix, all but the span
+        // for dual.
         let outside: Vec<usize> = match (attend, cached) {
             (Attend::Prefix(_), Some(_)) => (0..start).collect(),
             (Attend::Dual(_), Some((_, _, len))) => (0..start).chain(start + n..len).collect(),
             _ => Vec::new(),
         };
+        let n_keys = n + outside.len();
+        // Gather every key/value head into contiguous [n_kv_heads, n_keys, head_dim] buffers
+        // once, so the inner loops run over plain slices.
+        let mut kh = vec![0f32; cfg.n_kv_heads * n_keys * hd];
+        let mut vh = vec![0f32; cfg.n_kv_heads * n_keys * hd];
+        kh.par_chunks_mut(n_keys * hd)
+            .zip(vh.par_chunks_mut(n_keys * hd))
+            .enumerate()
+            .for_each(|(g, (kd, vd))| {
+                let off = g * hd;
+                for j in 0..n_keys {
+                    let (src_k, src_v, p) = if j < n {
+                        (&s.k[..], &s.v[..], j)
+                    } else {
+                        let (ck, cv, _) = cached.expect("outside keys come from the cache");
+                        (ck, cv, outside[j - n])
+                    };
+                    kd[j * hd..][..hd].copy_from_slice(&src_k[p * kv_dim + off..][..hd]);
+                    vd[j * hd..][..hd].copy_from_slice(&src_v[p * kv_dim + off..][..hd]);
+                }
+            });
         let group = cfg.n_heads / cfg.n_kv_heads;
         let scale = 1.0 / (hd as f32).sqrt();
-        let n_keys = n + outside.len();
-        let (q, k, v) = (&s.q, &s.k, &s.v);
-        // One task per (query row, head): scores over every key, softmax, weighted sum of values.
-        s.att.par_chunks_mut(hd).enumerate().for_each_init(
+        let q = &s.q;
+        // One task per query row (all its heads): scores over every key, softmax, weighted sum.
+        s.att.par_chunks_mut(q_dim).enumerate().for_each_init(
             || vec![0f32; n_keys],
-            |scores, (idx, out)| {
-                let (i, h) = (idx / cfg.n_heads, idx % cfg.n_heads);
-                let kvh = h / group;
-                let qh = &q[i * q_dim + h * hd..][..hd];
-                let key = |j: usize| -> (&[f32], &[f32]) {
-                    let off = kvh * hd;
-                    if j < n {
-                        (&k[j * kv_dim + off..][..hd], &v[j * kv_dim + off..][..hd])
-                    } else {
-                        let p = outside[j - n];
-                        let (ck, cv, _) = cached.expect("outside keys come from the cache");
-                        (&ck[p * kv_dim + off..][..hd], &cv[p * kv_dim + off..][..hd])
+            |scores, (i, out_row)| {
+                for (h, out) in out_row.chunks_mut(hd).enumerate() {
+                    let g = h / group;
+                    let (kd, vd) = (
+                        &kh[g * n_keys * hd..][..n_keys * hd],
+                        &vh[g * n_keys * hd..][..n_keys * hd],
+                    );
+                    let qh = &q[i * q_dim + h * hd..][..hd];
+                    let mut max = f32::NEG_INFINITY;
+                    for (sc, kj) in scores.iter_mut().zip(kd.chunks_exact(hd)) {
+                        *sc = dot(qh, kj) * scale;
+                        max = max.max(*sc);
                     }
-                };
-                let mut max = f32::NEG_INFINITY;
-                for (j, sc) in scores.iter_mut().enumerate() {
-                    let kj = key(j).0;
-                    *sc = qh.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale;
-                    max = max.max(*sc);
-                }
-                let mut sum = 0f32;
-                for sc in scores.iter_mut() {
-                    *sc = (*sc - max).exp();
-                    sum += *sc;
-                }
-                out.fill(0.0);
-                for (j, sc) in scores.iter().enumerate() {
-                    let p = sc / sum;
-                    for (o, vv) in out.iter_mut().zip(key(j).1) {
-                        *o += p * vv;
+                    let mut sum = 0f32;
+                    for sc in scores.iter_mut() {
+                        *sc = (*sc - max).exp();
+                        sum += *sc;
+                    }
+                    out.fill(0.0);
+                    let inv = 1.0 / sum;
+                    for (sc, vj) in scores.iter().zip(vd.chunks_exact(hd)) {
+                        let p = sc * inv;
+                        for (o, vv) in out.iter_mut().zip(vj) {
+                            *o += p * vv;
+                        }
                     }
                 }
             },
