@@ -4,6 +4,7 @@ mod bench;
 mod chat;
 mod convert;
 mod decode_args;
+mod eval;
 mod inspect;
 mod json;
 mod logits;
@@ -41,6 +42,7 @@ enum Command {
     Run(run::Args),
     Chat(chat::Args),
     Bench(bench::Args),
+    Eval(eval::Args),
 }
 
 /// Parse the arguments and run the command.
@@ -54,5 +56,6 @@ pub fn main() -> CliResult {
         Command::Run(a) => run::run(a),
         Command::Chat(a) => chat::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Eval(a) => eval::run(a),
     }
 }
