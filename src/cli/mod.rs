@@ -11,6 +11,7 @@ mod logits;
 mod model_path;
 mod run;
 mod tokenize;
+mod verify;
 mod visual;
 
 use clap::{Parser, Subcommand};
@@ -43,6 +44,7 @@ enum Command {
     Chat(chat::Args),
     Bench(bench::Args),
     Eval(eval::Args),
+    Verify(verify::Args),
 }
 
 /// Parse the arguments and run the command.
@@ -57,5 +59,6 @@ pub fn main() -> CliResult {
         Command::Chat(a) => chat::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Verify(a) => verify::run(a),
     }
 }
