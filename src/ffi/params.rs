@@ -138,7 +138,7 @@ impl dlm_params {
 
     /// The runtime's form. Unknown enum values are an error here; ranges and combinations are
     /// checked by `DecodeParams::validate` when generating.
-    pub(crate) fn to_decode(&self) -> Result<DecodeParams, Failure> {
+    pub(crate) fn to_decode(self) -> Result<DecodeParams, Failure> {
         let algorithm = algorithm_of(self.algorithm)
             .ok_or_else(|| Failure::invalid(format!("unknown algorithm {}", self.algorithm)))?;
         let cache = cache_of(self.cache)
