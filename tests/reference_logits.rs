@@ -21,7 +21,11 @@ fn max_relative_error(name: &str, policy: &str) -> Option<f64> {
         let input = &tensors[case["input"].as_str().unwrap()];
         let want = &tensors[case["logits"].as_str().unwrap()];
         let ids: Vec<u32> = input.values.iter().map(|&v| v as u32).collect();
-        assert_eq!(want.values.len(), ids.len() * vocab, "expected logits shape");
+        assert_eq!(
+            want.values.len(),
+            ids.len() * vocab,
+            "expected logits shape"
+        );
         let rows: Vec<usize> = (0..ids.len()).collect();
         let got = model
             .forward(&ids, 0, Attend::SpanOnly, None, &rows)

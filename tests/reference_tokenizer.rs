@@ -22,7 +22,11 @@ fn check(name: &str) {
         let ids = common::ids(&p["ids"]);
         assert_eq!(tok.encode(text), ids, "{name}: encode {text:?}");
         let decoded = tok.decode(&ids, false).expect("decode");
-        assert_eq!(decoded, p["decoded"].as_str().unwrap(), "{name}: decode {text:?}");
+        assert_eq!(
+            decoded,
+            p["decoded"].as_str().unwrap(),
+            "{name}: decode {text:?}"
+        );
     }
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -2,9 +2,9 @@
 #![forbid(unsafe_code)]
 
 pub mod chat;
+pub mod decode;
 mod engine;
 mod error;
-pub mod decode;
 pub mod model;
 pub mod tokenizer;
 

@@ -94,3 +94,69 @@ pub fn ids(v: &Value) -> Vec<u32> {
         .map(|x| x.as_u64().expect("id") as u32)
         .collect()
 }
+
+/// The decoder parameters of one `generate` case of `expected.json` (the mapping of
+/// `tests/generate_reference.rs`, shared so other tests decode the cases the same way).
+pub fn decode_params(case: &Value) -> dlm_runtime::decode::DecodeParams {
+    use dlm_runtime::decode::{Algorithm, CacheMode, DecodeParams};
+    let field = |key: &str| {
+        case[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("case field {key}")) as usize
+    };
+    let sampler = case["sampler"].as_str().expect("sampler");
+    let base = DecodeParams {
+        temperature: case["temperature"].as_f64().unwrap_or(0.0),
+        stop_early: false,
+        ..DecodeParams::default()
+    };
+    if sampler == "dream_diffusion_generate" {
+        let alg = case["alg"].as_str().expect("alg");
+        DecodeParams {
+            algorithm: Algorithm::from_name(alg).unwrap_or_else(|| panic!("unknown alg {alg}")),
+            steps: field("steps"),
+            gen_length: field("max_new_tokens"),
+            block_length: None,
+            eps: case["eps"].as_f64().unwrap_or(1e-3),
+            alg_temp: case["alg_temp"].as_f64().unwrap_or(0.0),
+            ..base
+        }
+    } else {
+        let remasking = case["remasking"].as_str().expect("remasking");
+        let cache = match sampler {
+            "generate" => CacheMode::None,
+            "generate_with_prefix_cache" => CacheMode::Prefix,
+            "generate_with_dual_cache" => CacheMode::Dual,
+            other => panic!("unknown sampler {other}"),
+        };
+        DecodeParams {
+            algorithm: Algorithm::from_name(remasking)
+                .unwrap_or_else(|| panic!("unknown remasking {remasking}")),
+            steps: field("steps"),
+            gen_length: field("gen_length"),
+            block_length: Some(field("block_length")),
+            threshold: case["threshold"].as_f64(),
+            cache,
+            ..base
+        }
+    }
+}
+
+/// The decoder's special tokens from `expected.json` (`mask_id`, stop and pad ids) and the
+/// model's `shift_logits`.
+pub fn decode_tokens(expected: &Value, shift_logits: bool) -> dlm_runtime::decode::DecodeTokens {
+    let specials = expected["special_ids"].as_object().expect("special_ids");
+    let stop_ids: Vec<u32> = ["<|endoftext|>", "<|eot_id|>", "<|im_end|>"]
+        .iter()
+        .filter_map(|k| specials.get(*k).and_then(Value::as_u64).map(|v| v as u32))
+        .collect();
+    dlm_runtime::decode::DecodeTokens {
+        mask_id: expected["mask_id"].as_u64().expect("mask_id") as u32,
+        stop_ids,
+        pad_id: specials
+            .get("<|endoftext|>")
+            .and_then(Value::as_u64)
+            .map(|v| v as u32),
+        shift_logits,
+    }
+}
