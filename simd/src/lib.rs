@@ -16,8 +16,8 @@ mod arm;
 mod x86;
 
 pub use act::{ActBlock, quantize_act};
-pub use dispatch::{Kernels, RowKernel};
-pub use matmul::matmul_with;
+pub use dispatch::{DequantKernel, Dequantizers, Kernels, RowKernel};
+pub use matmul::{GEMM_MIN_TOKENS, matmul_with};
 
 use dlm_formats::QuantType;
 

@@ -1,20 +1,35 @@
 //! Blocked, threaded matmul `y = x · Wᵀ` for every weight type. Weights are streamed once per
-//! call: rayon splits the output rows into tiles, and each tile runs all tokens (in token
-//! tiles that stay in cache) before moving on.
+//! call: rayon splits the output rows into tiles, and each tile runs all tokens before moving on.
+//!
+//! Two paths for quantized weights, with the same numbers up to float summation order:
+//! - few tokens (memory-bound): int8 row kernels against the activations quantized to int8;
+//! - many tokens (compute-bound, `n >= GEMM_MIN_TOKENS`): each rayon task dequantizes a tile of
+//!   weight rows to f32 in a thread-local buffer and runs the f32 GEMM on it, against the
+//!   activations as the int8 path sees them (quantized, then dequantized). f16/bf16 weights
+//!   always take this path (with the activations as given).
 
+use crate::WeightRef;
 use crate::act::{ActBlock, quantize_act};
-use crate::dispatch::{Kernels, RowKernel};
-use crate::{WeightRef, dequantize_row};
+use crate::dispatch::{DequantKernel, Kernels, RowKernel};
 use dlm_formats::QuantType;
 use dlm_formats::quant::QK8_0;
 use rayon::prelude::*;
+use std::cell::RefCell;
 
 /// Output rows per rayon task.
 const ROW_TILE: usize = 16;
 /// Bytes of quantized activations a token tile may hold (kept in L2 while a row tile runs).
 const ACT_TILE_BYTES: usize = 256 * 1024;
-/// Rows per float tile converted from f16/bf16 to f32 before the f32 GEMM.
-const FLOAT_ROW_TILE: usize = 64;
+/// Rows per f32 tile dequantized before the f32 GEMM.
+const GEMM_ROW_TILE: usize = 64;
+/// From this many tokens on, quantized weights go through dequantized tiles and the f32 GEMM
+/// (measured on AVX2: the int8 kernels win below it).
+pub const GEMM_MIN_TOKENS: usize = 48;
+
+thread_local! {
+    /// The f32 weight tile of this thread. `[GEMM_ROW_TILE, cols]`
+    static TILE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
 
 /// y = x · Wᵀ with `kernels`; x is `[n, w.cols]`, y is `[n, w.rows]`, both row-major f32.
 pub fn matmul_with(k: &Kernels, w: &WeightRef<'_>, x: &[f32], n: usize, y: &mut [f32]) {
@@ -34,12 +49,44 @@ pub fn matmul_with(k: &Kernels, w: &WeightRef<'_>, x: &[f32], n: usize, y: &mut 
     }
     match w.quant {
         QuantType::F32 => gemm_f32(&f32_weights(w.data), w.rows, w.cols, x, n, y, 0),
-        QuantType::F16 | QuantType::BF16 => matmul_float_tiles(w, x, n, y),
+        QuantType::F16 => matmul_tiles(k.dequant.f16, w, x, n, y),
+        QuantType::BF16 => matmul_tiles(k.dequant.bf16, w, x, n, y),
+        QuantType::Q8_0 | QuantType::Q4_0 | QuantType::Q4K | QuantType::Q6K
+            if n >= GEMM_MIN_TOKENS =>
+        {
+            let xq = act_as_seen(x, w.cols); // [n, cols]
+            let deq = k
+                .dequant
+                .get(w.quant)
+                .expect("quantized types have a dequantizer");
+            matmul_tiles(deq, w, &xq, n, y)
+        }
         QuantType::Q8_0 => matmul_quant(k.q8_0, w, x, n, y),
         QuantType::Q4_0 => matmul_quant(k.q4_0, w, x, n, y),
         QuantType::Q4K => matmul_quant(k.q4_k, w, x, n, y),
         QuantType::Q6K => matmul_quant(k.q6_k, w, x, n, y),
     }
+}
+
+/// The activations `x` (`[n, cols]`) as the int8 kernels see them: quantized to `ActBlock`s and
+/// back, so both quantized paths compute the same sums.
+fn act_as_seen(x: &[f32], cols: usize) -> Vec<f32> {
+    let mut xq = vec![0f32; x.len()]; // [n, cols]
+    xq.par_chunks_mut(cols)
+        .zip(x.par_chunks(cols))
+        .for_each(|(o, xt)| {
+            let mut blocks = [ActBlock::ZERO; 8];
+            for (oc, xc) in o.chunks_mut(8 * QK8_0).zip(xt.chunks(8 * QK8_0)) {
+                let b = &mut blocks[..xc.len() / QK8_0];
+                quantize_act(xc, b);
+                for (ob, ab) in oc.chunks_exact_mut(QK8_0).zip(b.iter()) {
+                    for (v, &q) in ob.iter_mut().zip(&ab.qs) {
+                        *v = ab.d * q as f32;
+                    }
+                }
+            }
+        });
+    xq
 }
 
 fn matmul_quant(kernel: RowKernel, w: &WeightRef<'_>, x: &[f32], n: usize, y: &mut [f32]) {
@@ -76,23 +123,29 @@ fn transpose_into(yt: &[f32], rows: usize, n: usize, y: &mut [f32]) {
     });
 }
 
-fn matmul_float_tiles(w: &WeightRef<'_>, x: &[f32], n: usize, y: &mut [f32]) {
+/// y = x · Wᵀ through f32 tiles: each rayon task dequantizes `GEMM_ROW_TILE` rows of `w` with
+/// `deq` into its thread's tile and runs the single-threaded f32 GEMM on it.
+fn matmul_tiles(deq: DequantKernel, w: &WeightRef<'_>, x: &[f32], n: usize, y: &mut [f32]) {
     let rows = w.rows;
     let cols = w.cols;
+    let rb = w.row_bytes();
     let y_ptr = SendPtr(y.as_mut_ptr());
-    (0..rows.div_ceil(FLOAT_ROW_TILE))
+    (0..rows.div_ceil(GEMM_ROW_TILE))
         .into_par_iter()
         .for_each(|ti| {
-            let r0 = ti * FLOAT_ROW_TILE;
-            let r1 = (r0 + FLOAT_ROW_TILE).min(rows);
-            let mut wt = vec![0f32; (r1 - r0) * cols]; // [r1 - r0, cols]
-            for (r, o) in (r0..r1).zip(wt.chunks_mut(cols)) {
-                dequantize_row(w, r, o);
-            }
-            let yp = y_ptr;
-            // SAFETY: each task writes only columns r0..r1 of y (`[n, rows]`), disjoint from every
-            // other task's; y outlives the parallel loop.
-            unsafe { gemm_raw(&wt, r1 - r0, cols, x, n, yp.0.add(r0), rows, false) };
+            let r0 = ti * GEMM_ROW_TILE;
+            let r1 = (r0 + GEMM_ROW_TILE).min(rows);
+            TILE.with_borrow_mut(|buf| {
+                buf.resize(GEMM_ROW_TILE * cols, 0.0);
+                let wt = &mut buf[..(r1 - r0) * cols]; // [r1 - r0, cols]
+                for (r, o) in (r0..r1).zip(wt.chunks_exact_mut(cols)) {
+                    deq(&w.data[r * rb..(r + 1) * rb], o);
+                }
+                let yp = y_ptr;
+                // SAFETY: each task writes only columns r0..r1 of y (`[n, rows]`), disjoint from
+                // every other task's; y outlives the parallel loop.
+                unsafe { gemm_raw(wt, r1 - r0, cols, x, n, yp.0.add(r0), rows, false) };
+            });
         });
 }
 

@@ -4,7 +4,7 @@
 
 use dlm_formats::QuantType;
 use dlm_formats::quant::{QK8_0, dequantize, quantize};
-use dlm_simd::{ActBlock, Kernels, WeightRef, matmul, matmul_with, quantize_act};
+use dlm_simd::{ActBlock, GEMM_MIN_TOKENS, Kernels, WeightRef, matmul, matmul_with, quantize_act};
 
 /// A small seeded generator (xorshift64*).
 struct Rng(u64);
@@ -188,6 +188,33 @@ fn naive(
     (y, s)
 }
 
+/// `matmul_with` of the scalar and the best table against `naive` for one shape.
+fn check_matmul(rng: &mut Rng, q: QuantType, rows: usize, cols: usize, n: usize) {
+    let w = rng.vec(rows * cols, 1.0);
+    let wq = quantized(q, &w);
+    let x = rng.vec(n * cols, 2.0);
+    let (want, scale) = naive(q, &wq, rows, cols, &x, n);
+    let wr = WeightRef {
+        quant: q,
+        rows,
+        cols,
+        data: &wq,
+    };
+    for k in [Kernels::scalar(), Kernels::best()] {
+        let mut y = vec![f32::NAN; n * rows];
+        matmul_with(k, &wr, &x, n, &mut y);
+        for i in 0..n * rows {
+            assert!(
+                close(y[i], want[i], scale[i], cols),
+                "{q} {} {rows}x{cols}x{n} at {i}: {} vs {}",
+                k.name,
+                y[i],
+                want[i]
+            );
+        }
+    }
+}
+
 #[test]
 fn matmul_matches_a_naive_reference() {
     let mut rng = Rng(77);
@@ -203,29 +230,88 @@ fn matmul_matches_a_naive_reference() {
         for cols in col_set {
             for rows in [1, 7, 17, 33] {
                 for n in [1, 2, 3, 8, 33] {
-                    let w = rng.vec(rows * cols, 1.0);
-                    let wq = quantized(q, &w);
-                    let x = rng.vec(n * cols, 2.0);
-                    let (want, scale) = naive(q, &wq, rows, cols, &x, n);
-                    let wr = WeightRef {
-                        quant: q,
-                        rows,
-                        cols,
-                        data: &wq,
-                    };
-                    for k in [Kernels::scalar(), Kernels::best()] {
-                        let mut y = vec![f32::NAN; n * rows];
-                        matmul_with(k, &wr, &x, n, &mut y);
-                        for i in 0..n * rows {
-                            assert!(
-                                close(y[i], want[i], scale[i], cols),
-                                "{q} {} {rows}x{cols}x{n} at {i}: {} vs {}",
-                                k.name,
-                                y[i],
-                                want[i]
-                            );
-                        }
-                    }
+                    check_matmul(&mut rng, q, rows, cols, n);
+                }
+            }
+        }
+    }
+}
+
+/// Token counts that take the dequantized-tile GEMM path, with row counts around the tile size.
+#[test]
+fn matmul_gemm_path_matches_a_naive_reference() {
+    let mut rng = Rng(78);
+    let all = [QuantType::F16, QuantType::BF16].into_iter().chain(QUANT);
+    for q in all {
+        for cols in [q.block_len(), 2 * q.block_len().max(256)] {
+            for rows in [1, 7, 63, 65, 131] {
+                for n in [GEMM_MIN_TOKENS - 1, GEMM_MIN_TOKENS, 64, 300] {
+                    check_matmul(&mut rng, q, rows, cols, n);
+                }
+            }
+        }
+        check_matmul(&mut rng, q, 7, 4096, 64);
+    }
+}
+
+/// A token's outputs do not depend on how many other tokens share the call (int8 path or GEMM
+/// path).
+#[test]
+fn matmul_paths_agree_on_shared_tokens() {
+    let mut rng = Rng(79);
+    for q in QUANT {
+        let (rows, cols, n) = (70, 512, 2 * GEMM_MIN_TOKENS);
+        let wq = quantized(q, &rng.vec(rows * cols, 1.0));
+        let x = rng.vec(n * cols, 2.0);
+        let wr = WeightRef {
+            quant: q,
+            rows,
+            cols,
+            data: &wq,
+        };
+        let (_, scale) = naive(q, &wq, rows, cols, &x, n);
+        let mut big = vec![0f32; n * rows];
+        matmul(&wr, &x, n, &mut big);
+        let mut small = vec![0f32; 4 * rows];
+        matmul(&wr, &x[..4 * cols], 4, &mut small);
+        for i in 0..4 * rows {
+            assert!(
+                close(small[i], big[i], scale[i], cols),
+                "{q} at {i}: {} (4 tokens) vs {} ({n} tokens)",
+                small[i],
+                big[i]
+            );
+        }
+    }
+}
+
+/// The fast dequantizers are bit-identical to the scalar ones, NaN and inf included.
+#[test]
+fn fast_dequantizers_match_the_scalar_ones_bit_for_bit() {
+    let mut rng = Rng(80);
+    let all = [QuantType::F16, QuantType::BF16].into_iter().chain(QUANT);
+    for k in fast_tables() {
+        for q in all.clone() {
+            for len in LENGTHS.iter().copied().filter(|l| l % q.block_len() == 0) {
+                let mut wq = quantized(q, &rng.vec(len, 3.0));
+                if !q.is_quantized() && len > 2 {
+                    // NaN and inf bit patterns in float rows
+                    wq[0..2].copy_from_slice(&[0x00, 0x7c]);
+                    wq[2..4].copy_from_slice(&[0x01, 0x7f]);
+                }
+                let mut want = vec![0f32; len];
+                let mut got = vec![0f32; len];
+                (Kernels::scalar().dequant.get(q).unwrap())(&wq, &mut want);
+                (k.dequant.get(q).unwrap())(&wq, &mut got);
+                for i in 0..len {
+                    assert!(
+                        got[i].to_bits() == want[i].to_bits()
+                            || (got[i].is_nan() && want[i].is_nan()),
+                        "{} {q} len {len} at {i}: {} vs {}",
+                        k.name,
+                        got[i],
+                        want[i]
+                    );
                 }
             }
         }

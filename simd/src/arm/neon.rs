@@ -18,6 +18,7 @@ pub(super) static NEON: Kernels = Kernels {
     q4_0: row_q4_0,
     q4_k: row_q4_k,
     q6_k: row_q6_k,
+    dequant: crate::dispatch::SCALAR_DEQUANT,
 };
 
 #[target_feature(enable = "neon")]

@@ -3,11 +3,12 @@
 //! only after detecting those features.
 //!
 //! A row kernel runs one weight row against up to 4 tokens at once, so each block of weights is
-//! loaded and unpacked once for 4 dot products.
+//! loaded and unpacked once for 4 dot products. The dequantize kernels write f32 rows for the
+//! GEMM tiles, bit-identical to the scalar dequantizers (multiply, then subtract; no FMA).
 
 use crate::act::ActBlock;
-use crate::dispatch::Kernels;
-use dlm_formats::quant::{BlockQ4_0, BlockQ4K, BlockQ6K, BlockQ8_0, as_blocks, unpack_scales_q4k};
+use crate::dispatch::{Dequantizers, Kernels};
+use dlm_formats::quant::{BlockQ4_0, BlockQ4K, BlockQ6K, BlockQ8_0, as_blocks};
 use std::arch::x86_64::*;
 
 /// The AVX2 kernels; reachable only through `super::table` after feature detection.
@@ -17,6 +18,14 @@ pub(super) static AVX2: Kernels = Kernels {
     q4_0: row_q4_0,
     q4_k: row_q4_k,
     q6_k: row_q6_k,
+    dequant: Dequantizers {
+        f16: dequantize_f16,
+        bf16: dequantize_bf16,
+        q8_0: dequantize_q8_0,
+        q4_0: dequantize_q4_0,
+        q4_k: dequantize_q4_k,
+        q6_k: dequantize_q6_k,
+    },
 };
 
 /// Tokens per pass of a row kernel.
@@ -148,32 +157,79 @@ fn q4_0_n<const N: usize>(w: &[BlockQ4_0], a: [&[ActBlock]; N]) -> [f32; N] {
     std::array::from_fn(|t| hsum(acc[t]))
 }
 
+/// The 8 sub-block scales and mins of a `q4_k` block as f32: lanes j are `d * sc_j` and
+/// `dmin * m_j` (layout in `BlockQ4K`), unpacked with word-wide bit operations.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4k_scales(b: &BlockQ4K) -> (__m256, __m256) {
+    const LOW6: u32 = 0x3f3f_3f3f;
+    const LOW4: u32 = 0x0f0f_0f0f;
+    const LOW2: u32 = 0x0303_0303;
+    let s = &b.scales;
+    let word = |i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
+    let (w0, w1, w2) = (word(0), word(4), word(8));
+    // byte j of each word is sub-block j (or j + 4) of its row
+    let sc_lo = w0 & LOW6;
+    let sc_hi = (w2 & LOW4) | (((w0 >> 6) & LOW2) << 4);
+    let mn_lo = w1 & LOW6;
+    let mn_hi = ((w2 >> 4) & LOW4) | (((w1 >> 6) & LOW2) << 4);
+    let sc = _mm_set_epi32(0, 0, sc_hi as i32, sc_lo as i32);
+    let mn = _mm_set_epi32(0, 0, mn_hi as i32, mn_lo as i32);
+    let scf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sc));
+    let mnf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(mn));
+    (
+        _mm256_mul_ps(scf, _mm256_set1_ps(f16(b.d))),
+        _mm256_mul_ps(mnf, _mm256_set1_ps(f16(b.dmin))),
+    )
+}
+
+/// Lane j of the result is the sum of the 8 lanes of `p[j]`.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum8x8(p: [__m256i; 8]) -> __m256i {
+    let h01 = _mm256_hadd_epi32(p[0], p[1]);
+    let h23 = _mm256_hadd_epi32(p[2], p[3]);
+    let h45 = _mm256_hadd_epi32(p[4], p[5]);
+    let h67 = _mm256_hadd_epi32(p[6], p[7]);
+    // each 128-bit half: [Σ p0, Σ p1, Σ p2, Σ p3] of that half's lanes
+    let h0123 = _mm256_hadd_epi32(h01, h23);
+    let h4567 = _mm256_hadd_epi32(h45, h67);
+    _mm256_add_epi32(
+        _mm256_permute2x128_si256::<0x20>(h0123, h4567),
+        _mm256_permute2x128_si256::<0x31>(h0123, h4567),
+    )
+}
+
+/// `q4_k` against N tokens. Per super-block and token: 8 exact integer sub-block dots reduced to
+/// one vector (lane j = sub-block j), then one FMA with the precomputed `d·sc_j` times the
+/// activation scales, minus `dmin·m_j` times the activation block sums, all 8 lanes at once.
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q4_k_n<const N: usize>(w: &[BlockQ4K], a: [&[ActBlock]; N]) -> [f32; N] {
     let mut acc = [_mm256_setzero_ps(); N];
-    let mut mins = [0f32; N];
     let m4 = _mm256_set1_epi8(0x0f);
     for (i, wb) in w.iter().enumerate() {
-        let d = f16(wb.d);
-        let dmin = f16(wb.dmin);
-        let (sc, mn) = unpack_scales_q4k(&wb.scales);
+        let (sv, mv) = q4k_scales(wb);
+        let mut q = [_mm256_setzero_si256(); 8]; // [8 sub-blocks] of 32 u4 in u8 lanes
         for c in 0..4 {
             let raw = load_u8(&wb.qs[c * 32..]);
-            let lo = _mm256_and_si256(raw, m4);
-            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), m4);
-            let (s0, s1) = (d * sc[2 * c] as f32, d * sc[2 * c + 1] as f32);
-            let (m0, m1) = (dmin * mn[2 * c] as f32, dmin * mn[2 * c + 1] as f32);
-            for t in 0..N {
-                let (a0, a1) = (&a[t][i * 8 + 2 * c], &a[t][i * 8 + 2 * c + 1]);
-                let p0 = dot_u4_i8(lo, load_i8(&a0.qs));
-                let p1 = dot_u4_i8(hi, load_i8(&a1.qs));
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(s0 * a0.d), acc[t]);
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(s1 * a1.d), acc[t]);
-                mins[t] += m0 * a0.d * a0.sum as f32 + m1 * a1.d * a1.sum as f32;
-            }
+            q[2 * c] = _mm256_and_si256(raw, m4);
+            q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), m4);
+        }
+        for t in 0..N {
+            let ab = &a[t][i * 8..i * 8 + 8];
+            let p: [__m256i; 8] = std::array::from_fn(|j| dot_u4_i8(q[j], load_i8(&ab[j].qs)));
+            let ps = _mm256_cvtepi32_ps(hsum8x8(p));
+            let ad = _mm256_setr_ps(
+                ab[0].d, ab[1].d, ab[2].d, ab[3].d, ab[4].d, ab[5].d, ab[6].d, ab[7].d,
+            );
+            let asum = _mm256_cvtepi32_ps(_mm256_setr_epi32(
+                ab[0].sum, ab[1].sum, ab[2].sum, ab[3].sum, ab[4].sum, ab[5].sum, ab[6].sum,
+                ab[7].sum,
+            ));
+            // Σ_j a.d_j · (d·sc_j · dot_j − dmin·m_j · sum_j)
+            let v = _mm256_fmsub_ps(ps, sv, _mm256_mul_ps(mv, asum));
+            acc[t] = _mm256_fmadd_ps(v, ad, acc[t]);
         }
     }
-    std::array::from_fn(|t| hsum(acc[t]) - mins[t])
+    std::array::from_fn(|t| hsum(acc[t]))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -211,4 +267,173 @@ fn q6_k_n<const N: usize>(w: &[BlockQ6K], a: [&[ActBlock]; N]) -> [f32; N] {
         }
     }
     std::array::from_fn(|t| hsum(acc[t]))
+}
+
+/// Where 32 f32 values go.
+fn out32(out: &mut [f32]) -> *mut f32 {
+    assert!(out.len() >= 32, "dequantize: output block");
+    out.as_mut_ptr()
+}
+
+/// `out[i] = s_{i/8} · q_i − m` for 32 int8 lanes `q` (multiply, then subtract: the same
+/// rounding as the scalar dequantizers).
+#[target_feature(enable = "avx2,fma,f16c")]
+fn put32(q: __m256i, s: [__m256; 4], m: __m256, out: &mut [f32]) {
+    let o = out32(out);
+    let halves = [_mm256_castsi256_si128(q), _mm256_extracti128_si256::<1>(q)];
+    for (g, sg) in s.iter().enumerate() {
+        let h = halves[g / 2];
+        let h = if g % 2 == 0 {
+            h
+        } else {
+            _mm_srli_si128::<8>(h)
+        };
+        let v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(h));
+        let v = _mm256_sub_ps(_mm256_mul_ps(v, *sg), m);
+        // SAFETY: `out32` checked 32 writable values; lanes 8g..8g+8 are in range.
+        unsafe { _mm256_storeu_ps(o.add(8 * g), v) };
+    }
+}
+
+macro_rules! dequant_kernel {
+    ($name:ident, $inner:ident, $block:ty) => {
+        fn $name(w: &[u8], out: &mut [f32]) {
+            let wb = as_blocks::<$block>(w).expect(concat!(stringify!($name), ": partial block"));
+            assert_eq!(
+                out.len(),
+                wb.len() * <$block as dlm_formats::quant::Block>::LEN,
+                concat!(stringify!($name), ": output length")
+            );
+            // SAFETY: reachable only through the `AVX2` table, handed out after detecting avx2,
+            // fma and f16c.
+            unsafe { $inner(wb, out) }
+        }
+    };
+}
+
+dequant_kernel!(dequantize_q8_0, dequant_q8_0, BlockQ8_0);
+dequant_kernel!(dequantize_q4_0, dequant_q4_0, BlockQ4_0);
+dequant_kernel!(dequantize_q4_k, dequant_q4_k, BlockQ4K);
+dequant_kernel!(dequantize_q6_k, dequant_q6_k, BlockQ6K);
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dequant_q8_0(w: &[BlockQ8_0], out: &mut [f32]) {
+    let zero = _mm256_setzero_ps();
+    for (b, o) in w.iter().zip(out.chunks_exact_mut(32)) {
+        let d = _mm256_set1_ps(f16(b.d));
+        put32(load_i8(&b.qs), [d; 4], zero, o);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dequant_q4_0(w: &[BlockQ4_0], out: &mut [f32]) {
+    let zero = _mm256_setzero_ps();
+    let m4 = _mm_set1_epi8(0x0f);
+    for (b, o) in w.iter().zip(out.chunks_exact_mut(32)) {
+        let d = _mm256_set1_ps(f16(b.d));
+        let raw = load_u8x16(&b.qs);
+        let lo = _mm_and_si128(raw, m4);
+        let hi = _mm_and_si128(_mm_srli_epi16::<4>(raw), m4);
+        let q = _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8));
+        put32(q, [d; 4], zero, o);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dequant_q4_k(w: &[BlockQ4K], out: &mut [f32]) {
+    let m4 = _mm256_set1_epi8(0x0f);
+    for (b, o) in w.iter().zip(out.chunks_exact_mut(256)) {
+        let (sv, mv) = q4k_scales(b);
+        let mut s = [0f32; 8];
+        let mut m = [0f32; 8];
+        // SAFETY: `s` and `m` are 8 writable f32 each; the stores are unaligned.
+        unsafe {
+            _mm256_storeu_ps(s.as_mut_ptr(), sv);
+            _mm256_storeu_ps(m.as_mut_ptr(), mv);
+        }
+        for c in 0..4 {
+            let raw = load_u8(&b.qs[c * 32..]);
+            let lo = _mm256_and_si256(raw, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), m4);
+            let (j0, j1) = (2 * c, 2 * c + 1);
+            let s0 = _mm256_set1_ps(s[j0]);
+            let s1 = _mm256_set1_ps(s[j1]);
+            put32(lo, [s0; 4], _mm256_set1_ps(m[j0]), &mut o[64 * c..]);
+            put32(hi, [s1; 4], _mm256_set1_ps(m[j1]), &mut o[64 * c + 32..]);
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dequant_q6_k(w: &[BlockQ6K], out: &mut [f32]) {
+    let zero = _mm256_setzero_ps();
+    let m4 = _mm256_set1_epi8(0x0f);
+    let m2 = _mm256_set1_epi8(0x03);
+    let k32 = _mm256_set1_epi8(32);
+    for (b, o) in w.iter().zip(out.chunks_exact_mut(256)) {
+        let d = f16(b.d);
+        // d · scale of each 16-value group, as the scalar dequantizer rounds it
+        let ds: [__m256; 16] = std::array::from_fn(|g| _mm256_set1_ps(d * b.scales[g] as f32));
+        for c in 0..4 {
+            let ql = load_u8(&b.ql[c * 32..]);
+            let qh = load_u8(&b.qh[(c / 2) * 32..]);
+            let shift = 4 * (c % 2) as i32;
+            let h0 = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(shift)), m2);
+            let h1 = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(shift + 2)), m2);
+            let lo = _mm256_and_si256(ql, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(ql), m4);
+            let q0 = _mm256_sub_epi8(_mm256_or_si256(lo, _mm256_slli_epi16::<4>(h0)), k32);
+            let q1 = _mm256_sub_epi8(_mm256_or_si256(hi, _mm256_slli_epi16::<4>(h1)), k32);
+            let g = 4 * c;
+            let s0 = [ds[g], ds[g], ds[g + 1], ds[g + 1]];
+            let s1 = [ds[g + 2], ds[g + 2], ds[g + 3], ds[g + 3]];
+            put32(q0, s0, zero, &mut o[64 * c..]);
+            put32(q1, s1, zero, &mut o[64 * c + 32..]);
+        }
+    }
+}
+
+fn dequantize_f16(w: &[u8], out: &mut [f32]) {
+    assert_eq!(w.len(), 2 * out.len(), "dequantize_f16: length mismatch");
+    // SAFETY: reachable only through the `AVX2` table, handed out after detecting f16c.
+    unsafe { dequant_f16(w, out) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dequant_f16(w: &[u8], out: &mut [f32]) {
+    let mut wc = w.chunks_exact(16);
+    let mut oc = out.chunks_exact_mut(8);
+    for (b, o) in (&mut wc).zip(&mut oc) {
+        // SAFETY: `b` is 16 readable bytes and `o` 8 writable f32 (exact chunks); unaligned.
+        unsafe {
+            let h = _mm_loadu_si128(b.as_ptr().cast());
+            _mm256_storeu_ps(o.as_mut_ptr(), _mm256_cvtph_ps(h));
+        }
+    }
+    for (b, o) in wc.remainder().chunks_exact(2).zip(oc.into_remainder()) {
+        *o = f16([b[0], b[1]]);
+    }
+}
+
+fn dequantize_bf16(w: &[u8], out: &mut [f32]) {
+    assert_eq!(w.len(), 2 * out.len(), "dequantize_bf16: length mismatch");
+    // SAFETY: reachable only through the `AVX2` table, handed out after detecting avx2.
+    unsafe { dequant_bf16(w, out) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dequant_bf16(w: &[u8], out: &mut [f32]) {
+    let mut wc = w.chunks_exact(16);
+    let mut oc = out.chunks_exact_mut(8);
+    for (b, o) in (&mut wc).zip(&mut oc) {
+        // SAFETY: `b` is 16 readable bytes and `o` 8 writable f32 (exact chunks); unaligned.
+        unsafe {
+            let h = _mm_loadu_si128(b.as_ptr().cast());
+            let v = _mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h));
+            _mm256_storeu_ps(o.as_mut_ptr(), _mm256_castsi256_ps(v));
+        }
+    }
+    for (b, o) in wc.remainder().chunks_exact(2).zip(oc.into_remainder()) {
+        *o = f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16);
+    }
 }
