@@ -656,18 +656,44 @@ pub fn diffusion_defaults(
     gen_path: &Path,
 ) -> Result<DiffusionDefaults> {
     let num = |key: &str| gen_config.get(key).and_then(Value::as_f64);
+    // Optional positive integers; a present but unusable value is an error naming the key.
+    let count = |key: &str| -> Result<Option<u32>> {
+        match gen_config.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .filter(|&s| (1..=u32::MAX as u64).contains(&s))
+                .map(|s| Some(s as u32))
+                .ok_or_else(|| ConvertError::BadConfigValue {
+                    path: gen_path.to_path_buf(),
+                    key: key.into(),
+                    reason: format!("{v} is not a positive integer"),
+                }),
+        }
+    };
     let temperature = num("temperature").unwrap_or(0.0) as f32;
     let eps = num("eps").unwrap_or(1e-3) as f32;
+    // `threshold` (Fast-dLLM), `steps`, `gen_length` / `max_new_tokens` and `block_length`
+    // are read when a checkpoint's generation_config.json carries them (Dream's does for
+    // steps; our demo model's for all); otherwise each family's usual values apply.
+    let threshold = num("threshold").unwrap_or(0.0) as f32;
+    let gen_length = match count("gen_length")? {
+        Some(g) => Some(g),
+        None => count("max_new_tokens")?,
+    };
     Ok(match family {
-        Family::Llada => DiffusionDefaults {
-            algorithm: "low_confidence".into(),
-            steps: 128,
-            gen_length: 128,
-            block_length: 32,
-            threshold: 0.0,
-            temperature,
-            eps,
-        },
+        Family::Llada => {
+            let gen_length = gen_length.unwrap_or(128);
+            DiffusionDefaults {
+                algorithm: "low_confidence".into(),
+                steps: count("steps")?.unwrap_or(gen_length),
+                gen_length,
+                block_length: count("block_length")?.unwrap_or(32.min(gen_length)),
+                threshold,
+                temperature,
+                eps,
+            }
+        }
         Family::Dream => {
             let alg = gen_config
                 .get("alg")
@@ -679,23 +705,13 @@ pub fn diffusion_defaults(
                     what: format!("alg {alg:?} (supported: {})", DREAM_ALGS.join(", ")),
                 });
             }
-            let steps = match gen_config.get("steps") {
-                None | Some(Value::Null) => 512,
-                Some(v) => v
-                    .as_u64()
-                    .filter(|&s| (1..=u32::MAX as u64).contains(&s))
-                    .ok_or_else(|| ConvertError::BadConfigValue {
-                        path: gen_path.to_path_buf(),
-                        key: "steps".into(),
-                        reason: format!("{v} is not a positive integer"),
-                    })? as u32,
-            };
+            let gen_length = gen_length.unwrap_or(128);
             DiffusionDefaults {
                 algorithm: alg.into(),
-                steps,
-                gen_length: 128,
-                block_length: 128,
-                threshold: 0.0,
+                steps: count("steps")?.unwrap_or(512),
+                gen_length,
+                block_length: gen_length,
+                threshold,
                 temperature,
                 eps,
             }

@@ -72,7 +72,7 @@ fn cache_dir() -> Result<PathBuf, Box<dyn Error>> {
 }
 
 /// A name that changes whenever the folder's files change (names, sizes, modification times)
-/// or this build of dlm changes.
+/// or the dlm binary changes.
 fn cache_name(folder: &Path) -> Result<String, Box<dyn Error>> {
     let mut entries: Vec<_> = std::fs::read_dir(folder)?
         .filter_map(|e| e.ok())
@@ -81,6 +81,13 @@ fn cache_name(folder: &Path) -> Result<String, Box<dyn Error>> {
     entries.sort_by_key(|e| e.file_name());
     let mut h = std::collections::hash_map::DefaultHasher::new();
     env!("CARGO_PKG_VERSION").hash(&mut h);
+    // A rebuilt dlm may convert differently: the binary's identity is part of the name.
+    if let Ok(md) = std::env::current_exe().and_then(std::fs::metadata) {
+        md.len().hash(&mut h);
+        if let Ok(t) = md.modified() {
+            t.hash(&mut h);
+        }
+    }
     for e in entries {
         let md = e.metadata()?;
         e.file_name().hash(&mut h);
