@@ -1,0 +1,95 @@
+//! The demo model shipped in `models/demo`: README's first command answers correctly, and
+//! `dlm eval` measures it well above chance on its held-out tasks.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The arguments after `cargo run --release --` of README's first command.
+fn readme_first_command() -> Vec<String> {
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README.md");
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("cargo run --release -- "))
+        .expect("README shows `cargo run --release -- ...`");
+    let rest = &line["cargo run --release -- ".len()..];
+    // Split on spaces outside double quotes (the README's own quoting).
+    let mut args = Vec::new();
+    let (mut cur, mut quoted) = (String::new(), false);
+    for c in rest.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ' ' if !quoted => {
+                if !cur.is_empty() {
+                    args.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        args.push(cur);
+    }
+    args
+}
+
+#[test]
+fn readme_first_command_answers() {
+    let args = readme_first_command();
+    assert_eq!(args[0], "run");
+    let cache = common::temp_dir("readme-cache");
+    let out = Command::new(env!("CARGO_BIN_EXE_dlm"))
+        .args(&args)
+        .current_dir(repo())
+        .env("DLM_CACHE", &cache)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // The prompt is a sort task: the answer is its numbers in order.
+    let prompt = args[1].strip_prefix("Sort: ").expect("a Sort: prompt");
+    let mut nums: Vec<u32> = prompt.split(' ').map(|n| n.parse().unwrap()).collect();
+    nums.sort();
+    let want: Vec<String> = nums.iter().map(|n| n.to_string()).collect();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want.join(" "));
+    assert!(stderr.contains("tokens/s"), "{stderr}");
+    std::fs::remove_dir_all(&cache).ok();
+}
+
+#[test]
+fn eval_on_shipped_tasks_is_far_above_chance() {
+    let cache = common::temp_dir("eval-cache");
+    let tasks = repo().join("models/demo/tasks");
+    let out = Command::new(env!("CARGO_BIN_EXE_dlm"))
+        .args(["eval", "--limit", "8", "--json", "--tasks"])
+        .arg(tasks.join("sort.jsonl"))
+        .arg("--tasks")
+        .arg(tasks.join("add.jsonl"))
+        .arg("--text")
+        .arg(repo().join("models/demo/heldout.txt"))
+        .args(["--max-windows", "2", "--mc", "2"])
+        .current_dir(repo())
+        .env("DLM_CACHE", &cache)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("eval --json");
+    for t in v["tasks"].as_array().unwrap() {
+        // Chance is essentially zero for an exact multi-token answer; the model gets ~all.
+        let acc = t["accuracy"].as_f64().unwrap();
+        assert!(acc >= 0.75, "{}: accuracy {acc}", t["task"]);
+    }
+    // A trained model's bound is far below the uniform log(4096) = 8.3 nats.
+    let nats = v["text"]["nats_per_token"].as_f64().unwrap();
+    assert!(nats > 0.5 && nats < 6.0, "text bound {nats}");
+    std::fs::remove_dir_all(&cache).ok();
+}
