@@ -2,14 +2,16 @@
 //! the same run: groups `matmul_<type>/<impl>/<rows>x<cols>x<tokens>`, throughput in ops
 //! (2·rows·cols·tokens, shown as elements/s).
 //!
-//! `DLM_BENCH_TOKENS=1,8` and `DLM_BENCH_TYPES=q4_k,f32` narrow the run.
+//! `DLM_BENCH_TOKENS=1,8`, `DLM_BENCH_TYPES=q4_k,f32` and `DLM_BENCH_SHAPES=4096x4096` narrow
+//! the run. Quantized types take the int8 row kernels below `gemm_min_tokens` and the
+//! dequantized-tile GEMM from it on; the id names the path.
 
 #![allow(missing_docs)] // criterion_group! generates an undocumented fn
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use dlm_formats::QuantType;
 use dlm_formats::quant::quantize;
-use dlm_simd::{Kernels, WeightRef, matmul};
+use dlm_simd::{Kernels, WeightRef, gemm_min_tokens, matmul};
 use rayon::prelude::*;
 use std::time::Duration;
 
@@ -48,8 +50,12 @@ fn weights(n: usize) -> Vec<f32> {
 fn bench(c: &mut Criterion) {
     let tokens = list("DLM_BENCH_TOKENS", &TOKENS, |s| s.parse().ok());
     let types = list("DLM_BENCH_TYPES", &TYPES, QuantType::from_name);
+    let shapes = list("DLM_BENCH_SHAPES", &SHAPES, |s| {
+        let (r, c) = s.split_once('x')?;
+        Some((r.parse().ok()?, c.parse().ok()?))
+    });
     let kernels = Kernels::best().name;
-    for (rows, cols) in SHAPES {
+    for (rows, cols) in shapes {
         let w = weights(rows * cols);
         let x = weights(256 * cols);
         for &q in &types {
@@ -64,17 +70,17 @@ fn bench(c: &mut Criterion) {
                 cols,
                 data: &data,
             };
-            let imp = match q {
-                QuantType::F32 => "gemm",
-                QuantType::F16 | QuantType::BF16 => "gemm_tiles",
-                _ => kernels,
-            };
             let mut g = c.benchmark_group(format!("matmul_{}", q.name()));
             g.sample_size(10)
                 .warm_up_time(Duration::from_millis(300))
                 .measurement_time(Duration::from_secs(1));
             for &n in &tokens {
                 let mut y = vec![0f32; n * rows];
+                let imp = match q {
+                    QuantType::F32 => "gemm",
+                    _ if n >= gemm_min_tokens(q) => "gemm_tiles",
+                    _ => kernels,
+                };
                 g.throughput(Throughput::Elements((2 * rows * cols * n) as u64));
                 let id = BenchmarkId::new(imp, format!("{rows}x{cols}x{n}"));
                 g.bench_function(id, |b| b.iter(|| matmul(&wr, &x[..n * cols], n, &mut y)));

@@ -17,7 +17,7 @@ mod x86;
 
 pub use act::{ActBlock, quantize_act};
 pub use dispatch::{DequantKernel, Dequantizers, Kernels, RowKernel};
-pub use matmul::{GEMM_MIN_TOKENS, matmul_with};
+pub use matmul::{gemm_min_tokens, matmul_with};
 
 use dlm_formats::QuantType;
 

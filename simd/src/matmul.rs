@@ -3,7 +3,7 @@
 //!
 //! Two paths for quantized weights, with the same numbers up to float summation order:
 //! - few tokens (memory-bound): int8 row kernels against the activations quantized to int8;
-//! - many tokens (compute-bound, `n >= GEMM_MIN_TOKENS`): each rayon task dequantizes a tile of
+//! - many tokens (compute-bound, `n >= gemm_min_tokens(type)`): each rayon task dequantizes a tile of
 //!   weight rows to f32 in a thread-local buffer and runs the f32 GEMM on it, against the
 //!   activations as the int8 path sees them (quantized, then dequantized). f16/bf16 weights
 //!   always take this path (with the activations as given).
@@ -21,10 +21,19 @@ const ROW_TILE: usize = 16;
 /// Bytes of quantized activations a token tile may hold (kept in L2 while a row tile runs).
 const ACT_TILE_BYTES: usize = 256 * 1024;
 /// Rows per f32 tile dequantized before the f32 GEMM.
-const GEMM_ROW_TILE: usize = 64;
-/// From this many tokens on, quantized weights go through dequantized tiles and the f32 GEMM
-/// (measured on AVX2: the int8 kernels win below it).
-pub const GEMM_MIN_TOKENS: usize = 48;
+const GEMM_ROW_TILE: usize = 128;
+/// From how many tokens on weights of type `q` go through dequantized tiles and the f32 GEMM:
+/// the crossover measured at 4096×4096 on 2 cores (AVX2 row kernels, gemm with AVX-512; Zen 4
+/// crosses at about 48 / 64 / 96, a Xeon somewhat earlier). The row kernels are faster for
+/// `q4_k` and `q6_k`, so those switch later.
+pub fn gemm_min_tokens(q: QuantType) -> usize {
+    match q {
+        QuantType::F32 | QuantType::F16 | QuantType::BF16 => 1,
+        QuantType::Q8_0 | QuantType::Q4_0 => 48,
+        QuantType::Q6K => 64,
+        QuantType::Q4K => 96,
+    }
+}
 
 thread_local! {
     /// The f32 weight tile of this thread. `[GEMM_ROW_TILE, cols]`
@@ -52,7 +61,7 @@ pub fn matmul_with(k: &Kernels, w: &WeightRef<'_>, x: &[f32], n: usize, y: &mut 
         QuantType::F16 => matmul_tiles(k.dequant.f16, w, x, n, y),
         QuantType::BF16 => matmul_tiles(k.dequant.bf16, w, x, n, y),
         QuantType::Q8_0 | QuantType::Q4_0 | QuantType::Q4K | QuantType::Q6K
-            if n >= GEMM_MIN_TOKENS =>
+            if n >= gemm_min_tokens(w.quant) =>
         {
             let xq = act_as_seen(x, w.cols); // [n, cols]
             let deq = k

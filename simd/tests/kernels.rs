@@ -4,7 +4,7 @@
 
 use dlm_formats::QuantType;
 use dlm_formats::quant::{QK8_0, dequantize, quantize};
-use dlm_simd::{ActBlock, GEMM_MIN_TOKENS, Kernels, WeightRef, matmul, matmul_with, quantize_act};
+use dlm_simd::{ActBlock, Kernels, WeightRef, gemm_min_tokens, matmul, matmul_with, quantize_act};
 
 /// A small seeded generator (xorshift64*).
 struct Rng(u64);
@@ -245,7 +245,8 @@ fn matmul_gemm_path_matches_a_naive_reference() {
     for q in all {
         for cols in [q.block_len(), 2 * q.block_len().max(256)] {
             for rows in [1, 7, 63, 65, 131] {
-                for n in [GEMM_MIN_TOKENS - 1, GEMM_MIN_TOKENS, 64, 300] {
+                let m = gemm_min_tokens(q);
+                for n in [m - 1, m, 64, 300] {
                     check_matmul(&mut rng, q, rows, cols, n);
                 }
             }
@@ -260,7 +261,7 @@ fn matmul_gemm_path_matches_a_naive_reference() {
 fn matmul_paths_agree_on_shared_tokens() {
     let mut rng = Rng(79);
     for q in QUANT {
-        let (rows, cols, n) = (70, 512, 2 * GEMM_MIN_TOKENS);
+        let (rows, cols, n) = (70, 512, 2 * gemm_min_tokens(q));
         let wq = quantized(q, &rng.vec(rows * cols, 1.0));
         let x = rng.vec(n * cols, 2.0);
         let wr = WeightRef {
