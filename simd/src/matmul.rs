@@ -23,13 +23,13 @@ const ACT_TILE_BYTES: usize = 256 * 1024;
 /// Rows per f32 tile dequantized before the f32 GEMM.
 const GEMM_ROW_TILE: usize = 128;
 /// From how many tokens on weights of type `q` go through dequantized tiles and the f32 GEMM:
-/// the crossover measured at 4096×4096 on 2 cores (AVX2 row kernels, gemm with AVX-512; Zen 4
-/// crosses at about 48 / 64 / 96, a Xeon somewhat earlier). The row kernels are faster for
-/// `q4_k` and `q6_k`, so those switch later.
+/// the crossover measured at 4096×4096 on 2 cores of a Zen 4 (AVX2 row kernels, gemm with
+/// AVX-512): about 80 tokens for `q8_0`/`q4_0`, 64 for `q6_k`, 96 for `q4_k`. A Xeon crosses
+/// somewhat earlier; below the crossover the row kernels are at most ~25% slower there.
 pub fn gemm_min_tokens(q: QuantType) -> usize {
     match q {
         QuantType::F32 | QuantType::F16 | QuantType::BF16 => 1,
-        QuantType::Q8_0 | QuantType::Q4_0 => 48,
+        QuantType::Q8_0 | QuantType::Q4_0 => 80,
         QuantType::Q6K => 64,
         QuantType::Q4K => 96,
     }

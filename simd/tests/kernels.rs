@@ -108,7 +108,14 @@ fn fast_row_kernels_match_the_scalar_reference() {
     let mut rng = Rng(0x5eed);
     for k in fast_tables() {
         for q in QUANT {
-            for len in LENGTHS.iter().copied().filter(|l| l % q.block_len() == 0) {
+            // 288, 480: whole groups of 8 blocks plus a remainder; 2304: 9 super-blocks
+            let extra = [288, 480, 2304];
+            for len in LENGTHS
+                .iter()
+                .chain(&extra)
+                .copied()
+                .filter(|l| l % q.block_len() == 0)
+            {
                 for n_tok in 1..=5 {
                     let w = rng.vec(len, 1.0);
                     let a = rng.vec(len * n_tok, 3.0);
