@@ -32,7 +32,8 @@ struct Bound {
 
 /// The bounds, from measurements on llada-tiny and dream-tiny (the table in
 /// `docs/quant-bench.md`; AVX2 kernels, and the scalar table under `DLM_FORCE_SCALAR=1` gives
-/// KL within 10% of them). KL bounds sit at about 2x the worse of the two models: the numbers
+/// KL within 10% of them; successive simd revisions moved q8_0's KL mean between 4.5e-3 and
+/// 5.0e-3, while one build gives the same figures run after run). KL bounds sit at about 2x the worse of the two models: the numbers
 /// are deterministic and move only with the order of float sums, while a broken kernel (a
 /// wrong scale, nibble order or block offset) scrambles the logits and gives KL of order
 /// ln(vocab) = 7.6 nats, and one bit fewer of precision multiplies KL by ~4.
@@ -40,8 +41,8 @@ struct Bound {
 /// Measured (worse model): KL mean / max, top-1 agreement, greedy agreement
 /// - f16, bf16: 1.0e-11 / 7.6e-11, 100%, 100%. The reference weights are bf16, so bf16 holds
 ///   them exactly (KL 0) and f16 holds every one of them; only sum order differs.
-/// - q8_0: 4.7e-3 / 2.3e-2, 91.8%, 69%. 8-bit weights and 8-bit activation blocks.
-/// - q6_k: 2.4e-2 / 1.1e-1, 91.8%, 40%. ~5x q8_0.
+/// - q8_0: 5.0e-3 / 2.3e-2, 90.4%, 69%. 8-bit weights and 8-bit activation blocks.
+/// - q6_k: 2.4e-2 / 1.1e-1, 93.2%, 40%. ~5x q8_0.
 /// - mixed: 1.3e-1 / 8.6e-1, 80.8%, 26% (q4_k matmuls, q6_k head / attn_v / ffn_down).
 /// - q4_k: 2.8e-1 / 1.3e0, 78.1%, 15%. ~12x q6_k, as two bits fewer predicts.
 /// - q4_0: 4.7e-1 / 3.6e0, 58.9%, 9%. One scale per 32 and no min: the loosest.
