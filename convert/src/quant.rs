@@ -3,6 +3,7 @@
 
 use crate::error::{ConvertError, Result};
 use dlm_formats::QuantType;
+use rayon::prelude::*;
 
 /// What a tensor is, as far as choosing its storage type goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,13 +108,22 @@ pub fn encode_tensor(quant: QuantType, shape: &[u64], values: &[f32]) -> Result<
             shape: shape.to_vec(),
         })?;
     let mut out = vec![0u8; n_bytes];
-    dlm_formats::quant::quantize(quant, values, &mut out).map_err(|source| {
-        ConvertError::Encode {
+    if values.is_empty() {
+        return Ok(out);
+    }
+    // Rows are independent: quantize chunks of whole rows on every core (the q4_k search is
+    // the slow part of converting a large model).
+    let row_len = shape.last().copied().unwrap_or(1).max(1) as usize;
+    let row_bytes = n_bytes / (values.len() / row_len).max(1);
+    let rows_per_chunk = (1 << 16) / row_len + 1;
+    out.par_chunks_mut(row_bytes * rows_per_chunk)
+        .zip(values.par_chunks(row_len * rows_per_chunk))
+        .try_for_each(|(dst, src)| dlm_formats::quant::quantize(quant, src, dst))
+        .map_err(|source| ConvertError::Encode {
             tensor: String::new(),
             quant,
             source,
-        }
-    })?;
+        })?;
     Ok(out)
 }
 
