@@ -1,9 +1,10 @@
 //! Matmul kernels per weight type. Every fast kernel has a scalar reference it is tested
 //! against; the fastest kernel this CPU supports is chosen once at run time.
 //!
-//! Quantized weights multiply activations quantized on the fly to int8 blocks (`ActBlock`);
-//! f32 weights go to the `gemm` crate, and f16/bf16 weights are converted to f32 a tile of rows
-//! at a time and then do the same.
+//! Quantized weights multiply activations quantized on the fly to int8 blocks (`ActBlock`): with
+//! int8 row kernels for few tokens, and from `gemm_min_tokens` on by dequantizing a tile of rows
+//! at a time to f32 for the `gemm` crate (against the same int8 activations, dequantized). f32
+//! weights go to `gemm` directly; f16/bf16 weights always take the tile path.
 
 mod act;
 mod dispatch;

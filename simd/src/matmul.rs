@@ -3,9 +3,9 @@
 //!
 //! Two paths for quantized weights, with the same numbers up to float summation order:
 //! - few tokens (memory-bound): int8 row kernels against the activations quantized to int8;
-//! - many tokens (compute-bound, `n >= gemm_min_tokens(type)`): each rayon task dequantizes a tile of
-//!   weight rows to f32 in a thread-local buffer and runs the f32 GEMM on it, against the
-//!   activations as the int8 path sees them (quantized, then dequantized). f16/bf16 weights
+//! - many tokens (compute-bound, `n >= gemm_min_tokens(type)`): each rayon task dequantizes a
+//!   tile of weight rows to f32 in a thread-local buffer and runs the f32 GEMM on it, against
+//!   the activations as the int8 path sees them (quantized, then dequantized). f16/bf16 weights
 //!   always take this path (with the activations as given).
 
 use crate::WeightRef;
