@@ -5,7 +5,7 @@
 
 mod common;
 
-use dlm_runtime::decode::{self, Algorithm, CacheMode, DecodeParams, DecodeTokens, GenerateOutput};
+use dlm_runtime::decode::{self, DecodeParams, DecodeTokens, GenerateOutput};
 use dlm_runtime::model::{Forward, Model};
 use serde_json::Value;
 use std::path::Path;
@@ -29,60 +29,6 @@ fn open_model(reference: &Path, name: &str) -> Model {
 /// at that step reproduces the expected canvas exactly.
 const KNOWN_NEAR_TIES: &[(&str, usize)] = &[("dream-tiny", 1)];
 
-fn ids(v: &Value, what: &str) -> Vec<u32> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("{what} is not an array"))
-        .iter()
-        .map(|x| x.as_u64().unwrap_or_else(|| panic!("{what}: not an id")) as u32)
-        .collect()
-}
-
-fn usize_of(case: &Value, key: &str) -> usize {
-    case[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("case field {key}")) as usize
-}
-
-/// The decoder parameters of one expected case.
-fn params_of(case: &Value) -> DecodeParams {
-    let sampler = case["sampler"].as_str().expect("sampler");
-    let base = DecodeParams {
-        temperature: case["temperature"].as_f64().unwrap_or(0.0),
-        stop_early: false,
-        ..DecodeParams::default()
-    };
-    if sampler == "dream_diffusion_generate" {
-        let alg = case["alg"].as_str().expect("alg");
-        DecodeParams {
-            algorithm: Algorithm::from_name(alg).unwrap_or_else(|| panic!("unknown alg {alg}")),
-            steps: usize_of(case, "steps"),
-            gen_length: usize_of(case, "max_new_tokens"),
-            block_length: None,
-            eps: case["eps"].as_f64().unwrap_or(1e-3),
-            alg_temp: case["alg_temp"].as_f64().unwrap_or(0.0),
-            ..base
-        }
-    } else {
-        let remasking = case["remasking"].as_str().expect("remasking");
-        let cache = match sampler {
-            "generate" => CacheMode::None,
-            "generate_with_prefix_cache" => CacheMode::Prefix,
-            "generate_with_dual_cache" => CacheMode::Dual,
-            other => panic!("unknown sampler {other}"),
-        };
-        DecodeParams {
-            algorithm: Algorithm::from_name(remasking)
-                .unwrap_or_else(|| panic!("unknown remasking {remasking}")),
-            steps: usize_of(case, "steps"),
-            gen_length: usize_of(case, "gen_length"),
-            block_length: Some(usize_of(case, "block_length")),
-            threshold: case["threshold"].as_f64(),
-            cache,
-            ..base
-        }
-    }
-}
-
 fn run(
     model: &Model,
     tokens: &DecodeTokens,
@@ -101,20 +47,7 @@ fn check_family(reference: &Path, name: &str) -> Vec<String> {
     let expected: Value = serde_json::from_str(&text).expect("expected.json parses");
     let model = open_model(reference, name);
     assert_eq!(model.vocab_size(), model.config().vocab_size);
-    let specials = expected["special_ids"].as_object().expect("special_ids");
-    let stop_ids: Vec<u32> = ["<|endoftext|>", "<|eot_id|>", "<|im_end|>"]
-        .iter()
-        .filter_map(|k| specials.get(*k).and_then(Value::as_u64).map(|v| v as u32))
-        .collect();
-    let tokens = DecodeTokens {
-        mask_id: expected["mask_id"].as_u64().expect("mask_id") as u32,
-        stop_ids,
-        pad_id: specials
-            .get("<|endoftext|>")
-            .and_then(Value::as_u64)
-            .map(|v| v as u32),
-        shift_logits: model.config().shift_logits,
-    };
+    let tokens = common::decode_tokens(&expected, model.config().shift_logits);
     assert_eq!(tokens.mask_id, model.config().mask_id, "{name}: mask id");
     let mut failures = Vec::new();
     for (k, case) in expected["generate"]
@@ -123,9 +56,9 @@ fn check_family(reference: &Path, name: &str) -> Vec<String> {
         .iter()
         .enumerate()
     {
-        let prompt = ids(&case["prompt"], "prompt");
-        let want = ids(&case["output"], "output");
-        let params = params_of(case);
+        let prompt = common::ids(&case["prompt"]);
+        let want = common::ids(&case["output"]);
+        let params = common::decode_params(case);
         let label = format!(
             "{name} case {k} ({} {} steps {} gen {} block {:?} threshold {:?} cache {})",
             case["sampler"].as_str().unwrap_or("?"),
