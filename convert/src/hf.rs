@@ -9,27 +9,9 @@
 
 use crate::error::{ConvertError, Result};
 use crate::quant::TensorRole;
+pub use dlm_formats::Family;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-
-/// A model family: one config-driven transformer, different names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    /// GSAI-ML LLaDA (`LLaDAModelLM`).
-    Llada,
-    /// Dream (`DreamModel`, Qwen2 layout).
-    Dream,
-}
-
-impl Family {
-    /// The name written to `model.family`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Family::Llada => "llada",
-            Family::Dream => "dream",
-        }
-    }
-}
 
 /// The transformer shape, in our names, read from `config.json`.
 #[derive(Debug, Clone, PartialEq)]

@@ -4,6 +4,7 @@
 
 pub mod checksum;
 mod error;
+mod family;
 pub mod keys;
 pub mod layout;
 mod meta;
@@ -15,6 +16,7 @@ mod writer;
 
 pub use checksum::dlmh64;
 pub use error::FormatError;
+pub use family::Family;
 pub use meta::MetaValue;
 pub use mmap::{MappedFile, as_bf16_slice, as_f16_slice, as_f32_slice};
 pub use quant_type::{ALL_QUANT_TYPES, QuantType};

@@ -2,27 +2,9 @@
 //! `diffusion.*` keys.
 
 use crate::RuntimeError;
+pub use dlm_formats::Family;
 use dlm_formats::keys::{diffusion, model};
 use dlm_formats::{DlmFile, FormatError, MetaValue};
-
-/// Which published family a model follows; both run through one forward pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    /// GSAI-ML LLaDA (`LLaDAModelLM`).
-    Llada,
-    /// Dream (`DreamModel`, Qwen2 layout).
-    Dream,
-}
-
-impl Family {
-    /// The name stored in `model.family`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Family::Llada => "llada",
-            Family::Dream => "dream",
-        }
-    }
-}
 
 /// Transformer dimensions (names as in llama2.c).
 #[derive(Debug, Clone, PartialEq)]
@@ -70,15 +52,12 @@ impl ModelConfig {
 
     /// Read and check the `model.*` keys.
     pub fn from_file(file: &DlmFile) -> Result<Self, RuntimeError> {
-        let family = match meta_str(file, model::FAMILY)? {
-            "llada" => Family::Llada,
-            "dream" => Family::Dream,
-            other => {
-                return Err(RuntimeError::Unsupported(format!(
-                    "model family {other:?} (this build runs llada and dream)"
-                )));
-            }
-        };
+        let name = meta_str(file, model::FAMILY)?;
+        let family = Family::from_name(name).ok_or_else(|| {
+            RuntimeError::Unsupported(format!(
+                "model family {name:?} (this build runs llada and dream)"
+            ))
+        })?;
         let cfg = ModelConfig {
             family,
             dim: meta_usize(file, model::DIM)?,
