@@ -152,6 +152,10 @@ pub fn convert(
         keys::tokenizer::NORMALIZER,
         MetaValue::Str(tok.normalizer.into()),
     );
+    put(
+        keys::tokenizer::IGNORE_MERGES,
+        MetaValue::Bool(tok.ignore_merges),
+    );
     put(keys::tokenizer::BOS_ID, MetaValue::U32(specials.bos));
     put(keys::tokenizer::EOS_ID, MetaValue::U32(specials.eos));
     put(keys::tokenizer::PAD_ID, MetaValue::U32(specials.pad));

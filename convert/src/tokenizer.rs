@@ -27,6 +27,8 @@ pub struct Tokenizer {
     pub pre: &'static str,
     /// `none` or `nfc`.
     pub normalizer: &'static str,
+    /// BPE `ignore_merges`: whole in-vocabulary pieces skip merging.
+    pub ignore_merges: bool,
     ids: HashMap<String, u32>,
 }
 
@@ -161,6 +163,10 @@ pub fn parse(json: &Value, path: &Path, vocab_size: u64) -> Result<Tokenizer> {
         special_ids,
         pre,
         normalizer,
+        ignore_merges: model
+            .get("ignore_merges")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
         ids,
     })
 }

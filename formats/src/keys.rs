@@ -60,6 +60,9 @@ pub mod tokenizer {
     pub const PRE: &str = "tokenizer.pre";
     /// str: normalizer: `none` or `nfc`.
     pub const NORMALIZER: &str = "tokenizer.normalizer";
+    /// bool: a pre-tokenized piece that is itself in the vocabulary is taken whole before any
+    /// merge (Hugging Face BPE `ignore_merges`, set by LLaMA-3's tokenizer); absent = false.
+    pub const IGNORE_MERGES: &str = "tokenizer.ignore_merges";
     /// u32: beginning-of-sequence id.
     pub const BOS_ID: &str = "tokenizer.bos_id";
     /// u32: end-of-sequence id.

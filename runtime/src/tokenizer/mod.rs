@@ -350,7 +350,11 @@ pub fn data_from_meta(meta: &[(String, MetaValue)]) -> Result<TokenizerData, Run
         special_ids: get_u32s(k::SPECIAL_IDS)?,
         pre,
         nfc,
-        ignore_merges: false,
+        ignore_merges: match get(k::IGNORE_MERGES) {
+            None => false,
+            Some(MetaValue::Bool(b)) => *b,
+            Some(v) => return Err(wrong(k::IGNORE_MERGES, "bool", v)),
+        },
         bos_id: get_u32(k::BOS_ID)?,
         eos_id: get_u32(k::EOS_ID)?,
         pad_id: get_u32(k::PAD_ID)?,
@@ -361,6 +365,7 @@ pub fn data_from_meta(meta: &[(String, MetaValue)]) -> Result<TokenizerData, Run
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keys::tokenizer as k;
 
     fn byte_tokens() -> Vec<String> {
         byte_to_char_table().iter().map(|c| c.to_string()).collect()
@@ -397,6 +402,35 @@ mod tests {
         // NFC: e + combining acute becomes é before byte mapping.
         assert_eq!(t.encode("e\u{301}"), [0xC3, 0xA9]);
         assert_eq!(t.id_of("<|end|>"), Some(257));
+    }
+
+    #[test]
+    fn ignore_merges_is_read_from_metadata_and_takes_whole_pieces() {
+        let mut tokens = byte_tokens();
+        tokens.push("ab".into()); // 256
+        tokens.push("abc".into()); // 257: in the vocabulary, but no merge builds it
+        let meta = |ignore: Option<bool>| {
+            let mut m = vec![
+                (k::TOKENS.to_string(), MetaValue::ArrStr(tokens.clone())),
+                (k::MERGES.to_string(), MetaValue::ArrStr(vec!["a b".into()])),
+                (k::PRE.to_string(), MetaValue::Str("llama3".into())),
+            ];
+            if let Some(b) = ignore {
+                m.push((k::IGNORE_MERGES.to_string(), MetaValue::Bool(b)));
+            }
+            m
+        };
+        let encode = |m: Vec<(String, MetaValue)>| {
+            Tokenizer::new(data_from_meta(&m).expect("data"))
+                .expect("tokenizer")
+                .encode("abc")
+        };
+        assert_eq!(encode(meta(None)), [256, b'c' as u32]);
+        assert_eq!(encode(meta(Some(false))), [256, b'c' as u32]);
+        assert_eq!(encode(meta(Some(true))), [257]);
+        let mut bad = meta(None);
+        bad.push((k::IGNORE_MERGES.to_string(), MetaValue::U32(1)));
+        assert!(data_from_meta(&bad).is_err());
     }
 
     #[test]
