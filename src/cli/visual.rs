@@ -1,5 +1,6 @@
 //! `--visual`: the canvas redrawn on stderr after every step, masks shown as `░`, committed
-//! tokens appearing in place.
+//! tokens appearing in place. On a terminal each frame replaces the last; otherwise frames
+//! follow one another.
 
 use dlm_runtime::Engine;
 use dlm_runtime::decode::StepEvent;
@@ -9,7 +10,6 @@ use std::io::{IsTerminal, Write};
 pub struct Canvas<'e> {
     engine: &'e Engine,
     terminal: bool,
-    lines: usize,
 }
 
 impl<'e> Canvas<'e> {
@@ -18,7 +18,6 @@ impl<'e> Canvas<'e> {
         Canvas {
             engine,
             terminal: std::io::stderr().is_terminal(),
-            lines: 0,
         }
     }
 
@@ -42,12 +41,12 @@ impl<'e> Canvas<'e> {
             ev.nfe
         );
         let mut err = std::io::stderr().lock();
-        if self.terminal && self.lines > 0 {
-            // Move back over the previous frame and clear it.
-            let _ = write!(err, "\x1b[{}F\x1b[J", self.lines);
+        if self.terminal {
+            // Redraw from the top of a cleared screen: counting the previous frame's rows
+            // would need the terminal's width (answers wrap and hold newlines).
+            let _ = write!(err, "\x1b[H\x1b[J");
         }
         let frame = format!("{header}\n{text}\n");
-        self.lines = frame.lines().count();
         let _ = err.write_all(frame.as_bytes());
         let _ = err.flush();
     }
