@@ -167,6 +167,26 @@ fn run_eval_and_bench_work_and_reject_bad_flags() {
         String::from_utf8_lossy(&st.stderr)
     );
 
+    // --visual: one frame per step on stderr (not a terminal here: frames follow each other),
+    // masks drawn as ░ and disappearing as the canvas fills.
+    let st = dlm()
+        .args(["run", "-m"])
+        .arg(&model)
+        .args(["--prompt-ids", "2042,39,906", "--visual", "--no-early-stop"])
+        .args(decode)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let err = format!("\n{}", String::from_utf8_lossy(&st.stderr));
+    let frames: Vec<&str> = err.split("\nstep ").skip(1).collect();
+    assert_eq!(frames.len(), 16, "{err}");
+    assert!(frames[0].contains("masks left   15") && frames[0].contains('░'));
+    assert!(frames[15].contains("masks left    0") && !frames[15].contains('░'));
+
     // Bad flags: clear errors, no panic.
     for (bad, needle) in [
         (
