@@ -51,26 +51,12 @@ impl ChatTemplate {
     /// `add_generation_prompt` it ends by opening the assistant's turn.
     pub fn render(&self, messages: &[(Role, &str)], add_generation_prompt: bool) -> String {
         let mut out = self.prefix.clone();
-        let mut push = |role: Role, content: &str| {
-            let (pre, suf) = match role {
-                Role::System => &self.system,
-                Role::User => &self.user,
-                Role::Assistant => &self.assistant,
-            };
-            out.push_str(pre);
-            out.push_str(if self.trim_content {
-                content.trim()
-            } else {
-                content
-            });
-            out.push_str(suf);
-        };
         let has_system = messages.first().is_some_and(|m| m.0 == Role::System);
         if !has_system && !self.default_system.is_empty() {
-            push(Role::System, &self.default_system);
+            self.push_message(&mut out, Role::System, &self.default_system);
         }
         for (role, content) in messages {
-            push(*role, content);
+            self.push_message(&mut out, *role, content);
         }
         if add_generation_prompt {
             out.push_str(&self.generation_prompt);
@@ -78,13 +64,28 @@ impl ChatTemplate {
         out
     }
 
+    /// Append one message with its role's pieces around it.
+    fn push_message(&self, out: &mut String, role: Role, content: &str) {
+        let (pre, suf) = match role {
+            Role::System => &self.system,
+            Role::User => &self.user,
+            Role::Assistant => &self.assistant,
+        };
+        out.push_str(pre);
+        out.push_str(if self.trim_content {
+            content.trim()
+        } else {
+            content
+        });
+        out.push_str(suf);
+    }
+
     /// The text that continues a rendered conversation with one more user message and the
     /// opening of the assistant's turn (no conversation prefix, no default system message).
     pub fn next_turn(&self, user: &str) -> String {
-        let content = if self.trim_content { user.trim() } else { user };
-        format!(
-            "{}{}{}{}",
-            self.user.0, content, self.user.1, self.generation_prompt
-        )
+        let mut out = String::new();
+        self.push_message(&mut out, Role::User, user);
+        out.push_str(&self.generation_prompt);
+        out
     }
 }

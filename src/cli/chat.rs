@@ -4,7 +4,6 @@
 
 use super::decode_args::DecodeArgs;
 use super::{CliResult, model_path};
-use dlm_runtime::Engine;
 use dlm_runtime::chat::Role;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -27,7 +26,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> CliResult {
     let path = a.model.clone().unwrap_or_else(model_path::default_model);
-    let engine = Engine::open(&model_path::resolve(&path)?)?;
+    let engine = model_path::load_engine(&path)?;
     let params = a.decode.apply(engine.defaults())?;
     let chat = engine
         .chat()

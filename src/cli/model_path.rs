@@ -2,7 +2,7 @@
 //! converted once into the cache and reused, or (for `run`) the demo model shipped in `models/`.
 
 use super::convert::convert_folder;
-use dlm_runtime::Tokenizer;
+use dlm_runtime::Engine;
 use dlm_runtime::model::Model;
 use std::error::Error;
 use std::hash::{Hash, Hasher};
@@ -22,11 +22,9 @@ pub fn load(path: &Path) -> Result<Model, Box<dyn Error>> {
     Ok(Model::open(&resolve(path)?)?)
 }
 
-/// Open `path` and its tokenizer.
-pub fn load_with_tokenizer(path: &Path) -> Result<(Model, Tokenizer), Box<dyn Error>> {
-    let model = load(path)?;
-    let tok = Tokenizer::from_file(model.file())?;
-    Ok((model, tok))
+/// Open `path` as an engine (model, tokenizer, chat format, defaults).
+pub fn load_engine(path: &Path) -> Result<Engine, Box<dyn Error>> {
+    Ok(Engine::open(&resolve(path)?)?)
 }
 
 /// The `.dlm` file for `path`, converting a Hugging Face folder at f32 on first use.

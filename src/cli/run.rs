@@ -2,7 +2,6 @@
 
 use super::decode_args::DecodeArgs;
 use super::{CliResult, json, model_path, visual};
-use dlm_runtime::Engine;
 use dlm_runtime::chat::Role;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -48,7 +47,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> CliResult {
     let path = a.model.clone().unwrap_or_else(model_path::default_model);
-    let engine = Engine::open(&model_path::resolve(&path)?)?;
+    let engine = model_path::load_engine(&path)?;
     let params = a.decode.apply(engine.defaults())?;
     let prompt = match (&a.prompt_ids, a.prompt.as_ref().or(a.text.as_ref())) {
         (Some(ids), _) => ids.clone(),

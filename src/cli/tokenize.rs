@@ -34,7 +34,8 @@ pub struct DetokenizeArgs {
 }
 
 pub fn run_tokenize(a: TokenizeArgs) -> CliResult {
-    let (_, tok) = model_path::load_with_tokenizer(&a.model)?;
+    let engine = model_path::load_engine(&a.model)?;
+    let tok = engine.tokenizer();
     let ids = tok.encode(&a.text);
     if a.json {
         let tokens: Vec<String> = ids
@@ -54,7 +55,8 @@ pub fn run_tokenize(a: TokenizeArgs) -> CliResult {
 }
 
 pub fn run_detokenize(a: DetokenizeArgs) -> CliResult {
-    let (_, tok) = model_path::load_with_tokenizer(&a.model)?;
+    let engine = model_path::load_engine(&a.model)?;
+    let tok = engine.tokenizer();
     println!("{}", tok.decode(&a.ids, a.skip_special)?);
     Ok(())
 }

@@ -2,9 +2,9 @@
 //! `diffusion.*` keys.
 
 use crate::RuntimeError;
+use dlm_formats::DlmFile;
 pub use dlm_formats::Family;
 use dlm_formats::keys::{diffusion, model};
-use dlm_formats::{DlmFile, FormatError, MetaValue};
 
 /// Transformer dimensions (names as in llama2.c).
 #[derive(Debug, Clone, PartialEq)]
@@ -52,7 +52,7 @@ impl ModelConfig {
 
     /// Read and check the `model.*` keys.
     pub fn from_file(file: &DlmFile) -> Result<Self, RuntimeError> {
-        let name = meta_str(file, model::FAMILY)?;
+        let name = file.get_str(model::FAMILY)?;
         let family = Family::from_name(name).ok_or_else(|| {
             RuntimeError::Unsupported(format!(
                 "model family {name:?} (this build runs llada and dream)"
@@ -60,19 +60,19 @@ impl ModelConfig {
         })?;
         let cfg = ModelConfig {
             family,
-            dim: meta_usize(file, model::DIM)?,
-            hidden_dim: meta_usize(file, model::HIDDEN_DIM)?,
-            n_layers: meta_usize(file, model::N_LAYERS)?,
-            n_heads: meta_usize(file, model::N_HEADS)?,
-            n_kv_heads: meta_usize(file, model::N_KV_HEADS)?,
-            vocab_size: meta_usize(file, model::VOCAB_SIZE)?,
-            seq_len: meta_usize(file, model::MAX_SEQ_LEN)?,
-            rope_theta: meta_f32(file, model::ROPE_THETA)?,
-            norm_eps: meta_f32(file, model::NORM_EPS)?,
-            qkv_bias: meta_bool(file, model::QKV_BIAS)?,
-            tied_head: meta_bool(file, model::TIED_HEAD)?,
-            shift_logits: meta_bool(file, model::SHIFT_LOGITS)?,
-            mask_id: meta_usize(file, diffusion::MASK_ID)? as u32,
+            dim: file.get_u32(model::DIM)? as usize,
+            hidden_dim: file.get_u32(model::HIDDEN_DIM)? as usize,
+            n_layers: file.get_u32(model::N_LAYERS)? as usize,
+            n_heads: file.get_u32(model::N_HEADS)? as usize,
+            n_kv_heads: file.get_u32(model::N_KV_HEADS)? as usize,
+            vocab_size: file.get_u32(model::VOCAB_SIZE)? as usize,
+            seq_len: file.get_u32(model::MAX_SEQ_LEN)? as usize,
+            rope_theta: file.get_f32(model::ROPE_THETA)?,
+            norm_eps: file.get_f32(model::NORM_EPS)?,
+            qkv_bias: file.get_bool(model::QKV_BIAS)?,
+            tied_head: file.get_bool(model::TIED_HEAD)?,
+            shift_logits: file.get_bool(model::SHIFT_LOGITS)?,
+            mask_id: file.get_u32(diffusion::MASK_ID)?,
         };
         cfg.check()?;
         Ok(cfg)
@@ -121,51 +121,5 @@ impl ModelConfig {
             return bad(format!("norm_eps {}", self.norm_eps));
         }
         Ok(())
-    }
-}
-
-fn meta<'f>(file: &'f DlmFile, key: &str) -> Result<&'f MetaValue, RuntimeError> {
-    file.meta
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v)
-        .ok_or_else(|| FormatError::MissingKey(key.to_string()).into())
-}
-
-fn wrong(key: &str, expected: &'static str) -> RuntimeError {
-    FormatError::WrongKeyType {
-        key: key.to_string(),
-        expected,
-    }
-    .into()
-}
-
-fn meta_str<'f>(file: &'f DlmFile, key: &str) -> Result<&'f str, RuntimeError> {
-    match meta(file, key)? {
-        MetaValue::Str(s) => Ok(s),
-        _ => Err(wrong(key, "str")),
-    }
-}
-
-fn meta_usize(file: &DlmFile, key: &str) -> Result<usize, RuntimeError> {
-    match meta(file, key)? {
-        MetaValue::U32(v) => Ok(*v as usize),
-        MetaValue::U64(v) => usize::try_from(*v).map_err(|_| wrong(key, "u32")),
-        _ => Err(wrong(key, "u32")),
-    }
-}
-
-fn meta_f32(file: &DlmFile, key: &str) -> Result<f32, RuntimeError> {
-    match meta(file, key)? {
-        MetaValue::F32(v) => Ok(*v),
-        MetaValue::F64(v) => Ok(*v as f32),
-        _ => Err(wrong(key, "f32")),
-    }
-}
-
-fn meta_bool(file: &DlmFile, key: &str) -> Result<bool, RuntimeError> {
-    match meta(file, key)? {
-        MetaValue::Bool(v) => Ok(*v),
-        _ => Err(wrong(key, "bool")),
     }
 }

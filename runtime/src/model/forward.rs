@@ -36,6 +36,16 @@ impl Rope {
         Rope { half, cos, sin }
     }
 
+    /// RoPE of every head of `x` (`[n, width]`, heads `head_dim` wide); row i sits at
+    /// position `start + i`.
+    fn apply_rows(&self, x: &mut [f32], width: usize, head_dim: usize, start: usize) {
+        x.par_chunks_mut(width).enumerate().for_each(|(i, row)| {
+            for head in row.chunks_mut(head_dim) {
+                self.apply(head, start + i);
+            }
+        });
+    }
+
     /// Rotate-half RoPE of one head vector `x` (`[head_dim]`) at position `pos`.
     fn apply(&self, x: &mut [f32], pos: usize) {
         let h = self.half;
@@ -192,16 +202,8 @@ fn attention_block(
     }
     timed(Part::Attention, || {
         let q_dim = cfg.n_heads * hd;
-        s.q.par_chunks_mut(q_dim).enumerate().for_each(|(i, row)| {
-            for head in row.chunks_mut(hd) {
-                rope.apply(head, start + i);
-            }
-        });
-        s.k.par_chunks_mut(kv_dim).enumerate().for_each(|(i, row)| {
-            for head in row.chunks_mut(hd) {
-                rope.apply(head, start + i);
-            }
-        });
+        rope.apply_rows(&mut s.q, q_dim, hd, start);
+        rope.apply_rows(&mut s.k, kv_dim, hd, start);
 
         // Key positions other than the span's own: [0, start) for prefix, all but the span
         // for dual.

@@ -114,15 +114,16 @@ impl Model {
     ) -> Result<(), RuntimeError> {
         let bad = |m: String| Err(RuntimeError::InvalidRequest(m));
         let cfg = &self.config;
-        let end = start.checked_add(tokens.len());
-        if tokens.is_empty() || end.is_none_or(|e| e > cfg.seq_len) {
-            return bad(format!(
-                "span of {} tokens at {start} does not fit the model's {} positions",
-                tokens.len(),
-                cfg.seq_len
-            ));
-        }
-        let end = start + tokens.len();
+        let end = match start.checked_add(tokens.len()) {
+            Some(end) if !tokens.is_empty() && end <= cfg.seq_len => end,
+            _ => {
+                return bad(format!(
+                    "span of {} tokens at {start} does not fit the model's {} positions",
+                    tokens.len(),
+                    cfg.seq_len
+                ));
+            }
+        };
         if let Some(t) = tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
             return bad(format!(
                 "token id {t} outside the vocabulary of {}",
