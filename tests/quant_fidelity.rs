@@ -7,8 +7,8 @@
 mod common;
 
 use dlm_runtime::RuntimeError;
-use dlm_runtime::decode::{self, Algorithm, DecodeParams, DecodeTokens, StepEvent};
-use dlm_runtime::model::{Attend, Forward, KvCache, Model};
+use dlm_runtime::decode::{self, Algorithm, DecodeParams, DecodeTokens, StepEvent, propose_rows};
+use dlm_runtime::model::{Forward, KvCache, Model, Output, Positions, Request, Response};
 use serde_json::Value;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -143,27 +143,39 @@ impl Forward for Recorder<'_> {
         self.model.vocab_size()
     }
 
-    fn new_cache(&self, len: usize) -> KvCache {
-        self.model.new_cache(len)
+    fn n_layers(&self) -> usize {
+        self.model.n_layers()
     }
 
-    fn forward(
+    fn new_cache(&self, len: usize, hidden: bool) -> Result<KvCache, RuntimeError> {
+        self.model.new_cache(len, hidden)
+    }
+
+    /// Runs the model for logits, records them, and proposes from them on the host as the
+    /// CPU backend would.
+    fn run(
         &self,
-        tokens: &[u32],
-        start: usize,
-        attend: Attend<'_>,
-        store: Option<&mut KvCache>,
-        want: &[usize],
-    ) -> Result<Vec<f32>, RuntimeError> {
-        let logits = self.model.forward(tokens, start, attend, store, want)?;
+        mut req: Request<'_>,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Response, RuntimeError> {
+        let Positions::Run(start) = req.positions else {
+            panic!("the decoders ask for contiguous spans");
+        };
+        let want = req.rows.to_vec();
+        let output = std::mem::replace(&mut req.output, Output::Logits);
+        let mut resp = self.model.run(req, cache)?;
         let vocab = self.model.vocab_size();
         let shift = usize::from(self.shift_logits);
         let mut last = self.last.borrow_mut();
         last.clear();
-        for (&row, chunk) in want.iter().zip(logits.chunks(vocab)) {
+        for (&row, chunk) in want.iter().zip(resp.logits.chunks(vocab)) {
             last.insert(start + row + shift, RowStats::of(chunk));
         }
-        Ok(logits)
+        if let Output::Propose { spec, rng } = output {
+            resp.proposals = propose_rows(&resp.logits, vocab, &spec, rng);
+            resp.logits.clear();
+        }
+        Ok(resp)
     }
 }
 
@@ -360,8 +372,7 @@ fn measure(reference: &Path, name: &str) -> Vec<String> {
         .collect();
     let full = |m: &Model, ids: &[u32]| {
         let rows: Vec<usize> = (0..ids.len()).collect();
-        m.forward(ids, 0, Attend::SpanOnly, None, &rows)
-            .expect("forward")
+        m.logits(ids, &rows).expect("forward")
     };
     let base_logits: Vec<Vec<f32>> = logits_cases.iter().map(|ids| full(&base, ids)).collect();
 

@@ -3,7 +3,7 @@
 
 mod common;
 
-use dlm_runtime::model::{Attend, Forward, Model};
+use dlm_runtime::model::{Forward, Model};
 
 /// Largest error of any logit, relative to its row's largest |logit|, over every `logits` case.
 fn max_relative_error(name: &str, policy: &str) -> Option<f64> {
@@ -27,9 +27,7 @@ fn max_relative_error(name: &str, policy: &str) -> Option<f64> {
             "expected logits shape"
         );
         let rows: Vec<usize> = (0..ids.len()).collect();
-        let got = model
-            .forward(&ids, 0, Attend::SpanOnly, None, &rows)
-            .expect("forward");
+        let got = model.logits(&ids, &rows).expect("forward");
         for (g, w) in got.chunks(vocab).zip(want.values.chunks(vocab)) {
             let scale = w.iter().fold(0f64, |m, v| m.max(v.abs()));
             for (a, b) in g.iter().zip(w) {

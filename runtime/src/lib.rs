@@ -1,6 +1,7 @@
 //! Tokenizer, model, forward pass, KV caches and decoders for diffusion language models.
 #![forbid(unsafe_code)]
 
+pub mod backend;
 pub mod chat;
 pub mod decode;
 mod engine;

@@ -5,7 +5,7 @@ use super::decode_args::DecodeArgs;
 use super::{CliResult, json, model_path};
 use dlm_runtime::Engine;
 use dlm_runtime::decode::CacheMode;
-use dlm_runtime::model::profile;
+use dlm_runtime::model::Timings;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -42,7 +42,9 @@ struct Row {
     cache: CacheMode,
     seconds: f64,
     nfe: usize,
-    breakdown: profile::Breakdown,
+    breakdown: Timings,
+    layer_forwards: usize,
+    query_rows: usize,
 }
 
 pub fn run(mut a: Args) -> CliResult {
@@ -52,24 +54,24 @@ pub fn run(mut a: Args) -> CliResult {
     a.decode.no_early_stop = true;
     let base = a.decode.apply(engine.defaults())?;
     let prompt = engine.tokenizer().encode(&a.prompt);
-    profile::enable(true);
     let mut rows = Vec::new();
     for name in &a.caches {
         let cache = CacheMode::from_name(name)
             .ok_or_else(|| format!("unknown cache {name:?}; one of none, prefix, dual"))?;
         let mut params = base.clone();
         params.cache = cache;
-        profile::reset();
+        params.profile = true;
         let t = Instant::now();
         let out = engine.generate(&prompt, &params, &mut |_| true)?;
         rows.push(Row {
             cache,
             seconds: t.elapsed().as_secs_f64(),
             nfe: out.nfe,
-            breakdown: profile::snapshot(),
+            breakdown: out.timings.unwrap_or_default(),
+            layer_forwards: out.layer_forwards,
+            query_rows: out.query_rows,
         });
     }
-    profile::enable(false);
     let file_bytes = std::fs::metadata(&file)?.len();
     let peak = peak_rss_bytes();
     let gen_len = base.gen_length as f64;
@@ -79,7 +81,7 @@ pub fn run(mut a: Args) -> CliResult {
             .map(|r| {
                 let b = &r.breakdown;
                 format!(
-                    "{{\"cache\":{},\"seconds\":{},\"nfe\":{},\"ms_per_step\":{},\"tokens_per_s\":{},\"matmul_s\":{},\"attention_s\":{},\"head_s\":{},\"other_s\":{},\"sampling_s\":{}}}",
+                    "{{\"cache\":{},\"seconds\":{},\"nfe\":{},\"ms_per_step\":{},\"tokens_per_s\":{},\"matmul_s\":{},\"attention_s\":{},\"head_s\":{},\"other_s\":{},\"sampling_s\":{},\"layer_forwards\":{},\"query_rows\":{}}}",
                     json::string(r.cache.name()),
                     json::float(r.seconds),
                     r.nfe,
@@ -88,8 +90,10 @@ pub fn run(mut a: Args) -> CliResult {
                     json::float(b.matmul),
                     json::float(b.attention),
                     json::float(b.head),
-                    json::float(b.other),
-                    json::float((r.seconds - b.total()).max(0.0))
+                    json::float(b.other()),
+                    json::float((r.seconds - b.total).max(0.0)),
+                    r.layer_forwards,
+                    r.query_rows
                 )
             })
             .collect();
@@ -136,8 +140,8 @@ pub fn run(mut a: Args) -> CliResult {
             pct(b.matmul),
             pct(b.attention),
             pct(b.head),
-            pct(b.other),
-            pct((r.seconds - b.total()).max(0.0))
+            pct(b.other()),
+            pct((r.seconds - b.total).max(0.0))
         );
     }
     if let Some(p) = peak {

@@ -6,7 +6,7 @@ use super::{CliResult, json, model_path};
 use dlm_runtime::Engine;
 use dlm_runtime::chat::Role;
 use dlm_runtime::decode::{DecodeParams, Rng};
-use dlm_runtime::model::{Attend, Forward};
+use dlm_runtime::model::Forward;
 use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -215,7 +215,7 @@ fn eval_text(
                     }
                 })
                 .collect();
-            let logits = model.forward(&canvas, 0, Attend::SpanOnly, None, &rows)?;
+            let logits = model.logits(&canvas, &rows)?;
             let mut nll = 0f64;
             for (row, &p) in logits.chunks(vocab).zip(masked) {
                 let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;

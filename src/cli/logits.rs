@@ -1,7 +1,7 @@
 //! `dlm logits`: the raw model outputs for a list of token ids, as a `.npy` file.
 
 use super::{CliResult, model_path};
-use dlm_runtime::model::{Attend, Forward};
+use dlm_runtime::model::Forward;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -25,7 +25,7 @@ pub struct Args {
 pub fn run(a: Args) -> CliResult {
     let model = model_path::load(&a.model)?;
     let rows: Vec<usize> = (0..a.ids.len()).collect();
-    let logits = model.forward(&a.ids, 0, Attend::SpanOnly, None, &rows)?;
+    let logits = model.logits(&a.ids, &rows)?;
     write_npy(&a.output, &logits, a.ids.len(), model.vocab_size())?;
     eprintln!(
         "wrote {} ([{}, {}] f32)",

@@ -160,6 +160,8 @@ impl dlm_params {
             eps: self.eps,
             seed: self.seed,
             stop_early: self.stop_early != 0,
+            schedule: None,
+            profile: false,
         })
     }
 }
@@ -186,6 +188,8 @@ mod tests {
             eps: 0.01,
             seed: 99,
             stop_early: false,
+            schedule: None,
+            profile: false,
         };
         let c = dlm_params::from_decode(&p, true).unwrap();
         assert_eq!(c.chat, 1);

@@ -1,22 +1,30 @@
-//! Decoders: from a prompt and a forward pass to a denoised canvas. The LLaDA / Fast-dLLM
-//! block-wise loop (with threshold and factor rules and the prefix and dual caches) and Dream's
-//! timestep loop, reproducing the original PyTorch samplers token for token when greedy.
+//! Decoders: from a prompt and a forward pass to a denoised canvas, as three independent
+//! choices — the **schedule** (LLaDA's semi-autoregressive blocks or Dream's timesteps, the
+//! latter also in Fast-dLLM's blocks), the **position rule** (low_confidence, random,
+//! maskgit_plus, topk_margin, entropy, origin, alg_temp, threshold, factor) and the **cache**
+//! (none, prefix, dual). Greedy runs reproduce the original PyTorch samplers token for token.
 //!
-//! The decoders see the model only through [`Forward`] and ask it for the logits rows of the
-//! positions a step may commit, never for the whole canvas.
+//! The decoders see the model only through [`Forward`] and ask it for proposals (token and
+//! confidence) of the positions a step may commit, never for the whole canvas's logits.
 
 mod blocks;
+mod propose;
 mod rng;
+mod rule;
+mod run;
 mod sample;
 mod schedule;
 mod select;
 mod timesteps;
 
+pub use propose::{Proposal, ProposeSpec, RowRule, propose_row, propose_rows};
 pub use rng::Rng;
+pub use sample::{DreamConfidence, Filter};
 pub use schedule::{dream_timesteps, dream_transfer_count, llada_transfer_counts};
 
 use crate::RuntimeError;
-use crate::model::{Attend, Forward, KvCache};
+use crate::model::{Forward, Timings};
+use run::Run;
 use std::ops::Range;
 
 /// How a step chooses positions and proposes tokens. The first two use LLaDA's block-wise
@@ -37,14 +45,34 @@ pub enum Algorithm {
     Entropy,
 }
 
-/// The two step schedules.
+/// How many positions each step commits, and how the canvas is cut into blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Schedule {
     /// LLaDA semi-autoregressive blocks: steps split evenly over blocks, and within a block
     /// `n / steps` commits per step (one more for the first `n % steps`), or Fast-dLLM's rules.
     Blocks,
-    /// Dream: `t = linspace(1, eps, steps + 1)`, `int(n_masked * (1 - s/t))` per step.
+    /// Dream: `t = linspace(1, eps, steps + 1)`, `int(n_masked * (1 - s/t))` per step. Over the
+    /// whole canvas when no block length and no cache are given (Dream's `_sample`); otherwise
+    /// in blocks as Fast-dLLM's Dream code runs it: each block opens with a full forward that
+    /// commits the block's first position, then its steps follow the timesteps of the block.
     Timesteps,
+}
+
+impl Schedule {
+    /// `blocks` or `timesteps`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Schedule::Blocks => "blocks",
+            Schedule::Timesteps => "timesteps",
+        }
+    }
+
+    /// The schedule of a name; `None` for an unknown one.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Schedule::Blocks, Schedule::Timesteps]
+            .into_iter()
+            .find(|s| s.name() == name)
+    }
 }
 
 impl Algorithm {
@@ -75,7 +103,8 @@ impl Algorithm {
         Self::ALL.into_iter().find(|a| a.name() == name)
     }
 
-    /// Which schedule the algorithm runs under.
+    /// The schedule the algorithm's original sampler runs under (the default when
+    /// [`DecodeParams::schedule`] is unset).
     pub fn schedule(self) -> Schedule {
         match self {
             Algorithm::LowConfidence | Algorithm::Random => Schedule::Blocks,
@@ -136,7 +165,9 @@ pub struct DecodeParams {
     /// Fast-dLLM factor rule: the n-th best is committed while its confidence is at least
     /// `1 - factor / (n + 1)`.
     pub factor: Option<f64>,
-    /// KV cache between steps (block schedule only).
+    /// The step schedule; `None` takes the algorithm's own ([`Algorithm::schedule`]).
+    pub schedule: Option<Schedule>,
+    /// KV cache between steps.
     pub cache: CacheMode,
     /// 0 for greedy; otherwise Gumbel-max (LLaDA) or categorical (Dream) sampling.
     pub temperature: f64,
@@ -159,6 +190,8 @@ pub struct DecodeParams {
     /// no mask remains before it. The masks left after it are filled with the pad token. Never
     /// changes the answer, only the tail of the canvas and the number of forward passes.
     pub stop_early: bool,
+    /// Measure where each forward pass spends its time ([`GenerateOutput::timings`]).
+    pub profile: bool,
 }
 
 impl Default for DecodeParams {
@@ -170,6 +203,7 @@ impl Default for DecodeParams {
             block_length: Some(32),
             threshold: None,
             factor: None,
+            schedule: None,
             cache: CacheMode::None,
             temperature: 0.0,
             top_k: None,
@@ -179,6 +213,7 @@ impl Default for DecodeParams {
             eps: 1e-3,
             seed: 0,
             stop_early: true,
+            profile: false,
         }
     }
 }
@@ -191,6 +226,11 @@ impl DecodeParams {
     /// The block length in effect (`gen_length` when unset).
     pub fn effective_block_length(&self) -> usize {
         self.block_length.unwrap_or(self.gen_length)
+    }
+
+    /// The schedule in effect.
+    pub fn schedule(&self) -> Schedule {
+        self.schedule.unwrap_or(self.algorithm.schedule())
     }
 
     /// Check the request before any work: lengths, divisibility, ranges, combinations, and
@@ -221,44 +261,40 @@ impl DecodeParams {
         if block == 0 {
             return Err(invalid("block_length must be at least 1"));
         }
-        match self.algorithm.schedule() {
-            Schedule::Blocks => {
-                if !self.gen_length.is_multiple_of(block) {
-                    return Err(invalid(format!(
-                        "block_length {block} does not divide gen_length {}",
-                        self.gen_length
-                    )));
-                }
-                let n_blocks = self.gen_length / block;
-                if !self.steps.is_multiple_of(n_blocks) {
-                    return Err(invalid(format!(
-                        "steps {} is not divisible by the number of blocks {n_blocks} (gen_length {} / block_length {block})",
-                        self.steps, self.gen_length
-                    )));
-                }
+        if !self.gen_length.is_multiple_of(block) {
+            return Err(invalid(format!(
+                "block_length {block} does not divide gen_length {}",
+                self.gen_length
+            )));
+        }
+        let n_blocks = self.gen_length / block;
+        if !self.steps.is_multiple_of(n_blocks) {
+            return Err(invalid(format!(
+                "steps {} is not divisible by the number of blocks {n_blocks} (gen_length {} / block_length {block})",
+                self.steps, self.gen_length
+            )));
+        }
+        let name = self.algorithm.name();
+        let schedule = self.schedule();
+        if schedule == Schedule::Timesteps && !(self.eps > 0.0 && self.eps < 1.0) {
+            return Err(invalid(format!("eps must be in (0, 1), got {}", self.eps)));
+        }
+        if self.algorithm == Algorithm::Origin {
+            if schedule == Schedule::Blocks {
+                return Err(invalid(
+                    "algorithm origin reveals by the timestep schedule; it cannot run under the blocks schedule",
+                ));
             }
-            Schedule::Timesteps => {
-                let name = self.algorithm.name();
-                if block != self.gen_length {
-                    return Err(invalid(format!(
-                        "algorithm {name} has no blocks: leave block_length unset or equal to gen_length"
-                    )));
-                }
-                if self.threshold.is_some() || self.factor.is_some() {
-                    return Err(invalid(format!(
-                        "threshold and factor need the block schedule (low_confidence or random), not {name}"
-                    )));
-                }
-                if self.cache != CacheMode::None {
-                    return Err(invalid(format!(
-                        "the {} cache needs the block schedule (low_confidence or random), not {name}",
-                        self.cache.name()
-                    )));
-                }
-                if !(self.eps > 0.0 && self.eps < 1.0) {
-                    return Err(invalid(format!("eps must be in (0, 1), got {}", self.eps)));
-                }
+            if self.threshold.is_some() || self.factor.is_some() {
+                return Err(invalid(
+                    "algorithm origin reveals positions at random; it cannot take a threshold or factor",
+                ));
             }
+        }
+        if self.alg_temp > 0.0 && (self.threshold.is_some() || self.factor.is_some()) {
+            return Err(invalid(format!(
+                "alg_temp draws positions; it cannot be combined with a threshold or factor (algorithm {name})"
+            )));
         }
         if let Some(t) = self.threshold
             && !(t > 0.0 && t <= 1.0)
@@ -344,7 +380,7 @@ pub struct StepEvent<'a> {
 }
 
 /// The result of [`generate`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GenerateOutput {
     /// Prompt and generated tokens: `[prompt_len + gen_length]`.
     pub canvas: Vec<u32>,
@@ -358,6 +394,12 @@ pub struct GenerateOutput {
     pub steps: usize,
     /// Whether the run stopped early because the answer was final.
     pub stopped_early: bool,
+    /// Layers run over all forward passes (a pass from layer `l` counts `n_layers - l`).
+    pub layer_forwards: usize,
+    /// Query rows computed over all forward passes (span tokens × passes).
+    pub query_rows: usize,
+    /// Where the forward passes spent their time, when [`DecodeParams::profile`] was set.
+    pub timings: Option<Timings>,
 }
 
 impl GenerateOutput {
@@ -401,176 +443,11 @@ pub fn generate(
         )));
     }
     let mut run = Run::new(model, tokens, prompt, params, on_step);
-    match params.algorithm.schedule() {
+    match params.schedule() {
         Schedule::Blocks => blocks::run(&mut run)?,
         Schedule::Timesteps => timesteps::run(&mut run)?,
     }
     Ok(run.finish())
-}
-
-/// State shared by both loops: the canvas, counters, the random generator and the callback.
-struct Run<'a> {
-    model: &'a dyn Forward,
-    tokens: &'a DecodeTokens,
-    params: &'a DecodeParams,
-    on_step: &'a mut dyn FnMut(&StepEvent<'_>) -> bool,
-    /// `[prompt_len + gen_length]`.
-    canvas: Vec<u32>,
-    prompt_len: usize,
-    vocab: usize,
-    rng: Rng,
-    nfe: usize,
-    steps: usize,
-    stopped_early: bool,
-}
-
-impl<'a> Run<'a> {
-    fn new(
-        model: &'a dyn Forward,
-        tokens: &'a DecodeTokens,
-        prompt: &[u32],
-        params: &'a DecodeParams,
-        on_step: &'a mut dyn FnMut(&StepEvent<'_>) -> bool,
-    ) -> Self {
-        let mut canvas = prompt.to_vec();
-        canvas.resize(prompt.len() + params.gen_length, tokens.mask_id);
-        Run {
-            model,
-            tokens,
-            params,
-            on_step,
-            canvas,
-            prompt_len: prompt.len(),
-            vocab: model.vocab_size(),
-            rng: Rng::new(params.seed),
-            nfe: 0,
-            steps: 0,
-            stopped_early: false,
-        }
-    }
-
-    fn is_mask(&self, pos: usize) -> bool {
-        self.canvas[pos] == self.tokens.mask_id
-    }
-
-    /// Masked positions in `range`, ascending.
-    fn masked_in(&self, range: Range<usize>) -> Vec<usize> {
-        range.filter(|&p| self.is_mask(p)).collect()
-    }
-
-    /// The logits row that predicts position `pos`.
-    fn source_row(&self, pos: usize) -> usize {
-        if self.tokens.shift_logits {
-            pos.saturating_sub(1)
-        } else {
-            pos
-        }
-    }
-
-    /// Logits for the absolute `positions` from a forward of `tokens` (the span starting at
-    /// `span_start`): `[positions.len(), vocab]`, the shift already applied.
-    fn logits_for(
-        &mut self,
-        tokens: &[u32],
-        span_start: usize,
-        attend: Attend<'_>,
-        store: Option<&mut KvCache>,
-        positions: &[usize],
-    ) -> Result<Vec<f32>, RuntimeError> {
-        // Span-relative rows, ascending and distinct (with the shift, positions 0 and 1 share
-        // row 0).
-        let mut rows: Vec<usize> = positions
-            .iter()
-            .map(|&p| self.source_row(p) - span_start)
-            .collect();
-        rows.sort_unstable();
-        rows.dedup();
-        let out = self
-            .model
-            .forward(tokens, span_start, attend, store, &rows)?;
-        self.nfe += 1;
-        let vocab = self.vocab;
-        if out.len() != rows.len() * vocab {
-            return Err(RuntimeError::Unsupported(format!(
-                "forward returned {} logits for {} rows of vocabulary {vocab}",
-                out.len(),
-                rows.len()
-            )));
-        }
-        let mut logits = Vec::with_capacity(positions.len() * vocab);
-        for &p in positions {
-            let r = self.source_row(p) - span_start;
-            let i = rows.binary_search(&r).unwrap_or(0);
-            logits.extend_from_slice(&out[i * vocab..(i + 1) * vocab]);
-        }
-        Ok(logits)
-    }
-
-    /// Report the step just run; `Err(Cancelled)` when the callback says stop. Returns whether
-    /// the run may stop early.
-    fn end_step(&mut self, committed: &[usize]) -> Result<bool, RuntimeError> {
-        let masks_left = self.canvas[self.prompt_len..]
-            .iter()
-            .filter(|&&t| t == self.tokens.mask_id)
-            .count();
-        let event = StepEvent {
-            step: self.steps,
-            planned_steps: self.params.steps,
-            nfe: self.nfe,
-            masks_left,
-            committed,
-            canvas: &self.canvas,
-            prompt_len: self.prompt_len,
-        };
-        self.steps += 1;
-        if !(self.on_step)(&event) {
-            return Err(RuntimeError::Cancelled);
-        }
-        if self.params.stop_early
-            && masks_left > 0
-            && let Some(stop_at) = self.final_answer_end()
-        {
-            let pad = self.tokens.pad_id.unwrap_or(self.canvas[stop_at]);
-            let mask = self.tokens.mask_id;
-            for t in &mut self.canvas[stop_at + 1..] {
-                if *t == mask {
-                    *t = pad;
-                }
-            }
-            self.stopped_early = true;
-            return Ok(true);
-        }
-        Ok(false)
-    }
-
-    /// The position of the first stop token of the generated region when no mask precedes
-    /// it: the answer can no longer change.
-    fn final_answer_end(&self) -> Option<usize> {
-        for p in self.prompt_len..self.canvas.len() {
-            let t = self.canvas[p];
-            if t == self.tokens.mask_id {
-                return None;
-            }
-            if self.tokens.stop_ids.contains(&t) {
-                return Some(p);
-            }
-        }
-        None
-    }
-
-    fn finish(self) -> GenerateOutput {
-        let end = (self.prompt_len..self.canvas.len())
-            .find(|&p| self.tokens.stop_ids.contains(&self.canvas[p]))
-            .unwrap_or(self.canvas.len());
-        GenerateOutput {
-            answer: self.prompt_len..end,
-            canvas: self.canvas,
-            prompt_len: self.prompt_len,
-            nfe: self.nfe,
-            steps: self.steps,
-            stopped_early: self.stopped_early,
-        }
-    }
 }
 
 #[cfg(test)]

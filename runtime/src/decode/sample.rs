@@ -16,7 +16,7 @@ pub enum DreamConfidence {
 }
 
 /// Options that filter the vocabulary before sampling.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Filter {
     /// Keep the `k` largest logits (ties with the k-th kept).
     pub top_k: Option<usize>,

@@ -1,7 +1,7 @@
 //! Decoder tests on hand-made models: schedules, rules, caches, stops and the callback.
 
 use super::*;
-use crate::model::{Attend, Forward, KvCache};
+use crate::model::{Attend, Forward, KvCache, Output, Positions, Request, Response};
 use std::cell::RefCell;
 
 const VOCAB: usize = 64;
@@ -39,35 +39,49 @@ impl Forward for Fake {
     fn vocab_size(&self) -> usize {
         VOCAB
     }
-    fn new_cache(&self, len: usize) -> KvCache {
-        KvCache::new(1, len, 1)
+    fn new_cache(&self, len: usize, hidden: bool) -> Result<KvCache, RuntimeError> {
+        Ok(KvCache::new(len, hidden, ()))
     }
-    fn forward(
-        &self,
-        tokens: &[u32],
-        start: usize,
-        attend: Attend<'_>,
-        store: Option<&mut KvCache>,
-        want: &[usize],
-    ) -> Result<Vec<f32>, RuntimeError> {
-        let attend = match attend {
-            Attend::SpanOnly => "span",
-            Attend::Prefix(_) => "prefix",
-            Attend::Dual(_) => "dual",
+    fn run(&self, req: Request<'_>, cache: Option<&mut KvCache>) -> Result<Response, RuntimeError> {
+        let start = match req.positions {
+            Positions::Run(s) => s,
+            Positions::List(_) => panic!("the decoders ask for contiguous spans"),
+        };
+        // Prefix and dual spans both attend to every cached position outside the span;
+        // they differ only in the span, which the tests check.
+        let attend = match req.attend {
+            Attend::Span => "span",
+            Attend::Cache => {
+                assert!(cache.is_some(), "a cached pass without a cache");
+                "cache"
+            }
         };
         self.calls.borrow_mut().push(Call {
             start,
-            len: tokens.len(),
+            len: req.tokens.len(),
             attend,
-            stored: store.is_some(),
-            want: want.to_vec(),
+            stored: req.store,
+            want: req.rows.to_vec(),
         });
-        let mut out = Vec::new();
-        for &r in want {
-            assert!(r < tokens.len(), "row {r} outside span of {}", tokens.len());
-            out.extend((self.row)(start + r, tokens, start));
+        let mut logits = Vec::new();
+        for &r in req.rows {
+            assert!(
+                r < req.tokens.len(),
+                "row {r} outside span of {}",
+                req.tokens.len()
+            );
+            logits.extend((self.row)(start + r, req.tokens, start));
         }
-        Ok(out)
+        Ok(match req.output {
+            Output::Logits => Response {
+                logits,
+                ..Response::default()
+            },
+            Output::Propose { spec, rng } => Response {
+                proposals: propose_rows(&logits, VOCAB, &spec, rng),
+                ..Response::default()
+            },
+        })
     }
 }
 
@@ -258,7 +272,7 @@ fn cache_calls_have_the_right_spans() {
                 calls[1].attend,
                 calls[1].stored
             ),
-            (3, 8, "prefix", false)
+            (3, 8, "cache", false)
         );
         assert_eq!(calls[1].want.len(), 3);
         assert!(calls[1].want.iter().all(|&w| w < 4));
@@ -268,7 +282,7 @@ fn cache_calls_have_the_right_spans() {
         );
         assert_eq!(
             (calls[5].start, calls[5].len, calls[5].attend),
-            (7, 4, "prefix")
+            (7, 4, "cache")
         );
     }
     model.calls.borrow_mut().clear();
@@ -282,11 +296,11 @@ fn cache_calls_have_the_right_spans() {
             calls[1].attend,
             calls[1].stored
         ),
-        (3, 4, "dual", false)
+        (3, 4, "cache", false)
     );
     assert_eq!(
         (calls[5].start, calls[5].len, calls[5].attend),
-        (7, 4, "dual")
+        (7, 4, "cache")
     );
 }
 
@@ -549,7 +563,9 @@ fn validation_rejects_bad_requests() {
     let ok = params(8, 8, 4);
     assert!(ok.validate(3, Some(11)).is_ok());
     let bad = |p: DecodeParams, prompt: usize, max: Option<usize>| {
-        let e = p.validate(prompt, max).expect_err("should be rejected");
+        let e = p
+            .validate(prompt, max)
+            .expect_err(&format!("should be rejected: {p:?}"));
         assert!(matches!(e, RuntimeError::InvalidRequest(_)), "{e}");
         e.to_string()
     };
@@ -576,16 +592,33 @@ fn validation_rejects_bad_requests() {
     let mut p = ok.clone();
     p.temperature = -1.0;
     bad(p, 3, None);
+    // Dream's rules run in blocks and with every cache (Fast-dLLM's Dream code).
     let mut p = ok.clone();
     p.algorithm = Algorithm::Entropy;
-    assert!(bad(p.clone(), 3, None).contains("no blocks"));
+    assert!(p.validate(3, None).is_ok());
     p.block_length = None;
     assert!(p.validate(3, None).is_ok());
     p.cache = CacheMode::Prefix;
-    bad(p.clone(), 3, None);
+    assert!(p.validate(3, None).is_ok());
+    p.threshold = Some(0.9);
+    assert!(p.validate(3, None).is_ok());
+    p.threshold = None;
     p.cache = CacheMode::None;
     p.eps = 0.0;
-    bad(p, 3, None);
+    assert!(bad(p, 3, None).contains("eps"));
+    // Combinations that cannot work name both sides.
+    let mut p = ok.clone();
+    p.algorithm = Algorithm::Origin;
+    p.schedule = Some(Schedule::Blocks);
+    assert!(bad(p.clone(), 3, None).contains("blocks schedule"));
+    p.schedule = None;
+    assert!(p.validate(3, None).is_ok());
+    p.threshold = Some(0.9);
+    assert!(bad(p, 3, None).contains("origin"));
+    let mut p = ok.clone();
+    p.alg_temp = 0.5;
+    p.factor = Some(1.0);
+    assert!(bad(p, 3, None).contains("alg_temp"));
     let mut p = ok.clone();
     p.threshold = Some(0.9);
     p.factor = Some(1.0);

@@ -1,82 +1,84 @@
-//! Dream's `_sample` loop: `steps` steps over the whole canvas on the timesteps
-//! `linspace(1, eps, steps + 1)`; `origin` reveals each mask with probability `1 - s/t`, the
-//! other rules commit the `int(n_masked * (1 - s/t))` most confident (or drawn) positions.
+//! Dream's timestep schedule, in two forms.
+//!
+//! - **Whole canvas** (no block length, no cache): Dream's `_sample` loop, `steps` steps on
+//!   `linspace(1, eps, steps + 1)`; `origin` reveals each mask with probability `1 - s/t`, the
+//!   other rules commit the `int(n_masked * (1 - s/t))` best (or drawn) positions.
+//! - **Blocks** (a block length or a cache): Fast-dLLM's `generation_utils_block.py`. Each
+//!   block opens with a full forward (refreshing the cache) that commits the block's first
+//!   position; the block's other steps follow `linspace(1, eps, steps_per_block + 1)` from
+//!   its second timestep, over the block's masks, on the span the cache mode gives.
+//!
+//! A step with nothing to commit makes no forward pass (its logits would not be used). Under
+//! the threshold or factor rule a block (or the canvas) runs until it has no mask.
 
-use super::sample::{DreamConfidence, Filter, dream_row};
+use super::CacheMode;
+use super::run::{Pass, Run};
 use super::schedule::{dream_reveal_probability, dream_timesteps, dream_transfer_count};
-use super::select::{self, Candidate};
-use super::{Algorithm, Run};
 use crate::RuntimeError;
-use crate::model::Attend;
+use std::ops::Range;
 
-/// Run the steps; a step with nothing to commit makes no forward pass (its logits would not
-/// be used), and the loop ends once no mask is left.
+/// Run the schedule; stops early when [`Run::end_step`] says the answer is final.
 pub(super) fn run(run: &mut Run<'_>) -> Result<(), RuntimeError> {
     let p = run.params;
-    let len = run.canvas.len();
-    let timesteps = dream_timesteps(p.steps, p.eps);
-    let filter = Filter {
-        top_k: p.top_k,
-        top_p: p.top_p,
-    };
-    let rule = match p.algorithm {
-        Algorithm::TopkMargin => DreamConfidence::Margin,
-        Algorithm::Entropy => DreamConfidence::NegEntropy,
-        _ => DreamConfidence::Probability,
-    };
-    for i in 0..p.steps {
-        let masked = run.masked_in(0..len);
-        if masked.is_empty() {
-            break;
-        }
-        let mut committed = Vec::new();
-        if p.algorithm == Algorithm::Origin {
-            let reveal = dream_reveal_probability(&timesteps, i, p.steps) as f64;
-            let chosen: Vec<usize> = masked
-                .iter()
-                .copied()
-                .filter(|_| run.rng.uniform() < reveal)
-                .collect();
-            if !chosen.is_empty() {
-                let tokens = run.canvas.clone();
-                let logits = run.logits_for(&tokens, 0, Attend::SpanOnly, None, &chosen)?;
-                for (k, &pos) in chosen.iter().enumerate() {
-                    let row = &logits[k * run.vocab..(k + 1) * run.vocab];
-                    let (token, _) = dream_row(row, p.temperature, filter, rule, &mut run.rng);
-                    run.canvas[pos] = token;
-                    committed.push(pos);
-                }
-            }
+    if p.block_length.is_none() && p.cache == CacheMode::None {
+        let len = run.canvas.len();
+        return steps(run, 0..len, 0, p.steps, 0..len).map(|_| ());
+    }
+    let block_len = p.effective_block_length();
+    let n_blocks = p.gen_length / block_len;
+    let steps_per_block = p.steps / n_blocks;
+    run.open_cache()?;
+    for b in 0..n_blocks {
+        let start = run.prompt_len + b * block_len;
+        let block = start..start + block_len;
+        let first = if run.is_mask(start) {
+            vec![start]
         } else {
-            let k = dream_transfer_count(masked.len(), &timesteps, i, p.steps);
-            if k > 0 {
-                let tokens = run.canvas.clone();
-                let logits = run.logits_for(&tokens, 0, Attend::SpanOnly, None, &masked)?;
-                let mut cands = Vec::with_capacity(masked.len());
-                for (j, &pos) in masked.iter().enumerate() {
-                    let row = &logits[j * run.vocab..(j + 1) * run.vocab];
-                    let (token, confidence) =
-                        dream_row(row, p.temperature, filter, rule, &mut run.rng);
-                    cands.push(Candidate {
-                        pos,
-                        token,
-                        confidence,
-                    });
-                }
-                let chosen = if p.alg_temp > 0.0 {
-                    select::sample_by_confidence(&cands, k, p.alg_temp, &mut run.rng)
-                } else {
-                    select::top_k(&cands, k)
-                };
-                for &c in &chosen {
-                    run.canvas[cands[c].pos] = cands[c].token;
-                    committed.push(cands[c].pos);
-                }
-            }
-        }
+            Vec::new()
+        };
+        let committed = run.commit_all(&Pass::Full, &first)?;
         if run.end_step(&committed)? {
+            return Ok(());
+        }
+        if steps(run, block.clone(), 1, steps_per_block, block)? {
             return Ok(());
         }
     }
     Ok(())
+}
+
+/// Steps `first..` of a schedule of `n_steps` over the masks in `cands_in`, with `block` the
+/// block the cache mode works around. Returns whether the run stopped early.
+fn steps(
+    run: &mut Run<'_>,
+    cands_in: Range<usize>,
+    first: usize,
+    n_steps: usize,
+    block: Range<usize>,
+) -> Result<bool, RuntimeError> {
+    let p = run.params;
+    let timesteps = dream_timesteps(n_steps, p.eps);
+    let adaptive = run.rule.is_adaptive();
+    // A model that keeps proposing the mask token could loop forever under an adaptive rule.
+    let max_steps = 4 * (n_steps + cands_in.len()) + 16;
+    let mut i = first;
+    loop {
+        let masked = run.masked_in(cands_in.clone());
+        if masked.is_empty() || (!adaptive && i >= n_steps) {
+            return Ok(false);
+        }
+        if i >= max_steps {
+            return Err(RuntimeError::Unsupported(format!(
+                "masks remain after {i} steps: the model keeps proposing the mask token"
+            )));
+        }
+        let pass = run.pass(i, &block);
+        let reveal = dream_reveal_probability(&timesteps, i, n_steps) as f64;
+        let k = dream_transfer_count(masked.len(), &timesteps, i, n_steps);
+        let committed = run.step(&pass, &masked, k, Some(reveal), true)?;
+        i += 1;
+        if run.end_step(&committed)? {
+            return Ok(true);
+        }
+    }
 }

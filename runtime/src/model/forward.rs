@@ -1,301 +1,428 @@
-//! The bidirectional transformer forward pass shared by LLaDA and Dream:
-//! embedding → N × [RMSNorm → q,k,v (+bias) → RoPE → attention → out-proj → residual →
-//! RMSNorm → SwiGLU → residual] → RMSNorm → head, for the rows the decoder asks for.
+//! The bidirectional transformer forward pass shared by LLaDA and Dream, written once over
+//! [`Backend`]: embedding → N × [RMSNorm → q,k,v (+bias) → RoPE → attention → out-proj →
+//! residual → RMSNorm → SwiGLU → residual] → RMSNorm → head, for the rows the decoder asks for.
 
+use super::Forward;
 use super::config::ModelConfig;
-use super::kv_cache::{Attend, KvCache};
-use super::profile::{Part, timed};
-use super::weights::{LayerWeights, Weights};
-use rayon::prelude::*;
+use super::kv_cache::KvCache;
+use super::profile::{Clock, Part};
+use super::request::{Attend, Output, Positions, Request, Response};
+use super::weights::Weights;
+use crate::RuntimeError;
+use crate::backend::{AttentionArgs, AttentionShape, Backend, CacheShape};
+use std::sync::RwLock;
 
-/// Precomputed RoPE tables: `cos`/`sin` are `[seq_len, head_dim / 2]`.
-#[derive(Debug, Clone)]
-pub struct Rope {
-    half: usize,
-    cos: Vec<f32>,
-    sin: Vec<f32>,
+/// One block's weights, as the backend holds them.
+struct Layer<B: Backend> {
+    attn_norm: B::Vector,                            // [dim]
+    wq: B::Matrix,                                   // [q_dim, dim]
+    wk: B::Matrix,                                   // [kv_dim, dim]
+    wv: B::Matrix,                                   // [kv_dim, dim]
+    bias: Option<(B::Vector, B::Vector, B::Vector)>, // [q_dim], [kv_dim], [kv_dim] (Dream)
+    wo: B::Matrix,                                   // [dim, q_dim]
+    ffn_norm: B::Vector,                             // [dim]
+    w_gate: B::Matrix,                               // [hidden_dim, dim]
+    w_up: B::Matrix,                                 // [hidden_dim, dim]
+    w_down: B::Matrix,                               // [dim, hidden_dim]
 }
 
-impl Rope {
-    /// Tables for positions `0..seq_len` of heads `head_dim` wide with base `theta`.
-    /// Computed as the reference does, in f32: `inv_freq = 1 / theta^(2i/d)`, `angle = pos * inv_freq`.
-    pub fn new(head_dim: usize, seq_len: usize, theta: f32) -> Self {
-        let half = head_dim / 2;
-        let inv_freq: Vec<f32> = (0..half)
-            .map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32))
-            .collect();
-        let mut cos = Vec::with_capacity(seq_len * half);
-        let mut sin = Vec::with_capacity(seq_len * half);
-        for pos in 0..seq_len {
-            for f in &inv_freq {
-                let a = pos as f32 * f;
-                cos.push(a.cos());
-                sin.push(a.sin());
-            }
-        }
-        Rope { half, cos, sin }
-    }
+/// RoPE tables for positions `0..len`: `[len, head_dim / 2]` each, grown on demand so a
+/// model declaring a huge context costs nothing until a canvas uses it.
+struct RopeTables<B: Backend> {
+    len: usize,
+    cos: B::Vector,
+    sin: B::Vector,
+}
 
-    /// RoPE of every head of `x` (`[n, width]`, heads `head_dim` wide); row i sits at
-    /// position `start + i`.
-    fn apply_rows(&self, x: &mut [f32], width: usize, head_dim: usize, start: usize) {
-        x.par_chunks_mut(width).enumerate().for_each(|(i, row)| {
-            for head in row.chunks_mut(head_dim) {
-                self.apply(head, start + i);
-            }
-        });
-    }
+/// A model's forward pass on backend `B`.
+pub struct Transformer<B: Backend> {
+    backend: B,
+    cfg: ModelConfig,
+    tok_embd: B::Matrix,     // [vocab, dim]
+    head: Option<B::Matrix>, // [vocab, dim]; None when tied to the embedding
+    out_norm: B::Vector,     // [dim]
+    layers: Vec<Layer<B>>,
+    rope: RwLock<RopeTables<B>>,
+}
 
-    /// Rotate-half RoPE of one head vector `x` (`[head_dim]`) at position `pos`.
-    fn apply(&self, x: &mut [f32], pos: usize) {
-        let h = self.half;
-        let (c, s) = (&self.cos[pos * h..][..h], &self.sin[pos * h..][..h]);
-        let (x1, x2) = x.split_at_mut(h);
-        for i in 0..h {
-            let (a, b) = (x1[i], x2[i]);
-            x1[i] = a * c[i] - b * s[i];
-            x2[i] = b * c[i] + a * s[i];
-        }
+impl<B: Backend> std::fmt::Debug for Transformer<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transformer")
+            .field("backend", &self.backend.name())
+            .finish()
     }
 }
 
-/// y = x / rms(x) * w, per row of `x` (`[n, dim]`).
-fn rmsnorm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
-    let dim = w.len();
-    out.par_chunks_mut(dim)
-        .zip(x.par_chunks(dim))
-        .for_each(|(o, xr)| {
-            let ss: f32 = xr.iter().map(|v| v * v).sum::<f32>() / dim as f32;
-            let r = 1.0 / (ss + eps).sqrt();
-            for ((o, v), g) in o.iter_mut().zip(xr).zip(w) {
-                *o = v * r * g;
-            }
-        });
-}
-
-/// Dot product with eight independent accumulators, so the compiler can vectorize it.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
+/// cos/sin of positions `0..len` for heads `head_dim` wide with base `theta`, computed as the
+/// reference does, in f32: `inv_freq = 1 / theta^(2i/d)`, `angle = pos * inv_freq`.
+fn rope_tables(head_dim: usize, len: usize, theta: f32) -> (Vec<f32>, Vec<f32>) {
+    let half = head_dim / 2;
+    let inv_freq: Vec<f32> = (0..half)
+        .map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32))
+        .collect();
+    let mut cos = Vec::with_capacity(len * half);
+    let mut sin = Vec::with_capacity(len * half);
+    for pos in 0..len {
+        for f in &inv_freq {
+            let a = pos as f32 * f;
+            cos.push(a.cos());
+            sin.push(a.sin());
         }
     }
-    acc.iter().sum::<f32>() + tail
+    (cos, sin)
 }
 
-fn add_bias(x: &mut [f32], b: &[f32]) {
-    for row in x.chunks_mut(b.len()) {
-        for (v, bb) in row.iter_mut().zip(b) {
-            *v += bb;
-        }
-    }
-}
+/// RoPE rows built up front: enough for every canvas of the demo and reference models.
+const ROPE_INITIAL: usize = 4096;
 
-/// Scratch buffers of one forward pass over `n` span tokens.
-struct Scratch {
-    h: Vec<f32>,    // [n, dim]
-    q: Vec<f32>,    // [n, n_heads*head_dim]
-    k: Vec<f32>,    // [n, kv_dim]
-    v: Vec<f32>,    // [n, kv_dim]
-    att: Vec<f32>,  // [n, n_heads*head_dim]
-    gate: Vec<f32>, // [n, hidden_dim]
-    up: Vec<f32>,   // [n, hidden_dim]
-}
-
-/// Run the span; see [`super::Forward::forward`] for the contract.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn forward(
-    cfg: &ModelConfig,
-    w: &Weights,
-    rope: &Rope,
-    bytes: &[u8],
-    tokens: &[u32],
-    start: usize,
-    attend: Attend<'_>,
-    mut store: Option<&mut KvCache>,
-    want: &[usize],
-) -> Vec<f32> {
-    let n = tokens.len();
-    let (dim, hd, kv_dim) = (cfg.dim, cfg.head_dim(), cfg.kv_dim());
-    let q_dim = cfg.n_heads * hd;
-
-    // [n, dim] residual stream.
-    let mut x = vec![0f32; n * dim];
-    let embd = w.tok_embd.view(bytes);
-    x.par_chunks_mut(dim)
-        .zip(tokens.par_iter())
-        .for_each(|(row, &t)| dlm_simd::dequantize_row(&embd, t as usize, row));
-
-    let mut s = Scratch {
-        h: vec![0.0; n * dim],
-        q: vec![0.0; n * q_dim],
-        k: vec![0.0; n * kv_dim],
-        v: vec![0.0; n * kv_dim],
-        att: vec![0.0; n * q_dim],
-        gate: vec![0.0; n * cfg.hidden_dim],
-        up: vec![0.0; n * cfg.hidden_dim],
-    };
-    for (l, lw) in w.layers.iter().enumerate() {
-        let cached = match attend {
-            Attend::SpanOnly => None,
-            Attend::Prefix(c) | Attend::Dual(c) => Some((&c.k[l][..], &c.v[l][..], c.len)),
-        };
-        attention_block(cfg, lw, rope, bytes, &mut x, &mut s, start, attend, cached);
-        if let Some(c) = store.as_deref_mut() {
-            c.k[l][start * kv_dim..(start + n) * kv_dim].copy_from_slice(&s.k);
-            c.v[l][start * kv_dim..(start + n) * kv_dim].copy_from_slice(&s.v);
-        }
-        mlp_block(cfg, lw, bytes, &mut x, &mut s);
-    }
-
-    // Only the rows the decoder wants go through the final norm and the head.
-    let mut sel = vec![0f32; want.len() * dim]; // [want, dim]
-    for (o, &r) in sel.chunks_mut(dim).zip(want) {
-        o.copy_from_slice(&x[r * dim..(r + 1) * dim]);
-    }
-    timed(Part::Head, || {
-        let mut normed = vec![0f32; want.len() * dim];
-        rmsnorm(&sel, &w.out_norm, cfg.norm_eps, &mut normed);
-        let mut logits = vec![0f32; want.len() * cfg.vocab_size]; // [want, vocab]
-        dlm_simd::matmul(&w.head.view(bytes), &normed, want.len(), &mut logits);
-        logits
-    })
-}
-
-/// x += Wo · attention(RoPE(q), RoPE(k), v) of the normed x.
-#[allow(clippy::too_many_arguments)]
-fn attention_block(
-    cfg: &ModelConfig,
-    lw: &LayerWeights,
-    rope: &Rope,
-    bytes: &[u8],
-    x: &mut [f32],
-    s: &mut Scratch,
-    start: usize,
-    attend: Attend<'_>,
-    cached: Option<(&[f32], &[f32], usize)>,
-) {
-    let n = x.len() / cfg.dim;
-    let (hd, kv_dim) = (cfg.head_dim(), cfg.kv_dim());
-    rmsnorm(x, &lw.attn_norm, cfg.norm_eps, &mut s.h);
-    timed(Part::Matmul, || {
-        dlm_simd::matmul(&lw.wq.view(bytes), &s.h, n, &mut s.q)
-    });
-    timed(Part::Matmul, || {
-        dlm_simd::matmul(&lw.wk.view(bytes), &s.h, n, &mut s.k)
-    });
-    timed(Part::Matmul, || {
-        dlm_simd::matmul(&lw.wv.view(bytes), &s.h, n, &mut s.v)
-    });
-    if let Some((bq, bk, bv)) = &lw.bias {
-        add_bias(&mut s.q, bq);
-        add_bias(&mut s.k, bk);
-        add_bias(&mut s.v, bv);
-    }
-    timed(Part::Attention, || {
-        let q_dim = cfg.n_heads * hd;
-        rope.apply_rows(&mut s.q, q_dim, hd, start);
-        rope.apply_rows(&mut s.k, kv_dim, hd, start);
-
-        // Key positions other than the span's own: [0, start) for prefix, all but the span
-        // for dual.
-        let outside: Vec<usize> = match (attend, cached) {
-            (Attend::Prefix(_), Some(_)) => (0..start).collect(),
-            (Attend::Dual(_), Some((_, _, len))) => (0..start).chain(start + n..len).collect(),
-            _ => Vec::new(),
-        };
-        let n_keys = n + outside.len();
-        // Gather every key/value head into contiguous [n_kv_heads, n_keys, head_dim] buffers
-        // once, so the inner loops run over plain slices.
-        let mut kh = vec![0f32; cfg.n_kv_heads * n_keys * hd];
-        let mut vh = vec![0f32; cfg.n_kv_heads * n_keys * hd];
-        kh.par_chunks_mut(n_keys * hd)
-            .zip(vh.par_chunks_mut(n_keys * hd))
-            .enumerate()
-            .for_each(|(g, (kd, vd))| {
-                let off = g * hd;
-                for j in 0..n_keys {
-                    let (src_k, src_v, p) = if j < n {
-                        (&s.k[..], &s.v[..], j)
-                    } else {
-                        let (ck, cv, _) = cached.expect("outside keys come from the cache");
-                        (ck, cv, outside[j - n])
-                    };
-                    kd[j * hd..][..hd].copy_from_slice(&src_k[p * kv_dim + off..][..hd]);
-                    vd[j * hd..][..hd].copy_from_slice(&src_v[p * kv_dim + off..][..hd]);
-                }
+impl<B: Backend> Transformer<B> {
+    /// Hand the located `weights` (in `bytes`, the whole file) to `backend`.
+    pub fn new(
+        backend: B,
+        cfg: ModelConfig,
+        weights: &Weights,
+        bytes: &[u8],
+    ) -> Result<Self, RuntimeError> {
+        let m = |x| backend.upload_matrix(x, bytes);
+        let v = |x: &[f32]| backend.upload_vector(x);
+        let mut layers = Vec::with_capacity(weights.layers.len());
+        for lw in &weights.layers {
+            layers.push(Layer {
+                attn_norm: v(&lw.attn_norm)?,
+                wq: m(&lw.wq)?,
+                wk: m(&lw.wk)?,
+                wv: m(&lw.wv)?,
+                bias: match &lw.bias {
+                    Some((q, k, b)) => Some((v(q)?, v(k)?, v(b)?)),
+                    None => None,
+                },
+                wo: m(&lw.wo)?,
+                ffn_norm: v(&lw.ffn_norm)?,
+                w_gate: m(&lw.w_gate)?,
+                w_up: m(&lw.w_up)?,
+                w_down: m(&lw.w_down)?,
             });
-        let group = cfg.n_heads / cfg.n_kv_heads;
-        let scale = 1.0 / (hd as f32).sqrt();
-        let q = &s.q;
-        // One task per query row (all its heads): scores over every key, softmax, weighted sum.
-        s.att.par_chunks_mut(q_dim).enumerate().for_each_init(
-            || vec![0f32; n_keys],
-            |scores, (i, out_row)| {
-                for (h, out) in out_row.chunks_mut(hd).enumerate() {
-                    let g = h / group;
-                    let (kd, vd) = (
-                        &kh[g * n_keys * hd..][..n_keys * hd],
-                        &vh[g * n_keys * hd..][..n_keys * hd],
-                    );
-                    let qh = &q[i * q_dim + h * hd..][..hd];
-                    let mut max = f32::NEG_INFINITY;
-                    for (sc, kj) in scores.iter_mut().zip(kd.chunks_exact(hd)) {
-                        *sc = dot(qh, kj) * scale;
-                        max = max.max(*sc);
-                    }
-                    let mut sum = 0f32;
-                    for sc in scores.iter_mut() {
-                        *sc = (*sc - max).exp();
-                        sum += *sc;
-                    }
-                    out.fill(0.0);
-                    let inv = 1.0 / sum;
-                    for (sc, vj) in scores.iter().zip(vd.chunks_exact(hd)) {
-                        let p = sc * inv;
-                        for (o, vv) in out.iter_mut().zip(vj) {
-                            *o += p * vv;
-                        }
-                    }
+        }
+        let head = if cfg.tied_head {
+            None
+        } else {
+            Some(m(&weights.head)?)
+        };
+        let len = cfg.seq_len.min(ROPE_INITIAL);
+        let (cos, sin) = rope_tables(cfg.head_dim(), len, cfg.rope_theta);
+        let rope = RopeTables {
+            len,
+            cos: v(&cos)?,
+            sin: v(&sin)?,
+        };
+        Ok(Transformer {
+            tok_embd: m(&weights.tok_embd)?,
+            head,
+            out_norm: v(&weights.out_norm)?,
+            layers,
+            rope: RwLock::new(rope),
+            backend,
+            cfg,
+        })
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    fn cache_shape(&self, len: usize, hidden: bool) -> CacheShape {
+        CacheShape {
+            n_layers: self.cfg.n_layers,
+            len,
+            kv_dim: self.cfg.kv_dim(),
+            hidden_dim: hidden.then_some(self.cfg.dim),
+        }
+    }
+
+    /// Make sure the RoPE tables reach position `end - 1`.
+    fn grow_rope(&self, end: usize) -> Result<(), RuntimeError> {
+        if self.rope.read().map(|r| r.len >= end).unwrap_or(false) {
+            return Ok(());
+        }
+        let mut r = self
+            .rope
+            .write()
+            .map_err(|_| RuntimeError::Unsupported("RoPE tables poisoned".into()))?;
+        if r.len < end {
+            let len = end.next_power_of_two().min(self.cfg.seq_len).max(end);
+            let (cos, sin) = rope_tables(self.cfg.head_dim(), len, self.cfg.rope_theta);
+            *r = RopeTables {
+                len,
+                cos: self.backend.upload_vector(&cos)?,
+                sin: self.backend.upload_vector(&sin)?,
+            };
+        }
+        Ok(())
+    }
+
+    /// Check everything a request names before any op runs; returns the span's absolute
+    /// positions and the cached positions it attends to besides itself.
+    fn check(
+        &self,
+        req: &Request<'_>,
+        cache: Option<&B::Cache>,
+    ) -> Result<(Vec<usize>, Vec<usize>), RuntimeError> {
+        let bad = |m: String| Err(RuntimeError::InvalidRequest(m));
+        let cfg = &self.cfg;
+        let n = req.tokens.len();
+        if n == 0 {
+            return bad("the span is empty".into());
+        }
+        let positions = match req.positions {
+            Positions::Run(start) => match start.checked_add(n) {
+                Some(end) if end <= cfg.seq_len => (start..end).collect::<Vec<_>>(),
+                _ => {
+                    return bad(format!(
+                        "span of {n} tokens at {start} does not fit the model's {} positions",
+                        cfg.seq_len
+                    ));
                 }
             },
-        );
-    });
-    // Reuse `h` for the projection output.
-    timed(Part::Matmul, || {
-        dlm_simd::matmul(&lw.wo.view(bytes), &s.att, n, &mut s.h)
-    });
-    for (a, b) in x.iter_mut().zip(&s.h) {
-        *a += b;
+            Positions::List(p) => {
+                if p.len() != n {
+                    return bad(format!("{} positions for {n} tokens", p.len()));
+                }
+                if p.windows(2).any(|w| w[0] >= w[1]) {
+                    return bad("span positions must be ascending and distinct".into());
+                }
+                if p[n - 1] >= cfg.seq_len {
+                    return bad(format!(
+                        "position {} outside the model's {} positions",
+                        p[n - 1],
+                        cfg.seq_len
+                    ));
+                }
+                p.to_vec()
+            }
+        };
+        if let Some(t) = req.tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+            return bad(format!(
+                "token id {t} outside the vocabulary of {}",
+                cfg.vocab_size
+            ));
+        }
+        if let Some(r) = req.rows.iter().find(|&&r| r >= n) {
+            return bad(format!("logits row {r} outside the span of {n}"));
+        }
+        let needs_cache = req.attend == Attend::Cache || req.store || req.from_layer > 0;
+        let shape = match cache {
+            Some(c) => Some(self.backend.cache_shape(c)),
+            None if needs_cache => {
+                return bad("this request needs a KV cache and none was given".into());
+            }
+            None => None,
+        };
+        if let Some(s) = shape
+            && needs_cache
+        {
+            let end = positions[n - 1] + 1;
+            if s.n_layers != cfg.n_layers || s.kv_dim != cfg.kv_dim() || s.len < end {
+                return bad("the cache does not match this model or span".into());
+            }
+        }
+        if req.from_layer > 0 {
+            if req.from_layer >= cfg.n_layers {
+                return bad(format!(
+                    "from_layer {} but the model has {} layers",
+                    req.from_layer, cfg.n_layers
+                ));
+            }
+            if shape.and_then(|s| s.hidden_dim).is_none() {
+                return bad("starting mid-stack needs a cache that keeps hidden states".into());
+            }
+        }
+        let outside = match (req.attend, shape) {
+            (Attend::Cache, Some(s)) => {
+                let mut in_span = vec![false; s.len];
+                for &p in &positions {
+                    in_span[p] = true;
+                }
+                (0..s.len).filter(|&p| !in_span[p]).collect()
+            }
+            _ => Vec::new(),
+        };
+        if let Some(probe) = &req.probe
+            && let Some(&p) = probe
+                .keys
+                .iter()
+                .find(|p| positions.binary_search(p).is_err() && outside.binary_search(p).is_err())
+        {
+            return bad(format!("probed key position {p} is not attended to"));
+        }
+        Ok((positions, outside))
+    }
+
+    /// Run one request; see [`Forward::run`].
+    fn run_request(
+        &self,
+        req: Request<'_>,
+        mut cache: Option<&mut B::Cache>,
+    ) -> Result<Response, RuntimeError> {
+        let (positions, outside) = self.check(&req, cache.as_deref())?;
+        self.grow_rope(positions[positions.len() - 1] + 1)?;
+        let rope = self
+            .rope
+            .read()
+            .map_err(|_| RuntimeError::Unsupported("RoPE tables poisoned".into()))?;
+        let b = &self.backend;
+        let cfg = &self.cfg;
+        let n = req.tokens.len();
+        let shape = AttentionShape {
+            n_heads: cfg.n_heads,
+            n_kv_heads: cfg.n_kv_heads,
+            head_dim: cfg.head_dim(),
+        };
+        let (dim, hd, q_dim, kv_dim) = (cfg.dim, shape.head_dim, shape.q_dim(), shape.kv_dim());
+        let mut clock = Clock::new(req.profile);
+
+        // Key indices of the probed positions: span rows first, then `outside`.
+        let probe_keys: Option<Vec<usize>> = req.probe.as_ref().map(|p| {
+            p.keys
+                .iter()
+                .map(|pos| match positions.binary_search(pos) {
+                    Ok(i) => i,
+                    Err(_) => n + outside.binary_search(pos).unwrap_or(0),
+                })
+                .collect()
+        });
+        let probe_mass = req.probe.as_ref().is_some_and(|p| p.mass);
+
+        // [n, dim] residual stream.
+        let mut x = b.alloc(n * dim)?;
+        if req.from_layer == 0 {
+            b.embed(&self.tok_embd, req.tokens, &mut x);
+        } else if let Some(c) = cache.as_deref() {
+            b.load_hidden(c, req.from_layer, &positions, &mut x);
+        }
+        let mut h = b.alloc(n * dim)?; // [n, dim]
+        let mut q = b.alloc(n * q_dim)?; // [n, q_dim]
+        let mut k = b.alloc(n * kv_dim)?; // [n, kv_dim]
+        let mut v = b.alloc(n * kv_dim)?; // [n, kv_dim]
+        let mut att = b.alloc(n * q_dim)?; // [n, q_dim]
+        let mut gate = b.alloc(n * cfg.hidden_dim)?; // [n, hidden_dim]
+        let mut up = b.alloc(n * cfg.hidden_dim)?; // [n, hidden_dim]
+        let mut attention = Vec::new();
+
+        for (l, lw) in self.layers.iter().enumerate().skip(req.from_layer) {
+            if req.store
+                && let Some(c) = cache.as_deref_mut()
+            {
+                b.store_hidden(c, l, &positions, &x);
+            }
+            // x += Wo · attention(RoPE(q), RoPE(k), v) of the normed x.
+            b.rmsnorm(&x, &lw.attn_norm, cfg.norm_eps, &mut h);
+            clock.time(Part::Matmul, || b.matmul(&lw.wq, &h, n, &mut q));
+            clock.time(Part::Matmul, || b.matmul(&lw.wk, &h, n, &mut k));
+            clock.time(Part::Matmul, || b.matmul(&lw.wv, &h, n, &mut v));
+            if let Some((bq, bk, bv)) = &lw.bias {
+                b.add_bias(&mut q, bq);
+                b.add_bias(&mut k, bk);
+                b.add_bias(&mut v, bv);
+            }
+            let cache_ref = cache.as_deref();
+            let probed = clock.time(Part::Attention, || {
+                b.rope(&mut q, q_dim, hd, &rope.cos, &rope.sin, &positions);
+                b.rope(&mut k, kv_dim, hd, &rope.cos, &rope.sin, &positions);
+                let args = AttentionArgs {
+                    q: &q,
+                    k: &k,
+                    v: &v,
+                    n,
+                    outside: &outside,
+                    cache: cache_ref,
+                    layer: l,
+                    shape,
+                    probe_keys: probe_keys.as_deref(),
+                    probe_mass,
+                };
+                b.attention(args, &mut att)
+            });
+            if let Some(p) = probed {
+                attention.push(p);
+            }
+            if req.store
+                && let Some(c) = cache.as_deref_mut()
+            {
+                b.store_kv(c, l, &positions, &k, &v);
+            }
+            clock.time(Part::Matmul, || b.matmul(&lw.wo, &att, n, &mut h));
+            b.add_assign(&mut x, &h);
+
+            // x += W_down · (silu(W_gate · h) ⊙ W_up · h), h = RMSNorm(x).
+            b.rmsnorm(&x, &lw.ffn_norm, cfg.norm_eps, &mut h);
+            clock.time(Part::Matmul, || b.matmul(&lw.w_gate, &h, n, &mut gate));
+            clock.time(Part::Matmul, || b.matmul(&lw.w_up, &h, n, &mut up));
+            b.swiglu(&mut gate, &up);
+            clock.time(Part::Matmul, || b.matmul(&lw.w_down, &gate, n, &mut h));
+            b.add_assign(&mut x, &h);
+        }
+
+        // Only the rows the decoder wants go through the final norm and the head.
+        let rows = req.rows;
+        let vocab = cfg.vocab_size;
+        let head = self.head.as_ref().unwrap_or(&self.tok_embd);
+        let mut resp = Response::default();
+        let out = clock.time(Part::Head, || -> Result<_, RuntimeError> {
+            let mut sel = b.alloc(rows.len() * dim)?; // [rows, dim]
+            b.gather_rows(&x, dim, rows, &mut sel);
+            let mut normed = b.alloc(rows.len() * dim)?;
+            b.rmsnorm(&sel, &self.out_norm, cfg.norm_eps, &mut normed);
+            let mut logits = b.alloc(rows.len() * vocab)?; // [rows, vocab]
+            b.matmul(head, &normed, rows.len(), &mut logits);
+            Ok(match req.output {
+                Output::Logits => (b.to_host(&logits), Vec::new()),
+                Output::Propose { spec, rng } => {
+                    (Vec::new(), b.propose(&logits, vocab, &spec, rng))
+                }
+            })
+        })?;
+        (resp.logits, resp.proposals) = out;
+        resp.attention = attention;
+        resp.timings = clock.finish();
+        Ok(resp)
     }
 }
 
-/// x += W_down · (silu(W_gate · h) ⊙ W_up · h), h = RMSNorm(x).
-fn mlp_block(cfg: &ModelConfig, lw: &LayerWeights, bytes: &[u8], x: &mut [f32], s: &mut Scratch) {
-    let n = x.len() / cfg.dim;
-    rmsnorm(x, &lw.ffn_norm, cfg.norm_eps, &mut s.h);
-    timed(Part::Matmul, || {
-        dlm_simd::matmul(&lw.w_gate.view(bytes), &s.h, n, &mut s.gate)
-    });
-    timed(Part::Matmul, || {
-        dlm_simd::matmul(&lw.w_up.view(bytes), &s.h, n, &mut s.up)
-    });
-    s.gate.par_iter_mut().zip(&s.up).for_each(|(g, u)| {
-        let silu = *g / (1.0 + (-*g).exp());
-        *g = silu * u;
-    });
-    timed(Part::Matmul, || {
-        dlm_simd::matmul(&lw.w_down.view(bytes), &s.gate, n, &mut s.h)
-    });
-    for (a, b) in x.iter_mut().zip(&s.h) {
-        *a += b;
+impl<B: Backend> Forward for Transformer<B> {
+    fn vocab_size(&self) -> usize {
+        self.cfg.vocab_size
+    }
+
+    fn n_layers(&self) -> usize {
+        self.cfg.n_layers
+    }
+
+    fn device(&self) -> String {
+        self.backend.name()
+    }
+
+    fn new_cache(&self, len: usize, hidden: bool) -> Result<KvCache, RuntimeError> {
+        if len == 0 || len > self.cfg.seq_len {
+            return Err(RuntimeError::InvalidRequest(format!(
+                "a cache of {len} positions for a model of {}",
+                self.cfg.seq_len
+            )));
+        }
+        let c = self.backend.new_cache(self.cache_shape(len, hidden))?;
+        Ok(KvCache::new(len, hidden, c))
+    }
+
+    fn run(&self, req: Request<'_>, cache: Option<&mut KvCache>) -> Result<Response, RuntimeError> {
+        let cache = match cache {
+            Some(c) => Some(c.state_mut::<B::Cache>().ok_or_else(|| {
+                RuntimeError::InvalidRequest(format!(
+                    "the cache was made by another backend than {}",
+                    self.backend.name()
+                ))
+            })?),
+            None => None,
+        };
+        self.run_request(req, cache)
     }
 }

@@ -1,39 +1,58 @@
-//! Per-layer keys and values of every canvas position, kept between diffusion steps by the
-//! Fast-dLLM prefix and dual caches.
+//! The KV cache as decoders hold it: an opaque box around the backend's own cache type
+//! (host vectors for the CPU, device buffers for a GPU), kept between diffusion steps by the
+//! Fast-dLLM prefix and dual caches and refreshed by Elastic-Cache.
 
-/// Keys and values of `len` positions for every layer.
-#[derive(Debug, Clone)]
+use std::any::Any;
+
+/// Keys and values (and optionally hidden states) of every layer for `len` canvas positions.
+/// Made by [`super::Forward::new_cache`]; only the backend that made it can read it.
 pub struct KvCache {
-    /// Positions held.
-    pub len: usize,
-    /// Width of one position's keys (or values): `n_kv_heads * head_dim`.
-    pub kv_dim: usize,
-    /// Per layer: `[len, kv_dim]` keys, RoPE already applied.
-    pub k: Vec<Vec<f32>>,
-    /// Per layer: `[len, kv_dim]` values.
-    pub v: Vec<Vec<f32>>,
+    len: usize,
+    hidden: bool,
+    state: Box<dyn Any + Send>,
 }
 
-impl KvCache {
-    /// An empty (zeroed) cache of `len` positions for `n_layers` layers.
-    pub fn new(n_layers: usize, len: usize, kv_dim: usize) -> Self {
-        KvCache {
-            len,
-            kv_dim,
-            k: vec![vec![0.0; len * kv_dim]; n_layers],
-            v: vec![vec![0.0; len * kv_dim]; n_layers],
-        }
+impl std::fmt::Debug for KvCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvCache")
+            .field("len", &self.len)
+            .field("hidden", &self.hidden)
+            .finish()
     }
 }
 
-/// Which positions the span of a forward pass attends to besides itself.
-#[derive(Debug, Clone, Copy)]
-pub enum Attend<'c> {
-    /// Only the span's own tokens: a full forward when the span is the whole canvas.
-    SpanOnly,
-    /// The span plus cached positions `[0, start)` (Fast-dLLM prefix cache; the span runs to
-    /// the end of the canvas).
-    Prefix(&'c KvCache),
-    /// The span plus every cached position outside the span (Fast-dLLM dual cache).
-    Dual(&'c KvCache),
+impl KvCache {
+    /// Wrap a backend's cache of `len` positions (`hidden`: it keeps hidden states too).
+    pub fn new<C: Any + Send>(len: usize, hidden: bool, state: C) -> Self {
+        KvCache {
+            len,
+            hidden,
+            state: Box::new(state),
+        }
+    }
+
+    /// Positions held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it holds no position (never, for a cache a model made).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether it keeps the hidden states entering each layer.
+    pub fn keeps_hidden(&self) -> bool {
+        self.hidden
+    }
+
+    /// The backend's cache, when it is of type `C`.
+    pub fn state<C: Any>(&self) -> Option<&C> {
+        self.state.downcast_ref()
+    }
+
+    /// The backend's cache, mutably, when it is of type `C`.
+    pub fn state_mut<C: Any>(&mut self) -> Option<&mut C> {
+        self.state.downcast_mut()
+    }
 }

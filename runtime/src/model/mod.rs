@@ -1,86 +1,105 @@
-//! The model: configuration read from a `.dlm` file, weights viewed in the map, and the
-//! bidirectional forward pass.
+//! The model: configuration read from a `.dlm` file, weights located in the file's bytes, and
+//! the bidirectional forward pass over a [`crate::backend::Backend`].
 
 mod config;
 mod forward;
 mod kv_cache;
 pub mod profile;
+mod request;
 mod weights;
 
 pub use config::{Family, ModelConfig};
-pub use kv_cache::{Attend, KvCache};
+pub use forward::Transformer;
+pub use kv_cache::KvCache;
+pub use profile::Timings;
+pub use request::{Attend, LayerAttention, Output, Positions, Probe, Request, Response};
 pub use weights::{LayerWeights, Matrix, Weights};
 
 use crate::RuntimeError;
+use crate::backend::Backend;
+use crate::backend::cpu::CpuBackend;
 use dlm_formats::DlmFile;
-use forward::Rope;
 use std::path::Path;
 use std::sync::Arc;
 
-/// The forward pass as a decoder sees it. `Model` implements it; tests use hand-made ones.
+/// The forward pass as a decoder sees it. [`Transformer`] implements it for every backend;
+/// tests use hand-made ones.
 pub trait Forward {
     /// Rows of the embedding / head.
     fn vocab_size(&self) -> usize;
 
-    /// A cache able to hold `len` positions of every layer.
-    fn new_cache(&self, len: usize) -> KvCache;
+    /// Transformer blocks (what a `from_layer` counts).
+    fn n_layers(&self) -> usize {
+        1
+    }
 
-    /// Run the span `tokens`, whose first token sits at absolute position `start`, attending to
-    /// the span and to what `attend` names. When `store` is given, every layer's keys and
-    /// values of the span are written into it at their absolute positions.
-    /// Returns the logits of the span-relative rows `want`: `[want.len(), vocab_size]`.
-    /// The logits are the raw outputs of each row (no `shift_logits` applied).
-    fn forward(
-        &self,
-        tokens: &[u32],
-        start: usize,
-        attend: Attend<'_>,
-        store: Option<&mut KvCache>,
-        want: &[usize],
-    ) -> Result<Vec<f32>, RuntimeError>;
+    /// Where the pass runs: `cpu`, `cuda:0`.
+    fn device(&self) -> String {
+        "cpu".into()
+    }
+
+    /// A cache able to hold `len` positions of every layer; with `hidden`, it also keeps the
+    /// hidden state entering each layer (what [`Request::from_layer`] reads).
+    fn new_cache(&self, len: usize, hidden: bool) -> Result<KvCache, RuntimeError>;
+
+    /// Run one request; `cache` is read (attend), written (store) or both.
+    fn run(&self, req: Request<'_>, cache: Option<&mut KvCache>) -> Result<Response, RuntimeError>;
+
+    /// The raw logits `[rows.len(), vocab]` of a full forward of `tokens` from position 0.
+    fn logits(&self, tokens: &[u32], rows: &[usize]) -> Result<Vec<f32>, RuntimeError> {
+        Ok(self.run(Request::logits(tokens, 0, rows), None)?.logits)
+    }
 }
 
 /// The bytes a model is read from: a memory map of the file, or a buffer.
 pub type ModelBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
 
-/// A loaded model: the parsed header, the weights located in the bytes, and the RoPE tables.
+/// A loaded model: the parsed header, the weights located in the bytes, and its forward pass
+/// on a backend (the CPU unless [`Model::with_backend`] names another).
 /// Read-only after loading, so one `Model` can serve many threads.
 pub struct Model {
     bytes: ModelBytes,
     file: DlmFile,
     config: ModelConfig,
     weights: Weights,
-    rope: Rope,
+    net: Box<dyn Forward + Send + Sync>,
 }
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Model")
             .field("config", &self.config)
+            .field("device", &self.net.device())
             .finish()
     }
 }
 
 impl Model {
-    /// Map the `.dlm` file at `path` and load it.
+    /// Map the `.dlm` file at `path` and load it on the CPU.
     pub fn open(path: &Path) -> Result<Self, RuntimeError> {
         let mapped = dlm_formats::MappedFile::open(path)?;
         Self::from_bytes(Arc::new(mapped))
     }
 
-    /// Load a model from the bytes of a whole `.dlm` file.
+    /// Load a model on the CPU from the bytes of a whole `.dlm` file.
     pub fn from_bytes(bytes: ModelBytes) -> Result<Self, RuntimeError> {
+        Self::with_backend(bytes.clone(), CpuBackend::new(bytes))
+    }
+
+    /// Load a model from the bytes of a whole `.dlm` file onto `backend` (which uploads or
+    /// borrows every weight once, here).
+    pub fn with_backend<B: Backend>(bytes: ModelBytes, backend: B) -> Result<Self, RuntimeError> {
         let data = (*bytes).as_ref();
         let file = DlmFile::parse(data)?;
         let config = ModelConfig::from_file(&file)?;
         let weights = Weights::locate(&file, data, &config)?;
-        let rope = Rope::new(config.head_dim(), config.seq_len, config.rope_theta);
+        let net = Transformer::new(backend, config.clone(), &weights, data)?;
         Ok(Model {
             bytes,
             file,
             config,
             weights,
-            rope,
+            net: Box::new(net),
         })
     }
 
@@ -103,86 +122,26 @@ impl Model {
     pub fn weights(&self) -> &Weights {
         &self.weights
     }
-
-    fn check_request(
-        &self,
-        tokens: &[u32],
-        start: usize,
-        attend: &Attend<'_>,
-        store: &Option<&mut KvCache>,
-        want: &[usize],
-    ) -> Result<(), RuntimeError> {
-        let bad = |m: String| Err(RuntimeError::InvalidRequest(m));
-        let cfg = &self.config;
-        let end = match start.checked_add(tokens.len()) {
-            Some(end) if !tokens.is_empty() && end <= cfg.seq_len => end,
-            _ => {
-                return bad(format!(
-                    "span of {} tokens at {start} does not fit the model's {} positions",
-                    tokens.len(),
-                    cfg.seq_len
-                ));
-            }
-        };
-        if let Some(t) = tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
-            return bad(format!(
-                "token id {t} outside the vocabulary of {}",
-                cfg.vocab_size
-            ));
-        }
-        if let Some(r) = want.iter().find(|&&r| r >= tokens.len()) {
-            return bad(format!(
-                "logits row {r} outside the span of {}",
-                tokens.len()
-            ));
-        }
-        let fits =
-            |c: &KvCache| c.kv_dim == cfg.kv_dim() && c.k.len() == cfg.n_layers && c.len >= end;
-        match attend {
-            Attend::Prefix(c) | Attend::Dual(c) if !fits(c) => {
-                return bad("the cache does not match this model or span".into());
-            }
-            _ => {}
-        }
-        if let Some(c) = store
-            && !fits(c)
-        {
-            return bad("the cache to store into does not match this model or span".into());
-        }
-        Ok(())
-    }
 }
 
 impl Forward for Model {
     fn vocab_size(&self) -> usize {
-        self.config.vocab_size
+        self.net.vocab_size()
     }
 
-    fn new_cache(&self, len: usize) -> KvCache {
-        KvCache::new(self.config.n_layers, len, self.config.kv_dim())
+    fn n_layers(&self) -> usize {
+        self.net.n_layers()
     }
 
-    fn forward(
-        &self,
-        tokens: &[u32],
-        start: usize,
-        attend: Attend<'_>,
-        store: Option<&mut KvCache>,
-        want: &[usize],
-    ) -> Result<Vec<f32>, RuntimeError> {
-        self.check_request(tokens, start, &attend, &store, want)?;
-        Ok(profile::timed(profile::Part::Forward, || {
-            forward::forward(
-                &self.config,
-                &self.weights,
-                &self.rope,
-                self.bytes(),
-                tokens,
-                start,
-                attend,
-                store,
-                want,
-            )
-        }))
+    fn device(&self) -> String {
+        self.net.device()
+    }
+
+    fn new_cache(&self, len: usize, hidden: bool) -> Result<KvCache, RuntimeError> {
+        self.net.new_cache(len, hidden)
+    }
+
+    fn run(&self, req: Request<'_>, cache: Option<&mut KvCache>) -> Result<Response, RuntimeError> {
+        self.net.run(req, cache)
     }
 }

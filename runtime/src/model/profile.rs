@@ -1,76 +1,82 @@
-//! Optional wall-clock accounting of the forward pass by part (matmuls, attention, head,
-//! the rest), for `dlm bench`. Off by default; when off, a part costs one relaxed load.
+//! Per-call wall-clock accounting of a forward pass by part (matmuls, attention, head, the
+//! rest), for `dlm bench`. A request asks for it; nothing is global, so two sessions in one
+//! process never mix their figures. When not asked for, a part costs one branch.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
+
+/// Seconds spent in each part of one or more forward passes.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timings {
+    /// Projection and MLP matmuls.
+    pub matmul: f64,
+    /// RoPE, scores, softmax and the weighted sum of values.
+    pub attention: f64,
+    /// Final norm and head of the wanted rows (and their proposals).
+    pub head: f64,
+    /// The whole pass (the rest is this minus the parts above).
+    pub total: f64,
+}
+
+impl Timings {
+    /// Everything not in the named parts.
+    pub fn other(&self) -> f64 {
+        (self.total - self.matmul - self.attention - self.head).max(0.0)
+    }
+
+    /// Add another pass's figures.
+    pub fn add(&mut self, o: &Timings) {
+        self.matmul += o.matmul;
+        self.attention += o.attention;
+        self.head += o.head;
+        self.total += o.total;
+    }
+}
 
 /// The parts of a forward pass that are timed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Part {
-    /// The q/k/v/out projections and the MLP matmuls.
+pub(crate) enum Part {
     Matmul,
-    /// RoPE, scores, softmax and the weighted sum of values.
     Attention,
-    /// The final norm and the output head of the wanted rows.
     Head,
-    /// The whole forward pass (the rest is this minus the parts above).
-    Forward,
 }
 
-const N_PARTS: usize = 4;
-static ENABLED: AtomicBool = AtomicBool::new(false);
-static NANOS: [AtomicU64; N_PARTS] = [const { AtomicU64::new(0) }; N_PARTS];
-
-/// Seconds spent in each part since the last [`reset`].
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Breakdown {
-    /// Projection and MLP matmuls.
-    pub matmul: f64,
-    /// Attention.
-    pub attention: f64,
-    /// Final norm and head.
-    pub head: f64,
-    /// Everything else in the forward pass.
-    pub other: f64,
+/// A clock for one pass: on only when the request asked for timings.
+pub(crate) struct Clock {
+    on: bool,
+    start: Option<Instant>,
+    t: Timings,
 }
 
-impl Breakdown {
-    /// Sum of the parts.
-    pub fn total(&self) -> f64 {
-        self.matmul + self.attention + self.head + self.other
+impl Clock {
+    pub(crate) fn new(on: bool) -> Self {
+        Clock {
+            on,
+            start: on.then(Instant::now),
+            t: Timings::default(),
+        }
     }
-}
 
-/// Turn the accounting on or off (process-wide).
-pub fn enable(on: bool) {
-    ENABLED.store(on, Ordering::Relaxed);
-}
-
-/// Zero the counters.
-pub fn reset() {
-    for n in &NANOS {
-        n.store(0, Ordering::Relaxed);
+    /// Run `f`, adding its wall time to `part` when on.
+    pub(crate) fn time<T>(&mut self, part: Part, f: impl FnOnce() -> T) -> T {
+        if !self.on {
+            return f();
+        }
+        let t = Instant::now();
+        let r = f();
+        let s = t.elapsed().as_secs_f64();
+        match part {
+            Part::Matmul => self.t.matmul += s,
+            Part::Attention => self.t.attention += s,
+            Part::Head => self.t.head += s,
+        }
+        r
     }
-}
 
-/// The counters now.
-pub fn snapshot() -> Breakdown {
-    let s = |p: Part| NANOS[p as usize].load(Ordering::Relaxed) as f64 * 1e-9;
-    Breakdown {
-        matmul: s(Part::Matmul),
-        attention: s(Part::Attention),
-        head: s(Part::Head),
-        other: (s(Part::Forward) - s(Part::Matmul) - s(Part::Attention) - s(Part::Head)).max(0.0),
+    /// The figures, when on.
+    pub(crate) fn finish(self) -> Option<Timings> {
+        let start = self.start?;
+        let mut t = self.t;
+        t.total = start.elapsed().as_secs_f64();
+        Some(t)
     }
-}
-
-/// Run `f`, adding its wall time to `part` when accounting is on.
-pub(crate) fn timed<T>(part: Part, f: impl FnOnce() -> T) -> T {
-    if !ENABLED.load(Ordering::Relaxed) {
-        return f();
-    }
-    let t = Instant::now();
-    let r = f();
-    NANOS[part as usize].fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-    r
 }

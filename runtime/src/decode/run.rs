@@ -1,0 +1,352 @@
+//! The state every schedule's loop shares: the canvas, the counters, the random generator, the
+//! cache, and the one step that turns candidates into commits (forward on the span the cache
+//! mode calls for, proposals by the rule, selection, commit). The Dream shift rule lives here.
+
+use super::propose::{Proposal, propose_rows};
+use super::rng::Rng;
+use super::rule::{self, Rule, Select};
+use super::sample::cfg_combine;
+use super::{CacheMode, DecodeParams, DecodeTokens, GenerateOutput, StepEvent};
+use crate::RuntimeError;
+use crate::model::{Attend, Forward, KvCache, Output, Positions, Request, Timings};
+use std::ops::Range;
+
+/// How a step's forward pass runs.
+#[derive(Debug, Clone)]
+pub(super) enum Pass {
+    /// The whole canvas, attending only to itself; refreshes the cache when there is one.
+    Full,
+    /// Only the span the cache mode needs around `block`, attending to the cached rest.
+    Cached(Range<usize>),
+}
+
+/// One generation in progress.
+pub(super) struct Run<'a> {
+    pub model: &'a dyn Forward,
+    pub tokens: &'a DecodeTokens,
+    pub params: &'a DecodeParams,
+    on_step: &'a mut dyn FnMut(&StepEvent<'_>) -> bool,
+    pub rule: Rule,
+    /// `[prompt_len + gen_length]`.
+    pub canvas: Vec<u32>,
+    pub prompt_len: usize,
+    pub vocab: usize,
+    pub rng: Rng,
+    pub cache: Option<KvCache>,
+    nfe: usize,
+    steps: usize,
+    stopped_early: bool,
+    layer_forwards: usize,
+    query_rows: usize,
+    timings: Option<Timings>,
+}
+
+impl<'a> Run<'a> {
+    pub fn new(
+        model: &'a dyn Forward,
+        tokens: &'a DecodeTokens,
+        prompt: &[u32],
+        params: &'a DecodeParams,
+        on_step: &'a mut dyn FnMut(&StepEvent<'_>) -> bool,
+    ) -> Self {
+        let mut canvas = prompt.to_vec();
+        canvas.resize(prompt.len() + params.gen_length, tokens.mask_id);
+        Run {
+            model,
+            tokens,
+            params,
+            on_step,
+            rule: Rule::new(params),
+            canvas,
+            prompt_len: prompt.len(),
+            vocab: model.vocab_size(),
+            rng: Rng::new(params.seed),
+            cache: None,
+            nfe: 0,
+            steps: 0,
+            stopped_early: false,
+            layer_forwards: 0,
+            query_rows: 0,
+            timings: params.profile.then(Timings::default),
+        }
+    }
+
+    /// Make the cache the mode needs (none for [`CacheMode::None`]).
+    pub fn open_cache(&mut self) -> Result<(), RuntimeError> {
+        self.cache = match self.params.cache {
+            CacheMode::None => None,
+            CacheMode::Prefix | CacheMode::Dual => {
+                Some(self.model.new_cache(self.canvas.len(), false)?)
+            }
+        };
+        Ok(())
+    }
+
+    /// The pass of step `i` of a block: full without a cache and at the block's first step.
+    pub fn pass(&self, i: usize, block: &Range<usize>) -> Pass {
+        if self.cache.is_none() || i == 0 {
+            Pass::Full
+        } else {
+            Pass::Cached(block.clone())
+        }
+    }
+
+    pub fn is_mask(&self, pos: usize) -> bool {
+        self.canvas[pos] == self.tokens.mask_id
+    }
+
+    /// Masked positions in `range`, ascending.
+    pub fn masked_in(&self, range: Range<usize>) -> Vec<usize> {
+        range.filter(|&p| self.is_mask(p)).collect()
+    }
+
+    /// The logits row that predicts position `pos` (Dream: the row before it; row 0 for
+    /// position 0).
+    fn source_row(&self, pos: usize) -> usize {
+        if self.tokens.shift_logits {
+            pos.saturating_sub(1)
+        } else {
+            pos
+        }
+    }
+
+    /// The span `[start, end)` a pass runs.
+    fn span(&self, pass: &Pass) -> Range<usize> {
+        let len = self.canvas.len();
+        match pass {
+            Pass::Full => 0..len,
+            Pass::Cached(block) => {
+                // With shifted logits a masked first position needs the row before the block;
+                // otherwise the span is exactly what Fast-dLLM runs.
+                let start = if self.tokens.shift_logits && self.is_mask(block.start) {
+                    block.start.saturating_sub(1)
+                } else {
+                    block.start
+                };
+                match self.params.cache {
+                    CacheMode::Dual => start..block.end,
+                    _ => start..len,
+                }
+            }
+        }
+    }
+
+    /// One proposal per position in `positions` from one forward pass (two with CFG).
+    fn propose(&mut self, pass: &Pass, positions: &[usize]) -> Result<Vec<Proposal>, RuntimeError> {
+        let span = self.span(pass);
+        // Span-relative rows, ascending and distinct (with the shift, positions 0 and 1 share
+        // row 0).
+        let mut rows: Vec<usize> = positions
+            .iter()
+            .map(|&p| self.source_row(p) - span.start)
+            .collect();
+        rows.sort_unstable();
+        rows.dedup();
+        let tokens = self.canvas[span.clone()].to_vec();
+        let full = matches!(pass, Pass::Full);
+        let attend = if full { Attend::Span } else { Attend::Cache };
+        let store = full && self.cache.is_some();
+        let spec = self.rule.spec;
+        let profile = self.params.profile;
+        let cfg = full && self.params.cfg_scale > 0.0;
+        let request = |output| Request {
+            tokens: &tokens,
+            positions: Positions::Run(span.start),
+            attend,
+            store,
+            rows: &rows,
+            from_layer: 0,
+            probe: None,
+            output,
+            profile,
+        };
+        let proposals = if cfg {
+            let cond = self
+                .model
+                .run(request(Output::Logits), self.cache.as_mut())?;
+            self.count(&cond.timings, tokens.len());
+            // The prompt's own tokens (not masks in it) are masked in the unconditional pass.
+            let mask = self.tokens.mask_id;
+            let uncond_tokens: Vec<u32> = tokens
+                .iter()
+                .enumerate()
+                .map(|(i, &t)| {
+                    if i < self.prompt_len && t != mask {
+                        mask
+                    } else {
+                        t
+                    }
+                })
+                .collect();
+            let mut req = Request::logits(&uncond_tokens, 0, &rows);
+            req.profile = profile;
+            let uncond = self.model.run(req, None)?;
+            self.count(&uncond.timings, tokens.len());
+            let mut logits = cond.logits;
+            check_len(logits.len(), rows.len() * self.vocab, "logits")?;
+            check_len(uncond.logits.len(), rows.len() * self.vocab, "logits")?;
+            for (c, u) in logits
+                .chunks_exact_mut(self.vocab)
+                .zip(uncond.logits.chunks_exact(self.vocab))
+            {
+                cfg_combine(c, u, self.params.cfg_scale);
+            }
+            propose_rows(&logits, self.vocab, &spec, &mut self.rng)
+        } else {
+            let out = Output::Propose {
+                spec,
+                rng: &mut self.rng,
+            };
+            let resp = self.model.run(request(out), self.cache.as_mut())?;
+            self.count(&resp.timings, tokens.len());
+            resp.proposals
+        };
+        check_len(proposals.len(), rows.len(), "proposals")?;
+        Ok(positions
+            .iter()
+            .map(|&p| {
+                let r = self.source_row(p) - span.start;
+                proposals[rows.binary_search(&r).unwrap_or(0)]
+            })
+            .collect())
+    }
+
+    fn count(&mut self, t: &Option<Timings>, span_len: usize) {
+        self.nfe += 1;
+        self.layer_forwards += self.model.n_layers();
+        self.query_rows += span_len;
+        if let (Some(acc), Some(t)) = (self.timings.as_mut(), t) {
+            acc.add(t);
+        }
+    }
+
+    /// One step: propose for the candidate positions `cands` (for `origin`, for those its
+    /// draw with probability `reveal` picks), choose by the rule with the schedule's count
+    /// `k`, and commit. With `skip_idle`, a step that can commit nothing makes no forward
+    /// pass (Dream's loop); the block schedule always makes one, as the original counts it.
+    /// Returns the committed positions.
+    pub fn step(
+        &mut self,
+        pass: &Pass,
+        cands: &[usize],
+        k: usize,
+        reveal: Option<f64>,
+        skip_idle: bool,
+    ) -> Result<Vec<usize>, RuntimeError> {
+        let positions: Vec<usize> = match (self.rule.select, reveal) {
+            (Select::Revealed, Some(r)) => cands
+                .iter()
+                .copied()
+                .filter(|_| self.rng.uniform() < r)
+                .collect(),
+            _ => cands.to_vec(),
+        };
+        let idle = positions.is_empty() || (self.rule.uses_count() && k == 0);
+        if skip_idle && idle {
+            return Ok(Vec::new());
+        }
+        let proposals = self.propose(pass, &positions)?;
+        let cands = rule::candidates(&positions, &proposals);
+        let chosen = self.rule.choose(&cands, k, &mut self.rng);
+        let mut committed = Vec::with_capacity(chosen.len());
+        for &c in &chosen {
+            self.canvas[cands[c].pos] = cands[c].token;
+            committed.push(cands[c].pos);
+        }
+        Ok(committed)
+    }
+
+    /// Commit the proposals of `positions` as they are (Fast-dLLM Dream's block opening).
+    pub fn commit_all(
+        &mut self,
+        pass: &Pass,
+        positions: &[usize],
+    ) -> Result<Vec<usize>, RuntimeError> {
+        if positions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let proposals = self.propose(pass, positions)?;
+        for (&p, pr) in positions.iter().zip(&proposals) {
+            self.canvas[p] = pr.token;
+        }
+        Ok(positions.to_vec())
+    }
+
+    /// Report the step just run; `Err(Cancelled)` when the callback says stop. Returns whether
+    /// the run may stop early.
+    pub fn end_step(&mut self, committed: &[usize]) -> Result<bool, RuntimeError> {
+        let masks_left = self.canvas[self.prompt_len..]
+            .iter()
+            .filter(|&&t| t == self.tokens.mask_id)
+            .count();
+        let event = StepEvent {
+            step: self.steps,
+            planned_steps: self.params.steps,
+            nfe: self.nfe,
+            masks_left,
+            committed,
+            canvas: &self.canvas,
+            prompt_len: self.prompt_len,
+        };
+        self.steps += 1;
+        if !(self.on_step)(&event) {
+            return Err(RuntimeError::Cancelled);
+        }
+        if self.params.stop_early
+            && masks_left > 0
+            && let Some(stop_at) = self.final_answer_end()
+        {
+            let pad = self.tokens.pad_id.unwrap_or(self.canvas[stop_at]);
+            let mask = self.tokens.mask_id;
+            for t in &mut self.canvas[stop_at + 1..] {
+                if *t == mask {
+                    *t = pad;
+                }
+            }
+            self.stopped_early = true;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// The position of the first stop token of the generated region when no mask precedes
+    /// it: the answer can no longer change.
+    fn final_answer_end(&self) -> Option<usize> {
+        for p in self.prompt_len..self.canvas.len() {
+            let t = self.canvas[p];
+            if t == self.tokens.mask_id {
+                return None;
+            }
+            if self.tokens.stop_ids.contains(&t) {
+                return Some(p);
+            }
+        }
+        None
+    }
+
+    pub fn finish(self) -> GenerateOutput {
+        let end = (self.prompt_len..self.canvas.len())
+            .find(|&p| self.tokens.stop_ids.contains(&self.canvas[p]))
+            .unwrap_or(self.canvas.len());
+        GenerateOutput {
+            answer: self.prompt_len..end,
+            canvas: self.canvas,
+            prompt_len: self.prompt_len,
+            nfe: self.nfe,
+            steps: self.steps,
+            stopped_early: self.stopped_early,
+            layer_forwards: self.layer_forwards,
+            query_rows: self.query_rows,
+            timings: self.timings,
+        }
+    }
+}
+
+fn check_len(got: usize, want: usize, what: &str) -> Result<(), RuntimeError> {
+    if got != want {
+        return Err(RuntimeError::Unsupported(format!(
+            "forward returned {got} {what}, {want} expected"
+        )));
+    }
+    Ok(())
+}
