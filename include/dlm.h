@@ -40,8 +40,8 @@ enum dlm_status {
     DLM_ERR_BUSY = 12             /* the session is in use by another call */
 };
 
-/* Position choice rules (dlm_params.algorithm). The first two run LLaDA's block schedule,
- * the others Dream's timestep schedule. */
+/* Position choice rules (dlm_params.algorithm). By default the first two run LLaDA's block
+ * schedule, the others Dream's timestep schedule (dlm_params.schedule overrides). */
 enum dlm_algorithm {
     DLM_ALG_LOW_CONFIDENCE = 0,
     DLM_ALG_RANDOM = 1,
@@ -51,12 +51,24 @@ enum dlm_algorithm {
     DLM_ALG_ENTROPY = 5
 };
 
-/* KV cache between steps (dlm_params.cache; block schedule only). */
+/* KV cache between steps (dlm_params.cache). */
 enum dlm_cache {
     DLM_CACHE_NONE = 0,
     DLM_CACHE_PREFIX = 1,
     DLM_CACHE_DUAL = 2
 };
+
+/* Step schedules (dlm_params.schedule). DEFAULT takes the algorithm's own; TIMESTEPS runs in
+ * Fast-dLLM's blocks when a block length or a cache is given. */
+enum dlm_schedule {
+    DLM_SCHEDULE_DEFAULT = 0,
+    DLM_SCHEDULE_BLOCKS = 1,
+    DLM_SCHEDULE_TIMESTEPS = 2
+};
+
+/* The layout version of dlm_params in this header. Fields are only ever appended; the library
+ * reads struct_size bytes and keeps its defaults for fields an older caller lacks. */
+enum { DLM_PARAMS_VERSION = 2 };
 
 /* The most token ids one call accepts. */
 #define DLM_MAX_IDS ((size_t)1 << 24)
@@ -66,8 +78,11 @@ typedef struct dlm_model dlm_model;
 /* One generation state bound to a model; one thread at a time. */
 typedef struct dlm_session dlm_session;
 
-/* Every knob of `dlm run`. Fill with dlm_params_default(), then change fields. */
+/* Every knob of `dlm run`. Fill with dlm_params_default(model, &p, sizeof p), then change
+ * fields. */
 typedef struct dlm_params {
+    uint32_t struct_size;  /* sizeof(dlm_params) the caller compiled; set by dlm_params_default */
+    uint32_t version;      /* DLM_PARAMS_VERSION; set by dlm_params_default */
     int algorithm;         /* enum dlm_algorithm */
     int cache;             /* enum dlm_cache */
     uint32_t steps;        /* denoising steps (an upper bound under threshold/factor) */
@@ -84,6 +99,7 @@ typedef struct dlm_params {
     uint64_t seed;         /* seed of every random choice */
     int stop_early;        /* nonzero: stop once the answer is final (same answer) */
     int chat;              /* nonzero: wrap a text prompt in the model's chat template */
+    int schedule;          /* enum dlm_schedule (version 2) */
 } dlm_params;
 
 /* Called after every step: the whole canvas (len ids: prompt_len prompt ids, then the
@@ -118,8 +134,9 @@ int dlm_tokenize(const dlm_model *model, const char *text, uint32_t *ids, size_t
 int dlm_detokenize(const dlm_model *model, const uint32_t *ids, size_t n, char *buf,
                    size_t cap, size_t *len_out);
 
-/* The model's decoding defaults; chat is set when the model has a chat template. */
-int dlm_params_default(const dlm_model *model, dlm_params *out);
+/* The model's decoding defaults into out, a dlm_params of size bytes (pass sizeof *out);
+ * chat is set when the model has a chat template, struct_size and version are set. */
+int dlm_params_default(const dlm_model *model, dlm_params *out, size_t size);
 
 /* A new session on model; *out is the session, or NULL on failure. It keeps the model's data
  * alive, so the model may be freed first. */

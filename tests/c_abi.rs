@@ -71,8 +71,9 @@ fn new_session(m: *const dlm_model) -> *mut dlm_session {
 
 fn defaults(m: *const dlm_model) -> dlm_params {
     let mut p = std::mem::MaybeUninit::<dlm_params>::uninit();
-    // SAFETY: live model; the out pointer is writable.
-    assert_eq!(unsafe { dlm_params_default(m, p.as_mut_ptr()) }, DLM_OK);
+    // SAFETY: live model; the out pointer is writable for the struct's size.
+    let st = unsafe { dlm_params_default(m, p.as_mut_ptr(), size_of::<dlm_params>()) };
+    assert_eq!(st, DLM_OK);
     // SAFETY: filled on DLM_OK.
     unsafe { p.assume_init() }
 }
@@ -209,6 +210,8 @@ fn header_params_fields(h: &str) -> Vec<String> {
 fn rust_params_layout() -> (Vec<(&'static str, usize)>, usize) {
     use std::mem::offset_of;
     let fields = vec![
+        ("struct_size", offset_of!(dlm_params, struct_size)),
+        ("version", offset_of!(dlm_params, version)),
         ("algorithm", offset_of!(dlm_params, algorithm)),
         ("cache", offset_of!(dlm_params, cache)),
         ("steps", offset_of!(dlm_params, steps)),
@@ -225,6 +228,7 @@ fn rust_params_layout() -> (Vec<(&'static str, usize)>, usize) {
         ("seed", offset_of!(dlm_params, seed)),
         ("stop_early", offset_of!(dlm_params, stop_early)),
         ("chat", offset_of!(dlm_params, chat)),
+        ("schedule", offset_of!(dlm_params, schedule)),
     ];
     (fields, size_of::<dlm_params>())
 }
@@ -643,9 +647,24 @@ fn params_default_matches_the_engine() {
     assert_eq!(p.cache, DLM_CACHE_NONE);
     // SAFETY: NULL arguments are rejected before any use.
     unsafe {
-        assert_eq!(dlm_params_default(m, null_mut()), DLM_ERR_NULL);
+        let size = size_of::<dlm_params>();
+        assert_eq!(dlm_params_default(m, null_mut(), size), DLM_ERR_NULL);
         let mut q = p;
-        assert_eq!(dlm_params_default(null(), &mut q), DLM_ERR_NULL);
+        assert_eq!(dlm_params_default(null(), &mut q, size), DLM_ERR_NULL);
+        // A size below version 2's layout is refused; a larger one (a newer caller) is
+        // filled up to what this library knows.
+        assert_eq!(dlm_params_default(m, &mut q, 8), DLM_ERR_INVALID_ARG);
+        assert_eq!(q.struct_size as usize, size);
+        let mut big = [0u64; 32];
+        let bp = big.as_mut_ptr().cast::<dlm_params>();
+        assert_eq!(dlm_params_default(m, bp, size_of_val(&big)), DLM_OK);
+        assert_eq!((*bp).struct_size as usize, size);
+        assert_eq!((*bp).version as c_int, DLM_PARAMS_VERSION);
+        assert_eq!(
+            big[size / 8..],
+            [0u64; 32][size / 8..],
+            "nothing written past the struct"
+        );
         dlm_model_free(m);
     }
 }

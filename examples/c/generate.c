@@ -34,7 +34,7 @@ int main(int argc, char **argv) {
     if (st != DLM_OK) return fail("dlm_model_open", st);
 
     dlm_params params;
-    dlm_params_default(model, &params);
+    dlm_params_default(model, &params, sizeof params);
     if (argc > 3) {
         params.gen_length = (uint32_t)strtoul(argv[3], NULL, 10);
         params.steps = params.gen_length;

@@ -158,23 +158,24 @@ pub unsafe extern "C" fn dlm_detokenize(
     })
 }
 
-/// Fill `*out` with the model's decoding defaults (from the file's `diffusion.*` keys), and
-/// `chat` set when the model has a chat template.
+/// Fill the caller's `dlm_params` of `size` bytes (`sizeof(dlm_params)` as the caller
+/// compiled it) with the model's decoding defaults (from the file's `diffusion.*` keys),
+/// `chat` set when the model has a chat template, and `struct_size`/`version` set.
 ///
 /// # Safety
-/// `model` is NULL or a live model; `out` is NULL or writable.
+/// `model` is NULL or a live model; `out` is NULL or writable for `size` bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dlm_params_default(
     model: *const dlm_model,
     out: *mut dlm_params,
+    size: usize,
 ) -> c_int {
     guard(|| {
         // SAFETY: the caller's contract.
         let m = unsafe { model_ref(model, "model") }?;
         let out = out_ptr(out, "out")?;
         let p = dlm_params::from_decode(m.engine.defaults(), m.engine.chat().is_some())?;
-        // SAFETY: checked non-null and aligned.
-        unsafe { out.write(p) };
-        Ok(())
+        // SAFETY: checked non-null and aligned; writable for `size` bytes by contract.
+        unsafe { p.write_sized(out, size) }
     })
 }

@@ -1,8 +1,12 @@
 //! `dlm_params`: every decoding knob of `dlm run` as a plain C struct, and its conversion to
 //! the runtime's `DecodeParams`.
+//!
+//! The struct can grow: it starts with `struct_size` (what the caller compiled against) and
+//! `version`, fields are only ever appended, and the library reads and writes just the
+//! caller's `struct_size` bytes, taking the model's defaults for fields the caller lacks.
 
 use super::status::Failure;
-use dlm_runtime::decode::{Algorithm, CacheMode, DecodeParams};
+use dlm_runtime::decode::{Algorithm, CacheMode, DecodeParams, Schedule};
 use std::ffi::c_int;
 
 /// LLaDA `low_confidence` (block schedule).
@@ -23,6 +27,14 @@ pub const DLM_CACHE_NONE: c_int = 0;
 pub const DLM_CACHE_PREFIX: c_int = 1;
 /// Fast-dLLM dual cache.
 pub const DLM_CACHE_DUAL: c_int = 2;
+/// The schedule the algorithm's original sampler uses.
+pub const DLM_SCHEDULE_DEFAULT: c_int = 0;
+/// LLaDA's semi-autoregressive blocks.
+pub const DLM_SCHEDULE_BLOCKS: c_int = 1;
+/// Dream's timesteps (in Fast-dLLM's blocks when a block length or a cache is given).
+pub const DLM_SCHEDULE_TIMESTEPS: c_int = 2;
+/// The layout version of this header's `dlm_params`.
+pub const DLM_PARAMS_VERSION: c_int = 2;
 /// The most token ids one call accepts (prompt ids, ids to detokenize).
 pub const DLM_MAX_IDS: usize = 1 << 24;
 
@@ -37,6 +49,10 @@ pub const ENUM_CONSTANTS: &[(&str, c_int)] = &[
     ("DLM_CACHE_NONE", DLM_CACHE_NONE),
     ("DLM_CACHE_PREFIX", DLM_CACHE_PREFIX),
     ("DLM_CACHE_DUAL", DLM_CACHE_DUAL),
+    ("DLM_SCHEDULE_DEFAULT", DLM_SCHEDULE_DEFAULT),
+    ("DLM_SCHEDULE_BLOCKS", DLM_SCHEDULE_BLOCKS),
+    ("DLM_SCHEDULE_TIMESTEPS", DLM_SCHEDULE_TIMESTEPS),
+    ("DLM_PARAMS_VERSION", DLM_PARAMS_VERSION),
 ];
 
 /// Every knob of `dlm run`. Fill it with `dlm_params_default`, then change fields.
@@ -45,9 +61,13 @@ pub const ENUM_CONSTANTS: &[(&str, c_int)] = &[
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct dlm_params {
-    /// `DLM_ALG_*`; also picks the schedule.
+    /// `sizeof(dlm_params)` as the caller compiled it; `dlm_params_default` sets it.
+    pub struct_size: u32,
+    /// `DLM_PARAMS_VERSION` of the layout; `dlm_params_default` sets it.
+    pub version: u32,
+    /// `DLM_ALG_*`: the position rule (and the default schedule).
     pub algorithm: c_int,
-    /// `DLM_CACHE_*` (block schedule only).
+    /// `DLM_CACHE_*`.
     pub cache: c_int,
     /// Total denoising steps (an upper bound under threshold or factor).
     pub steps: u32,
@@ -77,7 +97,12 @@ pub struct dlm_params {
     pub stop_early: c_int,
     /// Nonzero: wrap a text prompt in the model's chat template (as the user's turn).
     pub chat: c_int,
+    /// `DLM_SCHEDULE_*`; `DLM_SCHEDULE_DEFAULT` takes the algorithm's own. (Version 2.)
+    pub schedule: c_int,
 }
+
+/// The bytes of version 2, the first layout with `struct_size`: the least a caller may give.
+pub const MIN_PARAMS_SIZE: usize = std::mem::offset_of!(dlm_params, schedule) + 4;
 
 /// The C id of an algorithm.
 pub(crate) fn algorithm_id(a: Algorithm) -> c_int {
@@ -109,6 +134,20 @@ fn cache_of(id: c_int) -> Option<CacheMode> {
         .find(|&c| cache_id(c) == id)
 }
 
+fn schedule_id(s: Option<Schedule>) -> c_int {
+    match s {
+        None => DLM_SCHEDULE_DEFAULT,
+        Some(Schedule::Blocks) => DLM_SCHEDULE_BLOCKS,
+        Some(Schedule::Timesteps) => DLM_SCHEDULE_TIMESTEPS,
+    }
+}
+
+fn schedule_of(id: c_int) -> Option<Option<Schedule>> {
+    [None, Some(Schedule::Blocks), Some(Schedule::Timesteps)]
+        .into_iter()
+        .find(|&s| schedule_id(s) == id)
+}
+
 fn count(v: usize, what: &str) -> Result<u32, Failure> {
     u32::try_from(v).map_err(|_| Failure::invalid(format!("{what} {v} does not fit in 32 bits")))
 }
@@ -117,6 +156,8 @@ impl dlm_params {
     /// The C form of `p`, with `chat` as given.
     pub(crate) fn from_decode(p: &DecodeParams, chat: bool) -> Result<Self, Failure> {
         Ok(dlm_params {
+            struct_size: std::mem::size_of::<dlm_params>() as u32,
+            version: DLM_PARAMS_VERSION as u32,
             algorithm: algorithm_id(p.algorithm),
             cache: cache_id(p.cache),
             steps: count(p.steps, "steps")?,
@@ -133,7 +174,50 @@ impl dlm_params {
             seed: p.seed,
             stop_early: c_int::from(p.stop_early),
             chat: c_int::from(chat),
+            schedule: schedule_id(p.schedule),
         })
+    }
+
+    /// Read a caller's struct of `struct_size` bytes over `defaults`: fields beyond the
+    /// caller's size keep their defaults.
+    ///
+    /// # Safety
+    /// `src` is non-null, aligned, and readable for its own `struct_size` bytes.
+    pub(crate) unsafe fn read_sized(
+        src: *const dlm_params,
+        defaults: Self,
+    ) -> Result<Self, Failure> {
+        // SAFETY: the first field is readable in every layout that has it.
+        let size = unsafe { std::ptr::addr_of!((*src).struct_size).read() } as usize;
+        check_size(size)?;
+        let mut out = defaults;
+        let n = size.min(std::mem::size_of::<dlm_params>());
+        // SAFETY: the caller's struct holds `size` ≥ n readable bytes; `out` holds n writable
+        // ones; plain-old-data of one layout, so any prefix copy is a valid value.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.cast::<u8>(), (&raw mut out).cast::<u8>(), n);
+        }
+        out.struct_size = n as u32;
+        Ok(out)
+    }
+
+    /// Write the first `size` bytes of `self` to a caller's struct of `size` bytes.
+    ///
+    /// # Safety
+    /// `dst` is non-null, aligned, and writable for `size` bytes.
+    pub(crate) unsafe fn write_sized(
+        mut self,
+        dst: *mut dlm_params,
+        size: usize,
+    ) -> Result<(), Failure> {
+        check_size(size)?;
+        let n = size.min(std::mem::size_of::<dlm_params>());
+        self.struct_size = n as u32;
+        // SAFETY: `dst` holds `size` ≥ n writable bytes; `self` n readable ones.
+        unsafe {
+            std::ptr::copy_nonoverlapping((&raw const self).cast::<u8>(), dst.cast::<u8>(), n);
+        }
+        Ok(())
     }
 
     /// The runtime's form. Unknown enum values are an error here; ranges and combinations are
@@ -143,6 +227,8 @@ impl dlm_params {
             .ok_or_else(|| Failure::invalid(format!("unknown algorithm {}", self.algorithm)))?;
         let cache = cache_of(self.cache)
             .ok_or_else(|| Failure::invalid(format!("unknown cache mode {}", self.cache)))?;
+        let schedule = schedule_of(self.schedule)
+            .ok_or_else(|| Failure::invalid(format!("unknown schedule {}", self.schedule)))?;
         let off_if_zero = |v: f64| (v != 0.0).then_some(v);
         Ok(DecodeParams {
             algorithm,
@@ -160,10 +246,24 @@ impl dlm_params {
             eps: self.eps,
             seed: self.seed,
             stop_early: self.stop_early != 0,
-            schedule: None,
+            schedule,
             profile: false,
         })
     }
+}
+
+fn check_size(size: usize) -> Result<(), Failure> {
+    if size < MIN_PARAMS_SIZE {
+        return Err(Failure::invalid(format!(
+            "dlm_params.struct_size is {size}, less than the {MIN_PARAMS_SIZE} bytes of version 2: fill the struct with dlm_params_default(model, &p, sizeof p)"
+        )));
+    }
+    if size > 1 << 16 {
+        return Err(Failure::invalid(format!(
+            "dlm_params.struct_size is {size}: not a dlm_params"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -188,7 +288,7 @@ mod tests {
             eps: 0.01,
             seed: 99,
             stop_early: false,
-            schedule: None,
+            schedule: Some(Schedule::Timesteps),
             profile: false,
         };
         let c = dlm_params::from_decode(&p, true).unwrap();
@@ -216,5 +316,34 @@ mod tests {
         c.algorithm = 0;
         c.cache = -1;
         assert!(c.to_decode().is_err());
+        c.cache = 0;
+        c.schedule = 3;
+        assert!(c.to_decode().is_err());
+    }
+
+    #[test]
+    fn sized_reads_keep_defaults_beyond_the_callers_struct() {
+        let mut defaults = dlm_params::from_decode(&DecodeParams::default(), false).unwrap();
+        defaults.schedule = DLM_SCHEDULE_TIMESTEPS;
+        let mut caller = defaults;
+        caller.steps = 7;
+        caller.schedule = DLM_SCHEDULE_BLOCKS;
+        // A caller compiled against a layout that ends before `schedule`... is older than
+        // version 2 and refused; one that has it is read whole.
+        caller.struct_size = (MIN_PARAMS_SIZE - 4) as u32;
+        // SAFETY: a live, aligned struct of full size.
+        assert!(unsafe { dlm_params::read_sized(&caller, defaults) }.is_err());
+        caller.struct_size = std::mem::size_of::<dlm_params>() as u32;
+        // SAFETY: as above.
+        let r = unsafe { dlm_params::read_sized(&caller, defaults) }.unwrap();
+        assert_eq!((r.steps, r.schedule), (7, DLM_SCHEDULE_BLOCKS));
+        caller.struct_size = 0;
+        // SAFETY: as above.
+        assert!(unsafe { dlm_params::read_sized(&caller, defaults) }.is_err());
+        let mut out = defaults;
+        out.steps = 0;
+        // SAFETY: writable struct of full size.
+        unsafe { defaults.write_sized(&mut out, std::mem::size_of::<dlm_params>()) }.unwrap();
+        assert_eq!(out, defaults);
     }
 }

@@ -82,14 +82,15 @@ fn generate(
     state.out = None;
     state.text = CString::default();
     let engine = &*s.engine;
+    let defaults = dlm_params::from_decode(engine.defaults(), engine.chat().is_some())?;
     let c_params = if params.is_null() {
-        dlm_params::from_decode(engine.defaults(), engine.chat().is_some())?
+        defaults
     } else {
         if !params.is_aligned() {
             return Err(Failure::invalid("params is misaligned"));
         }
-        // SAFETY: non-null and aligned; the caller gives a readable dlm_params.
-        unsafe { params.read() }
+        // SAFETY: non-null and aligned; the caller gives a dlm_params of its struct_size.
+        unsafe { dlm_params::read_sized(params, defaults) }?
     };
     let decode = c_params.to_decode()?;
     let ids_owned;
