@@ -9,16 +9,7 @@ fn main() -> ExitCode {
     match cli::main() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // Print the whole chain: "error: outer: cause: cause".
-            let mut msg = format!("error: {e}");
-            let mut src = e.source();
-            while let Some(s) = src {
-                let text = s.to_string();
-                if !msg.contains(&text) {
-                    msg.push_str(&format!(": {text}"));
-                }
-                src = s.source();
-            }
+            let msg = format!("error: {}", dlm::error_chain(e.as_ref()));
             eprintln!("{msg}");
             ExitCode::FAILURE
         }

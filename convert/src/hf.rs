@@ -10,6 +10,7 @@
 use crate::error::{ConvertError, Result};
 use crate::quant::TensorRole;
 pub use dlm_formats::Family;
+use dlm_formats::tensors;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -384,7 +385,7 @@ use TensorRole as R;
 
 /// Tensors before the blocks.
 const HEAD_ROWS: &[TensorRow] = &[row(
-    "tok_embd",
+    tensors::TOK_EMBD,
     "model.transformer.wte.weight",
     "model.embed_tokens.weight",
     R::Embedding,
@@ -395,7 +396,7 @@ const HEAD_ROWS: &[TensorRow] = &[row(
 /// Tensors of block `{i}`, in file order.
 const BLOCK_ROWS: &[TensorRow] = &[
     row(
-        "blk.{i}.attn_norm",
+        tensors::ATTN_NORM,
         "model.transformer.blocks.{i}.attn_norm.weight",
         "model.layers.{i}.input_layernorm.weight",
         R::Norm,
@@ -403,7 +404,7 @@ const BLOCK_ROWS: &[TensorRow] = &[
         When::Always,
     ),
     row(
-        "blk.{i}.wq",
+        tensors::WQ,
         "model.transformer.blocks.{i}.q_proj.weight",
         "model.layers.{i}.self_attn.q_proj.weight",
         R::AttnQk,
@@ -411,7 +412,7 @@ const BLOCK_ROWS: &[TensorRow] = &[
         When::Always,
     ),
     row(
-        "blk.{i}.wk",
+        tensors::WK,
         "model.transformer.blocks.{i}.k_proj.weight",
         "model.layers.{i}.self_attn.k_proj.weight",
         R::AttnQk,
@@ -419,7 +420,7 @@ const BLOCK_ROWS: &[TensorRow] = &[
         When::Always,
     ),
     row(
-        "blk.{i}.wv",
+        tensors::WV,
         "model.transformer.blocks.{i}.v_proj.weight",
         "model.layers.{i}.self_attn.v_proj.weight",
         R::AttnV,
@@ -427,7 +428,7 @@ const BLOCK_ROWS: &[TensorRow] = &[
         When::Always,
     ),
     row(
-        "blk.{i}.bq",
+        tensors::BQ,
         "model.transformer.blocks.{i}.q_proj.bias",
         "model.layers.{i}.self_attn.q_proj.bias",
         R::Bias,
@@ -435,7 +436,7 @@ const BLOCK_ROWS: &[TensorRow] = &[
         When::QkvBias,
     ),
     row(
-        "blk.{i}.bk",
+        tensors::BK,
         "model.transformer.blocks.{i}.k_proj.bias",
         "model.layers.{i}.self_attn.k_proj.bias",
         R::Bias,
@@ -443,7 +444,7 @@ const BLOCK_ROWS: &[TensorRow] = &[
         When::QkvBias,
     ),
     row(
-        "blk.{i}.bv",
+        tensors::BV,
         "model.transformer.blocks.{i}.v_proj.bias",
         "model.layers.{i}.self_attn.v_proj.bias",
         R::Bias,
@@ -451,7 +452,7 @@ const BLOCK_ROWS: &[TensorRow] = &[
         When::QkvBias,
     ),
     row(
-        "blk.{i}.wo",
+        tensors::WO,
         "model.transformer.blocks.{i}.attn_out.weight",
         "model.layers.{i}.self_attn.o_proj.weight",
         R::AttnOut,
@@ -459,7 +460,7 @@ const BLOCK_ROWS: &[TensorRow] = &[
         When::Always,
     ),
     row(
-        "blk.{i}.ffn_norm",
+        tensors::FFN_NORM,
         "model.transformer.blocks.{i}.ff_norm.weight",
         "model.layers.{i}.post_attention_layernorm.weight",
         R::Norm,
@@ -467,7 +468,7 @@ const BLOCK_ROWS: &[TensorRow] = &[
         When::Always,
     ),
     row(
-        "blk.{i}.w_gate",
+        tensors::W_GATE,
         "model.transformer.blocks.{i}.ff_proj.weight",
         "model.layers.{i}.mlp.gate_proj.weight",
         R::FfnGateUp,
@@ -475,7 +476,7 @@ const BLOCK_ROWS: &[TensorRow] = &[
         When::Always,
     ),
     row(
-        "blk.{i}.w_up",
+        tensors::W_UP,
         "model.transformer.blocks.{i}.up_proj.weight",
         "model.layers.{i}.mlp.up_proj.weight",
         R::FfnGateUp,
@@ -483,7 +484,7 @@ const BLOCK_ROWS: &[TensorRow] = &[
         When::Always,
     ),
     row(
-        "blk.{i}.w_down",
+        tensors::W_DOWN,
         "model.transformer.blocks.{i}.ff_out.weight",
         "model.layers.{i}.mlp.down_proj.weight",
         R::FfnDown,
@@ -495,7 +496,7 @@ const BLOCK_ROWS: &[TensorRow] = &[
 /// Tensors after the blocks.
 const TAIL_ROWS: &[TensorRow] = &[
     row(
-        "out_norm",
+        tensors::OUT_NORM,
         "model.transformer.ln_f.weight",
         "model.norm.weight",
         R::Norm,
@@ -503,7 +504,7 @@ const TAIL_ROWS: &[TensorRow] = &[
         When::Always,
     ),
     row(
-        "head",
+        tensors::HEAD,
         "model.transformer.ff_out.weight",
         "lm_head.weight",
         R::Head,

@@ -2,6 +2,7 @@
 //! weights, tokenizer, chat template and decoding defaults. `SPEC.md` beside this crate is the
 //! byte-level specification.
 
+pub mod chat;
 pub mod checksum;
 mod error;
 mod family;
@@ -12,6 +13,7 @@ mod mmap;
 pub mod quant;
 mod quant_type;
 mod reader;
+pub mod tensors;
 mod writer;
 
 pub use checksum::dlmh64;

@@ -1,7 +1,7 @@
 //! The decoding flags shared by `run`, `chat`, `eval` and `bench`, laid over the defaults that
 //! the model file carries in its `diffusion.*` keys.
 
-use dlm_runtime::decode::{Algorithm, CacheMode, DecodeParams};
+use dlm_runtime::decode::{Algorithm, CacheMode, DecodeParams, Schedule};
 use std::error::Error;
 
 /// How to denoise. Every flag left out takes the model file's default.
@@ -13,13 +13,18 @@ pub struct DecodeArgs {
     /// Tokens to generate (the canvas of masks after the prompt).
     #[arg(long)]
     pub gen_length: Option<usize>,
-    /// Semi-autoregressive block length; must divide --gen-length (LLaDA algorithms).
+    /// Semi-autoregressive block length; must divide --gen-length. With the timesteps
+    /// schedule it runs Dream in Fast-dLLM's blocks.
     #[arg(long)]
     pub block_length: Option<usize>,
-    /// Which masked positions to commit: low_confidence, random (LLaDA blocks), maskgit_plus,
-    /// topk_margin, entropy, origin (Dream timesteps).
+    /// Which masked positions to commit: low_confidence, random (LLaDA; blocks schedule by
+    /// default), maskgit_plus, topk_margin, entropy, origin (Dream; timesteps by default).
     #[arg(long)]
     pub algorithm: Option<String>,
+    /// Step schedule: blocks (LLaDA's even split per block) or timesteps (Dream's; in blocks
+    /// with --block-length or a cache). Default: the algorithm's own.
+    #[arg(long)]
+    pub schedule: Option<String>,
     /// Fast-dLLM parallel decoding: commit every masked position of the block whose confidence
     /// is at least this, in (0, 1] (always at least the best one).
     #[arg(long)]
@@ -70,6 +75,12 @@ impl DecodeArgs {
                 // belongs to the other schedule.
                 p.block_length = None;
             }
+        }
+        if let Some(s) = &self.schedule {
+            p.schedule =
+                Some(Schedule::from_name(s).ok_or_else(|| {
+                    format!("unknown --schedule {s:?}; one of blocks, timesteps")
+                })?);
         }
         if let Some(v) = self.gen_length {
             p.gen_length = v;

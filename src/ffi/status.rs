@@ -91,23 +91,8 @@ impl From<RuntimeError> for Failure {
             RuntimeError::Cancelled => DLM_CANCELLED,
             _ => DLM_ERR_UNSUPPORTED,
         };
-        Failure::new(status, chain(&e))
+        Failure::new(status, crate::error_chain(&e))
     }
-}
-
-/// `error: cause: cause`, leaving out a cause already contained in the text.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let text = s.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(": ");
-            msg.push_str(&text);
-        }
-        src = s.source();
-    }
-    msg
 }
 
 thread_local! {

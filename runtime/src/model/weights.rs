@@ -3,7 +3,7 @@
 
 use super::config::ModelConfig;
 use crate::RuntimeError;
-use dlm_formats::{DlmFile, FormatError, QuantType, TensorInfo};
+use dlm_formats::{DlmFile, FormatError, QuantType, TensorInfo, tensors};
 use dlm_simd::WeightRef;
 
 /// A matrix in the file: `rows` outputs of `cols` inputs in `quant` layout at `offset`.
@@ -79,39 +79,39 @@ impl Weights {
         let vector = |name: &str, len: usize| vector(file, bytes, name, len);
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {
-            let n = |s: &str| format!("blk.{i}.{s}");
+            let n = |t: &str| tensors::layer(t, i);
             let bias = if cfg.qkv_bias {
                 Some((
-                    vector(&n("bq"), q_dim)?,
-                    vector(&n("bk"), kv_dim)?,
-                    vector(&n("bv"), kv_dim)?,
+                    vector(&n(tensors::BQ), q_dim)?,
+                    vector(&n(tensors::BK), kv_dim)?,
+                    vector(&n(tensors::BV), kv_dim)?,
                 ))
             } else {
                 None
             };
             layers.push(LayerWeights {
-                attn_norm: vector(&n("attn_norm"), dim)?,
-                wq: matrix(&n("wq"), q_dim, dim)?,
-                wk: matrix(&n("wk"), kv_dim, dim)?,
-                wv: matrix(&n("wv"), kv_dim, dim)?,
+                attn_norm: vector(&n(tensors::ATTN_NORM), dim)?,
+                wq: matrix(&n(tensors::WQ), q_dim, dim)?,
+                wk: matrix(&n(tensors::WK), kv_dim, dim)?,
+                wv: matrix(&n(tensors::WV), kv_dim, dim)?,
                 bias,
-                wo: matrix(&n("wo"), dim, q_dim)?,
-                ffn_norm: vector(&n("ffn_norm"), dim)?,
-                w_gate: matrix(&n("w_gate"), cfg.hidden_dim, dim)?,
-                w_up: matrix(&n("w_up"), cfg.hidden_dim, dim)?,
-                w_down: matrix(&n("w_down"), dim, cfg.hidden_dim)?,
+                wo: matrix(&n(tensors::WO), dim, q_dim)?,
+                ffn_norm: vector(&n(tensors::FFN_NORM), dim)?,
+                w_gate: matrix(&n(tensors::W_GATE), cfg.hidden_dim, dim)?,
+                w_up: matrix(&n(tensors::W_UP), cfg.hidden_dim, dim)?,
+                w_down: matrix(&n(tensors::W_DOWN), dim, cfg.hidden_dim)?,
             });
         }
-        let tok_embd = matrix("tok_embd", cfg.vocab_size, dim)?;
+        let tok_embd = matrix(tensors::TOK_EMBD, cfg.vocab_size, dim)?;
         let head = if cfg.tied_head {
             tok_embd
         } else {
-            matrix("head", cfg.vocab_size, dim)?
+            matrix(tensors::HEAD, cfg.vocab_size, dim)?
         };
         Ok(Weights {
             tok_embd,
             layers,
-            out_norm: vector("out_norm", dim)?,
+            out_norm: vector(tensors::OUT_NORM, dim)?,
             head,
         })
     }
