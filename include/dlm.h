@@ -55,7 +55,8 @@ enum dlm_algorithm {
 enum dlm_cache {
     DLM_CACHE_NONE = 0,
     DLM_CACHE_PREFIX = 1,
-    DLM_CACHE_DUAL = 2
+    DLM_CACHE_DUAL = 2,
+    DLM_CACHE_ELASTIC = 3
 };
 
 /* Step schedules (dlm_params.schedule). DEFAULT takes the algorithm's own; TIMESTEPS runs in
@@ -68,7 +69,7 @@ enum dlm_schedule {
 
 /* The layout version of dlm_params in this header. Fields are only ever appended; the library
  * reads struct_size bytes and keeps its defaults for fields an older caller lacks. */
-enum { DLM_PARAMS_VERSION = 2 };
+enum { DLM_PARAMS_VERSION = 3 };
 
 /* The most token ids one call accepts. */
 #define DLM_MAX_IDS ((size_t)1 << 24)
@@ -100,6 +101,10 @@ typedef struct dlm_params {
     int stop_early;        /* nonzero: stop once the answer is final (same answer) */
     int chat;              /* nonzero: wrap a text prompt in the model's chat template */
     int schedule;          /* enum dlm_schedule (version 2) */
+    uint32_t elastic_window;  /* elastic cache: masks whose queries a step computes (v3) */
+    double elastic_gamma;     /* elastic cache: refresh below this similarity, [0, 1] (v3) */
+    uint32_t elastic_track;   /* elastic cache: tracked most-attended tokens per layer (v3) */
+    int elastic_block_cache;  /* elastic cache: nonzero refreshes at block starts (v3) */
 } dlm_params;
 
 /* Called after every step: the whole canvas (len ids: prompt_len prompt ids, then the

@@ -229,6 +229,13 @@ fn rust_params_layout() -> (Vec<(&'static str, usize)>, usize) {
         ("stop_early", offset_of!(dlm_params, stop_early)),
         ("chat", offset_of!(dlm_params, chat)),
         ("schedule", offset_of!(dlm_params, schedule)),
+        ("elastic_window", offset_of!(dlm_params, elastic_window)),
+        ("elastic_gamma", offset_of!(dlm_params, elastic_gamma)),
+        ("elastic_track", offset_of!(dlm_params, elastic_track)),
+        (
+            "elastic_block_cache",
+            offset_of!(dlm_params, elastic_block_cache),
+        ),
     ];
     (fields, size_of::<dlm_params>())
 }

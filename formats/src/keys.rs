@@ -116,6 +116,12 @@ pub mod diffusion {
     pub const TEMPERATURE: &str = "diffusion.temperature";
     /// f32: Dream's final timestep `eps`.
     pub const EPS: &str = "diffusion.eps";
+    /// u32: Elastic-Cache window: masks of the active block whose queries a step computes.
+    pub const ELASTIC_WINDOW: &str = "diffusion.elastic_window";
+    /// f32: Elastic-Cache drift threshold γ ∈ [0, 1].
+    pub const ELASTIC_GAMMA: &str = "diffusion.elastic_gamma";
+    /// u32: Elastic-Cache tracked most-attended tokens per layer.
+    pub const ELASTIC_TRACK: &str = "diffusion.elastic_track";
     /// [u32]: tokens committed at each step by a step-distilled model (empty = not distilled).
     pub const FEW_STEP_SCHEDULE: &str = "diffusion.few_step_schedule";
 }

@@ -135,5 +135,9 @@ fn default_params(file: &DlmFile) -> Result<DecodeParams, RuntimeError> {
     p.threshold = (threshold > 0.0).then_some(threshold as f64);
     p.temperature = file.get_f32_or(diffusion::TEMPERATURE, 0.0)? as f64;
     p.eps = file.get_f32_or(diffusion::EPS, 1e-3)? as f64;
+    let e = &mut p.elastic;
+    e.window = file.get_u32_or(diffusion::ELASTIC_WINDOW, e.window as u32)? as usize;
+    e.gamma = file.get_f32_or(diffusion::ELASTIC_GAMMA, e.gamma as f32)? as f64;
+    e.track = file.get_u32_or(diffusion::ELASTIC_TRACK, e.track as u32)? as usize;
     Ok(p)
 }

@@ -45,6 +45,7 @@ struct Row {
     breakdown: Timings,
     layer_forwards: usize,
     query_rows: usize,
+    refreshes: usize,
 }
 
 pub fn run(mut a: Args) -> CliResult {
@@ -57,7 +58,7 @@ pub fn run(mut a: Args) -> CliResult {
     let mut rows = Vec::new();
     for name in &a.caches {
         let cache = CacheMode::from_name(name)
-            .ok_or_else(|| format!("unknown cache {name:?}; one of none, prefix, dual"))?;
+            .ok_or_else(|| format!("unknown cache {name:?}; one of none, prefix, dual, elastic"))?;
         let mut params = base.clone();
         params.cache = cache;
         params.profile = true;
@@ -70,6 +71,7 @@ pub fn run(mut a: Args) -> CliResult {
             breakdown: out.timings.unwrap_or_default(),
             layer_forwards: out.layer_forwards,
             query_rows: out.query_rows,
+            refreshes: out.refreshes,
         });
     }
     let file_bytes = std::fs::metadata(&file)?.len();
@@ -81,7 +83,7 @@ pub fn run(mut a: Args) -> CliResult {
             .map(|r| {
                 let b = &r.breakdown;
                 format!(
-                    "{{\"cache\":{},\"seconds\":{},\"nfe\":{},\"ms_per_step\":{},\"tokens_per_s\":{},\"matmul_s\":{},\"attention_s\":{},\"head_s\":{},\"other_s\":{},\"sampling_s\":{},\"layer_forwards\":{},\"query_rows\":{}}}",
+                    "{{\"cache\":{},\"seconds\":{},\"nfe\":{},\"ms_per_step\":{},\"tokens_per_s\":{},\"matmul_s\":{},\"attention_s\":{},\"head_s\":{},\"other_s\":{},\"sampling_s\":{},\"layer_forwards\":{},\"query_rows\":{},\"refreshes\":{}}}",
                     json::string(r.cache.name()),
                     json::float(r.seconds),
                     r.nfe,
@@ -93,7 +95,8 @@ pub fn run(mut a: Args) -> CliResult {
                     json::float(b.other()),
                     json::float((r.seconds - b.total).max(0.0)),
                     r.layer_forwards,
-                    r.query_rows
+                    r.query_rows,
+                    r.refreshes
                 )
             })
             .collect();

@@ -32,9 +32,23 @@ pub struct DecodeArgs {
     /// Fast-dLLM factor rule: commit the n-th best while confidence ≥ 1 - factor/(n+1).
     #[arg(long)]
     pub factor: Option<f64>,
-    /// KV cache between steps: none, prefix or dual (Fast-dLLM).
+    /// KV cache between steps: none, prefix or dual (Fast-dLLM), or elastic (Elastic-Cache:
+    /// queries for a window of masks, refresh from the layer where attention drifts).
     #[arg(long)]
     pub cache: Option<String>,
+    /// Elastic cache: masks of the active block whose queries a step computes.
+    #[arg(long)]
+    pub window: Option<usize>,
+    /// Elastic cache: refresh from the first layer whose tracked attention similarity falls
+    /// below this, in [0, 1] (1 = refresh everything every step, 0 = never).
+    #[arg(long)]
+    pub gamma: Option<f64>,
+    /// Elastic cache: most-attended tokens tracked per layer.
+    #[arg(long)]
+    pub track: Option<usize>,
+    /// Elastic cache: no refresh at block starts (far masks then keep older keys/values).
+    #[arg(long)]
+    pub no_block_cache: bool,
     /// Sampling temperature; 0 is greedy.
     #[arg(long)]
     pub temperature: Option<f64>,
@@ -104,8 +118,21 @@ impl DecodeArgs {
             p.factor = self.factor;
         }
         if let Some(c) = &self.cache {
-            p.cache = CacheMode::from_name(c)
-                .ok_or_else(|| format!("unknown --cache {c:?}; one of none, prefix, dual"))?;
+            p.cache = CacheMode::from_name(c).ok_or_else(|| {
+                format!("unknown --cache {c:?}; one of none, prefix, dual, elastic")
+            })?;
+        }
+        if let Some(v) = self.window {
+            p.elastic.window = v;
+        }
+        if let Some(v) = self.gamma {
+            p.elastic.gamma = v;
+        }
+        if let Some(v) = self.track {
+            p.elastic.track = v;
+        }
+        if self.no_block_cache {
+            p.elastic.block_cache = false;
         }
         if let Some(v) = self.temperature {
             p.temperature = v;

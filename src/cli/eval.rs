@@ -66,6 +66,9 @@ struct TaskResult {
     n: usize,
     correct: usize,
     nfe: usize,
+    layer_forwards: usize,
+    query_rows: usize,
+    refreshes: usize,
     seconds: f64,
     gen_tokens: usize,
 }
@@ -125,6 +128,9 @@ fn eval_tasks(
         n: 0,
         correct: 0,
         nfe: 0,
+        layer_forwards: 0,
+        query_rows: 0,
+        refreshes: 0,
         seconds: 0.0,
         gen_tokens: 0,
     };
@@ -153,6 +159,9 @@ fn eval_tasks(
         let out = engine.generate(&ids, params, &mut |_| true)?;
         r.seconds += t.elapsed().as_secs_f64();
         r.nfe += out.nfe;
+        r.layer_forwards += out.layer_forwards;
+        r.query_rows += out.query_rows;
+        r.refreshes += out.refreshes;
         r.gen_tokens += params.gen_length;
         r.n += 1;
         if engine.answer_text(&out)?.trim() == answer.trim() {
@@ -294,13 +303,16 @@ fn print_json(tasks: &[TaskResult], text: Option<&TextResult>, p: &DecodeParams)
         .iter()
         .map(|t| {
             format!(
-                "{{\"task\":{},\"n\":{},\"correct\":{},\"accuracy\":{},\"mean_nfe\":{},\"tokens_per_s\":{}}}",
+                "{{\"task\":{},\"n\":{},\"correct\":{},\"accuracy\":{},\"mean_nfe\":{},\"tokens_per_s\":{},\"mean_layer_forwards\":{},\"mean_query_rows\":{},\"mean_refreshes\":{}}}",
                 json::string(&t.name),
                 t.n,
                 t.correct,
                 json::float(t.correct as f64 / t.n as f64),
                 json::float(t.nfe as f64 / t.n as f64),
-                json::float(t.gen_tokens as f64 / t.seconds)
+                json::float(t.gen_tokens as f64 / t.seconds),
+                json::float(t.layer_forwards as f64 / t.n as f64),
+                json::float(t.query_rows as f64 / t.n as f64),
+                json::float(t.refreshes as f64 / t.n as f64)
             )
         })
         .collect();

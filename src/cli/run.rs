@@ -74,12 +74,15 @@ pub fn run(a: Args) -> CliResult {
     let tokens_per_s = params.gen_length as f64 / seconds;
     if a.json {
         println!(
-            "{{\"output_ids\":{},\"text\":{},\"nfe\":{},\"seconds\":{},\"tokens_per_s\":{}}}",
+            "{{\"output_ids\":{},\"text\":{},\"nfe\":{},\"seconds\":{},\"tokens_per_s\":{},\"layer_forwards\":{},\"query_rows\":{},\"refreshes\":{}}}",
             json::numbers(&out.canvas),
             json::string(&text),
             out.nfe,
             json::float(seconds),
-            json::float(tokens_per_s)
+            json::float(tokens_per_s),
+            out.layer_forwards,
+            out.query_rows,
+            out.refreshes
         );
     } else {
         println!("{text}");

@@ -6,7 +6,7 @@
 //! caller's `struct_size` bytes, taking the model's defaults for fields the caller lacks.
 
 use super::status::Failure;
-use dlm_runtime::decode::{Algorithm, CacheMode, DecodeParams, Schedule};
+use dlm_runtime::decode::{Algorithm, CacheMode, DecodeParams, ElasticParams, Schedule};
 use std::ffi::c_int;
 
 /// LLaDA `low_confidence` (block schedule).
@@ -27,6 +27,8 @@ pub const DLM_CACHE_NONE: c_int = 0;
 pub const DLM_CACHE_PREFIX: c_int = 1;
 /// Fast-dLLM dual cache.
 pub const DLM_CACHE_DUAL: c_int = 2;
+/// Elastic-Cache (`elastic_*` fields).
+pub const DLM_CACHE_ELASTIC: c_int = 3;
 /// The schedule the algorithm's original sampler uses.
 pub const DLM_SCHEDULE_DEFAULT: c_int = 0;
 /// LLaDA's semi-autoregressive blocks.
@@ -34,7 +36,7 @@ pub const DLM_SCHEDULE_BLOCKS: c_int = 1;
 /// Dream's timesteps (in Fast-dLLM's blocks when a block length or a cache is given).
 pub const DLM_SCHEDULE_TIMESTEPS: c_int = 2;
 /// The layout version of this header's `dlm_params`.
-pub const DLM_PARAMS_VERSION: c_int = 2;
+pub const DLM_PARAMS_VERSION: c_int = 3;
 /// The most token ids one call accepts (prompt ids, ids to detokenize).
 pub const DLM_MAX_IDS: usize = 1 << 24;
 
@@ -49,6 +51,7 @@ pub const ENUM_CONSTANTS: &[(&str, c_int)] = &[
     ("DLM_CACHE_NONE", DLM_CACHE_NONE),
     ("DLM_CACHE_PREFIX", DLM_CACHE_PREFIX),
     ("DLM_CACHE_DUAL", DLM_CACHE_DUAL),
+    ("DLM_CACHE_ELASTIC", DLM_CACHE_ELASTIC),
     ("DLM_SCHEDULE_DEFAULT", DLM_SCHEDULE_DEFAULT),
     ("DLM_SCHEDULE_BLOCKS", DLM_SCHEDULE_BLOCKS),
     ("DLM_SCHEDULE_TIMESTEPS", DLM_SCHEDULE_TIMESTEPS),
@@ -99,6 +102,14 @@ pub struct dlm_params {
     pub chat: c_int,
     /// `DLM_SCHEDULE_*`; `DLM_SCHEDULE_DEFAULT` takes the algorithm's own. (Version 2.)
     pub schedule: c_int,
+    /// Elastic cache: masks of the active block whose queries a step computes. (Version 3.)
+    pub elastic_window: u32,
+    /// Elastic cache: refresh below this attention similarity, in [0, 1]. (Version 3.)
+    pub elastic_gamma: f64,
+    /// Elastic cache: most-attended tokens tracked per layer. (Version 3.)
+    pub elastic_track: u32,
+    /// Elastic cache: nonzero refreshes at every block start. (Version 3.)
+    pub elastic_block_cache: c_int,
 }
 
 /// The bytes of version 2, the first layout with `struct_size`: the least a caller may give.
@@ -125,13 +136,12 @@ fn cache_id(c: CacheMode) -> c_int {
         CacheMode::None => DLM_CACHE_NONE,
         CacheMode::Prefix => DLM_CACHE_PREFIX,
         CacheMode::Dual => DLM_CACHE_DUAL,
+        CacheMode::Elastic => DLM_CACHE_ELASTIC,
     }
 }
 
 fn cache_of(id: c_int) -> Option<CacheMode> {
-    [CacheMode::None, CacheMode::Prefix, CacheMode::Dual]
-        .into_iter()
-        .find(|&c| cache_id(c) == id)
+    CacheMode::ALL.into_iter().find(|&c| cache_id(c) == id)
 }
 
 fn schedule_id(s: Option<Schedule>) -> c_int {
@@ -175,6 +185,10 @@ impl dlm_params {
             stop_early: c_int::from(p.stop_early),
             chat: c_int::from(chat),
             schedule: schedule_id(p.schedule),
+            elastic_window: count(p.elastic.window, "elastic window")?,
+            elastic_gamma: p.elastic.gamma,
+            elastic_track: count(p.elastic.track, "elastic track")?,
+            elastic_block_cache: c_int::from(p.elastic.block_cache),
         })
     }
 
@@ -247,6 +261,12 @@ impl dlm_params {
             seed: self.seed,
             stop_early: self.stop_early != 0,
             schedule,
+            elastic: ElasticParams {
+                window: self.elastic_window as usize,
+                gamma: self.elastic_gamma,
+                track: self.elastic_track as usize,
+                block_cache: self.elastic_block_cache != 0,
+            },
             profile: false,
         })
     }
@@ -289,6 +309,12 @@ mod tests {
             seed: 99,
             stop_early: false,
             schedule: Some(Schedule::Timesteps),
+            elastic: ElasticParams {
+                window: 5,
+                gamma: 0.5,
+                track: 2,
+                block_cache: false,
+            },
             profile: false,
         };
         let c = dlm_params::from_decode(&p, true).unwrap();

@@ -30,7 +30,7 @@ pub(super) fn run(run: &mut Run<'_>) -> Result<(), RuntimeError> {
             let pass = run.pass(i, &block);
             let cands = match pass {
                 Pass::Full => run.masked_in(0..block.end),
-                Pass::Cached(_) => run.masked_in(block.clone()),
+                Pass::Cached(_) | Pass::Elastic => run.masked_in(block.clone()),
             };
             let k = counts.get(i).copied().unwrap_or(cands.len());
             let committed = run.step(&pass, &cands, k, None, false)?;
@@ -41,7 +41,7 @@ pub(super) fn run(run: &mut Run<'_>) -> Result<(), RuntimeError> {
             // Fast-dLLM's cached loops check the block after each cached step, so a block the
             // full first step completes still gets one cached step (which commits nothing):
             // the original's nfe counts it.
-            if run.masked_in(block.clone()).is_empty() && (run.cache.is_none() || i >= 2) {
+            if run.masked_in(block.clone()).is_empty() && (!run.extra_cached_step() || i >= 2) {
                 break;
             }
             if i >= max_block_steps {

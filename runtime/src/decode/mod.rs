@@ -8,6 +8,7 @@
 //! confidence) of the positions a step may commit, never for the whole canvas's logits.
 
 mod blocks;
+mod elastic;
 mod propose;
 mod rng;
 mod rule;
@@ -17,6 +18,7 @@ mod schedule;
 mod select;
 mod timesteps;
 
+pub use elastic::ElasticParams;
 pub use propose::{Proposal, ProposeSpec, RowRule, propose_row, propose_rows};
 pub use rng::Rng;
 pub use sample::{DreamConfidence, Filter};
@@ -125,23 +127,34 @@ pub enum CacheMode {
     /// At each block start a full forward stores every position; the block's later steps run
     /// only the block, attending to every cached position outside it.
     Dual,
+    /// Elastic-Cache: each step computes queries only for a window of the first masks (and
+    /// the tracked most-attended tokens); when the tracked token's attention drifts at some
+    /// layer, every position is recomputed from that layer on ([`ElasticParams`]).
+    Elastic,
 }
 
 impl CacheMode {
-    /// `none`, `prefix` or `dual`.
+    /// Every mode, in a stable order.
+    pub const ALL: [CacheMode; 4] = [
+        CacheMode::None,
+        CacheMode::Prefix,
+        CacheMode::Dual,
+        CacheMode::Elastic,
+    ];
+
+    /// `none`, `prefix`, `dual` or `elastic`.
     pub fn name(self) -> &'static str {
         match self {
             CacheMode::None => "none",
             CacheMode::Prefix => "prefix",
             CacheMode::Dual => "dual",
+            CacheMode::Elastic => "elastic",
         }
     }
 
     /// The mode of a name; `None` for an unknown one.
     pub fn from_name(name: &str) -> Option<Self> {
-        [CacheMode::None, CacheMode::Prefix, CacheMode::Dual]
-            .into_iter()
-            .find(|c| c.name() == name)
+        Self::ALL.into_iter().find(|c| c.name() == name)
     }
 }
 
@@ -169,6 +182,8 @@ pub struct DecodeParams {
     pub schedule: Option<Schedule>,
     /// KV cache between steps.
     pub cache: CacheMode,
+    /// Settings of the elastic cache.
+    pub elastic: ElasticParams,
     /// 0 for greedy; otherwise Gumbel-max (LLaDA) or categorical (Dream) sampling.
     pub temperature: f64,
     /// Sample only among the `k` most likely tokens.
@@ -205,6 +220,7 @@ impl Default for DecodeParams {
             factor: None,
             schedule: None,
             cache: CacheMode::None,
+            elastic: ElasticParams::default(),
             temperature: 0.0,
             top_k: None,
             top_p: None,
@@ -290,6 +306,9 @@ impl DecodeParams {
                     "algorithm origin reveals positions at random; it cannot take a threshold or factor",
                 ));
             }
+        }
+        if self.cache == CacheMode::Elastic {
+            self.elastic.validate()?;
         }
         if self.alg_temp > 0.0 && (self.threshold.is_some() || self.factor.is_some()) {
             return Err(invalid(format!(
@@ -398,6 +417,8 @@ pub struct GenerateOutput {
     pub layer_forwards: usize,
     /// Query rows computed over all forward passes (span tokens × passes).
     pub query_rows: usize,
+    /// Elastic cache: refreshes of every position (from some layer) made.
+    pub refreshes: usize,
     /// Where the forward passes spent their time, when [`DecodeParams::profile`] was set.
     pub timings: Option<Timings>,
 }

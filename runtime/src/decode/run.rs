@@ -2,13 +2,14 @@
 //! cache, and the one step that turns candidates into commits (forward on the span the cache
 //! mode calls for, proposals by the rule, selection, commit). The Dream shift rule lives here.
 
+use super::elastic::ElasticState;
 use super::propose::{Proposal, propose_rows};
 use super::rng::Rng;
 use super::rule::{self, Rule, Select};
 use super::sample::cfg_combine;
 use super::{CacheMode, DecodeParams, DecodeTokens, GenerateOutput, StepEvent};
 use crate::RuntimeError;
-use crate::model::{Attend, Forward, KvCache, Output, Positions, Request, Timings};
+use crate::model::{Attend, Forward, KvCache, Output, Positions, Probe, Request, Timings};
 use std::ops::Range;
 
 /// How a step's forward pass runs.
@@ -18,6 +19,8 @@ pub(super) enum Pass {
     Full,
     /// Only the span the cache mode needs around `block`, attending to the cached rest.
     Cached(Range<usize>),
+    /// Elastic-Cache: a window of the block's masks, refreshing from a layer on drift.
+    Elastic,
 }
 
 /// One generation in progress.
@@ -38,7 +41,9 @@ pub(super) struct Run<'a> {
     stopped_early: bool,
     layer_forwards: usize,
     query_rows: usize,
+    refreshes: usize,
     timings: Option<Timings>,
+    elastic: ElasticState,
 }
 
 impl<'a> Run<'a> {
@@ -67,7 +72,9 @@ impl<'a> Run<'a> {
             stopped_early: false,
             layer_forwards: 0,
             query_rows: 0,
+            refreshes: 0,
             timings: params.profile.then(Timings::default),
+            elastic: ElasticState::default(),
         }
     }
 
@@ -78,17 +85,36 @@ impl<'a> Run<'a> {
             CacheMode::Prefix | CacheMode::Dual => {
                 Some(self.model.new_cache(self.canvas.len(), false)?)
             }
+            CacheMode::Elastic => Some(self.model.new_cache(self.canvas.len(), true)?),
         };
         Ok(())
     }
 
-    /// The pass of step `i` of a block: full without a cache and at the block's first step.
+    /// The pass of step `i` of a block: full without a cache and at the block's first step
+    /// (for the elastic cache without block caching, only at the run's first step).
     pub fn pass(&self, i: usize, block: &Range<usize>) -> Pass {
-        if self.cache.is_none() || i == 0 {
+        if self.cache.is_none() {
+            return Pass::Full;
+        }
+        if self.params.cache == CacheMode::Elastic {
+            let first_ever = self.nfe == 0;
+            return if first_ever || (i == 0 && self.params.elastic.block_cache) {
+                Pass::Full
+            } else {
+                Pass::Elastic
+            };
+        }
+        if i == 0 {
             Pass::Full
         } else {
             Pass::Cached(block.clone())
         }
+    }
+
+    /// Whether a block the full first step completes still gets one cached step, as
+    /// Fast-dLLM's prefix and dual loops do.
+    pub fn extra_cached_step(&self) -> bool {
+        matches!(self.params.cache, CacheMode::Prefix | CacheMode::Dual)
     }
 
     pub fn is_mask(&self, pos: usize) -> bool {
@@ -114,7 +140,7 @@ impl<'a> Run<'a> {
     fn span(&self, pass: &Pass) -> Range<usize> {
         let len = self.canvas.len();
         match pass {
-            Pass::Full => 0..len,
+            Pass::Full | Pass::Elastic => 0..len,
             Pass::Cached(block) => {
                 // With shifted logits a masked first position needs the row before the block;
                 // otherwise the span is exactly what Fast-dLLM runs.
@@ -133,6 +159,12 @@ impl<'a> Run<'a> {
 
     /// One proposal per position in `positions` from one forward pass (two with CFG).
     fn propose(&mut self, pass: &Pass, positions: &[usize]) -> Result<Vec<Proposal>, RuntimeError> {
+        if matches!(pass, Pass::Elastic) {
+            return self.propose_elastic(positions);
+        }
+        if self.params.cache == CacheMode::Elastic {
+            return self.refresh(0, positions);
+        }
         let span = self.span(pass);
         // Span-relative rows, ascending and distinct (with the shift, positions 0 and 1 share
         // row 0).
@@ -211,9 +243,119 @@ impl<'a> Run<'a> {
             .collect())
     }
 
+    /// Elastic-Cache: a pass over every position from `from_layer`, storing keys, values and
+    /// hidden states, probing the tracked tokens and every key's mass; proposals for
+    /// `positions`.
+    fn refresh(
+        &mut self,
+        from_layer: usize,
+        positions: &[usize],
+    ) -> Result<Vec<Proposal>, RuntimeError> {
+        let len = self.canvas.len();
+        let mut rows: Vec<usize> = positions.iter().map(|&p| self.source_row(p)).collect();
+        rows.sort_unstable();
+        rows.dedup();
+        let tokens = self.canvas.clone();
+        let keys = self.elastic.tracked_union();
+        let req = Request {
+            tokens: &tokens,
+            positions: Positions::Run(0),
+            attend: Attend::Span,
+            store: true,
+            rows: &rows,
+            from_layer,
+            probe: Some(Probe {
+                keys: &keys,
+                mass: true,
+            }),
+            output: Output::Propose {
+                spec: self.rule.spec,
+                rng: &mut self.rng,
+            },
+            profile: self.params.profile,
+        };
+        let resp = self.model.run(req, self.cache.as_mut())?;
+        self.count_layers(
+            &resp.timings,
+            len,
+            self.model.n_layers().saturating_sub(from_layer),
+        );
+        check_len(resp.proposals.len(), rows.len(), "proposals")?;
+        let all: Vec<usize> = (0..len).collect();
+        let track = self.params.elastic.track;
+        self.elastic
+            .after_refresh(from_layer, &resp.attention, &keys, &all, track);
+        Ok(positions
+            .iter()
+            .map(|&p| resp.proposals[rows.binary_search(&self.source_row(p)).unwrap_or(0)])
+            .collect())
+    }
+
+    /// Elastic-Cache: a window pass over `positions` (the rows predicting them and the tracked
+    /// tokens), then a refresh from the first layer whose tracked attention drifted.
+    fn propose_elastic(&mut self, positions: &[usize]) -> Result<Vec<Proposal>, RuntimeError> {
+        let e = self.params.elastic;
+        let keys = self.elastic.tracked_union();
+        let mut source: Vec<usize> = positions.iter().map(|&p| self.source_row(p)).collect();
+        source.sort_unstable();
+        source.dedup();
+        let mut queries: Vec<usize> = positions
+            .iter()
+            .chain(&source)
+            .chain(&keys)
+            .copied()
+            .collect();
+        queries.sort_unstable();
+        queries.dedup();
+        let rows: Vec<usize> = source
+            .iter()
+            .map(|p| queries.binary_search(p).unwrap_or(0))
+            .collect();
+        let tokens: Vec<u32> = queries.iter().map(|&p| self.canvas[p]).collect();
+        let req = Request {
+            tokens: &tokens,
+            positions: Positions::List(&queries),
+            attend: Attend::Cache,
+            store: true,
+            rows: &rows,
+            from_layer: 0,
+            probe: Some(Probe {
+                keys: &keys,
+                mass: false,
+            }),
+            output: Output::Propose {
+                spec: self.rule.spec,
+                rng: &mut self.rng,
+            },
+            profile: self.params.profile,
+        };
+        let resp = self.model.run(req, self.cache.as_mut())?;
+        self.count_layers(&resp.timings, queries.len(), self.model.n_layers());
+        check_len(resp.proposals.len(), rows.len(), "proposals")?;
+        // gamma 1 is "always refresh from layer 0", whatever the similarities.
+        let drift = if e.gamma >= 1.0 {
+            Some(0)
+        } else {
+            self.elastic
+                .drift(0, &resp.attention, &keys, &queries, e.gamma)
+        };
+        if let Some(l) = drift {
+            self.refreshes += 1;
+            return self.refresh(l, positions);
+        }
+        Ok(positions
+            .iter()
+            .map(|&p| resp.proposals[source.binary_search(&self.source_row(p)).unwrap_or(0)])
+            .collect())
+    }
+
     fn count(&mut self, t: &Option<Timings>, span_len: usize) {
+        self.count_layers(t, span_len, self.model.n_layers());
+    }
+
+    fn count_layers(&mut self, t: &Option<Timings>, span_len: usize, layers: usize) {
         self.nfe += 1;
-        self.layer_forwards += self.model.n_layers();
+        self.layer_forwards += layers;
         self.query_rows += span_len;
         if let (Some(acc), Some(t)) = (self.timings.as_mut(), t) {
             acc.add(t);
@@ -233,6 +375,11 @@ impl<'a> Run<'a> {
         reveal: Option<f64>,
         skip_idle: bool,
     ) -> Result<Vec<usize>, RuntimeError> {
+        // The elastic window: the first masks of the block only.
+        let cands = match pass {
+            Pass::Elastic => &cands[..cands.len().min(self.params.elastic.window)],
+            _ => cands,
+        };
         let positions: Vec<usize> = match (self.rule.select, reveal) {
             (Select::Revealed, Some(r)) => cands
                 .iter()
@@ -337,6 +484,7 @@ impl<'a> Run<'a> {
             stopped_early: self.stopped_early,
             layer_forwards: self.layer_forwards,
             query_rows: self.query_rows,
+            refreshes: self.refreshes,
             timings: self.timings,
         }
     }

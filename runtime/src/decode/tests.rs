@@ -1,7 +1,9 @@
 //! Decoder tests on hand-made models: schedules, rules, caches, stops and the callback.
 
 use super::*;
-use crate::model::{Attend, Forward, KvCache, Output, Positions, Request, Response};
+use crate::model::{
+    Attend, Forward, KvCache, LayerAttention, Output, Positions, Request, Response,
+};
 use std::cell::RefCell;
 
 const VOCAB: usize = 64;
@@ -646,4 +648,104 @@ fn names_round_trip() {
         assert_eq!(CacheMode::from_name(c.name()), Some(c));
     }
     assert_eq!(Algorithm::from_name("greedy"), None);
+}
+
+/// A three-layer fake for the elastic cache: its tracked token is position 0; layers 0 and 1
+/// attend to it the same way at every pass, layer 2 swings between passes, so every window
+/// pass after the first sees a drift at layer 2.
+struct Drifting {
+    calls: RefCell<Vec<(bool, usize, usize)>>, // (window pass, from_layer, span len)
+}
+
+impl Forward for Drifting {
+    fn vocab_size(&self) -> usize {
+        VOCAB
+    }
+    fn n_layers(&self) -> usize {
+        3
+    }
+    fn new_cache(&self, len: usize, hidden: bool) -> Result<KvCache, RuntimeError> {
+        assert!(hidden, "the elastic cache keeps hidden states");
+        Ok(KvCache::new(len, hidden, ()))
+    }
+    fn run(&self, req: Request<'_>, _: Option<&mut KvCache>) -> Result<Response, RuntimeError> {
+        let window = matches!(req.positions, Positions::List(_));
+        let n_calls = self.calls.borrow().len();
+        self.calls
+            .borrow_mut()
+            .push((window, req.from_layer, req.tokens.len()));
+        let n = req.tokens.len();
+        let probe = req.probe.expect("elastic passes probe the attention");
+        let attention = (req.from_layer..3)
+            .map(|l| {
+                let mut columns = Vec::new();
+                for _ in probe.keys {
+                    for i in 0..n {
+                        let swing = if (i + n_calls).is_multiple_of(2) { 0.9 } else { 0.1 };
+                        columns.push(if l == 2 { swing } else { 0.5 });
+                    }
+                }
+                let mut mass = vec![0.1; if probe.mass { n } else { 0 }];
+                if let Some(m) = mass.first_mut() {
+                    *m = 5.0;
+                }
+                LayerAttention { columns, mass }
+            })
+            .collect();
+        let positions = req.positions.to_vec(n);
+        let mut logits = Vec::new();
+        for &r in req.rows {
+            logits.extend(peaked(positions[r], level(positions[r])));
+        }
+        let Output::Propose { spec, rng } = req.output else {
+            panic!("elastic passes propose");
+        };
+        Ok(Response {
+            proposals: propose_rows(&logits, VOCAB, &spec, rng),
+            attention,
+            ..Response::default()
+        })
+    }
+}
+
+#[test]
+fn elastic_refreshes_from_the_drifting_layer() {
+    let model = Drifting {
+        calls: RefCell::new(Vec::new()),
+    };
+    let mut p = params(8, 8, 8);
+    p.cache = CacheMode::Elastic;
+    p.elastic.window = 3;
+    let out = generate(&model, &tokens(false), &PROMPT, &p, &mut |_| true).expect("generate");
+    let calls = model.calls.borrow();
+    // The first pass refreshes everything; then window passes of at most 3 masks plus the
+    // tracked token (position 0), each followed by a refresh from layer 2 once a previous
+    // column exists.
+    assert_eq!(calls[0], (false, 0, 11));
+    assert_eq!(calls[1], (true, 0, 4));
+    assert!(out.refreshes > 0);
+    for w in calls.windows(2) {
+        if w[1].0 {
+            continue;
+        }
+        if w[0].0 {
+            assert_eq!(
+                (w[1].1, w[1].2),
+                (2, 11),
+                "a refresh from the drifting layer"
+            );
+        }
+    }
+    // Layer-forwards: 3 per full or window pass, 1 per refresh from layer 2.
+    let lf: usize = calls.iter().map(|c| 3 - c.1).sum();
+    assert_eq!(out.layer_forwards, lf);
+    assert_eq!(out.nfe, calls.len());
+    assert!(out.canvas[PROMPT.len()..].iter().all(|&t| t != MASK));
+    // gamma 0 never refreshes.
+    drop(calls);
+    model.calls.borrow_mut().clear();
+    p.elastic.gamma = 0.0;
+    let out = generate(&model, &tokens(false), &PROMPT, &p, &mut |_| true).expect("generate");
+    assert_eq!(out.refreshes, 0);
+    assert!(model.calls.borrow()[1..].iter().all(|c| c.0));
 }
