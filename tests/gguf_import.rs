@@ -7,7 +7,7 @@
 mod common;
 
 use dlm_formats::{DlmFile, MetaValue, QuantType};
-use dlm_runtime::model::{Attend, Forward, Model};
+use dlm_runtime::model::{Forward, Model};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -151,10 +151,8 @@ fn logits_vs(reference: &Path, name: &str, base: &Model, m: &Model) -> (f64, f64
             .map(|&v| v as u32)
             .collect();
         let rows: Vec<usize> = (0..ids.len()).collect();
-        let a = base
-            .forward(&ids, 0, Attend::SpanOnly, None, &rows)
-            .unwrap();
-        let b = m.forward(&ids, 0, Attend::SpanOnly, None, &rows).unwrap();
+        let a = base.logits(&ids, &rows).unwrap();
+        let b = m.logits(&ids, &rows).unwrap();
         for (p, q) in a.chunks(vocab).zip(b.chunks(vocab)) {
             let kl = kl(p, q);
             sum += kl;

@@ -10,29 +10,28 @@ use crate::error::{ConvertError, Result};
 use crate::hf::{self, Family, ModelConfig};
 use crate::quant::{QuantMix, QuantPolicy, TensorRole};
 use crate::{ConvertOptions, ConvertReport, Progress, Specials, chat, tokenizer};
-use dlm_formats::{DlmWriter, MappedFile, MetaValue, QuantType, TensorDecl, keys};
+use dlm_formats::{DlmWriter, MappedFile, MetaValue, QuantType, TensorDecl, keys, tensors};
 use std::path::Path;
 use std::time::Instant;
 
-/// ggml's tensor names for ours (`{i}` is the block index).
+/// ggml's tensor names for ours (`{i}` is the block index in both).
 const TENSOR_NAMES: &[(&str, &str)] = &[
-    ("tok_embd", "token_embd.weight"),
-    ("blk.{i}.attn_norm", "blk.{i}.attn_norm.weight"),
-    ("blk.{i}.wq", "blk.{i}.attn_q.weight"),
-    ("blk.{i}.wk", "blk.{i}.attn_k.weight"),
-    ("blk.{i}.wv", "blk.{i}.attn_v.weight"),
-    ("blk.{i}.bq", "blk.{i}.attn_q.bias"),
-    ("blk.{i}.bk", "blk.{i}.attn_k.bias"),
-    ("blk.{i}.bv", "blk.{i}.attn_v.bias"),
-    ("blk.{i}.wo", "blk.{i}.attn_output.weight"),
-    ("blk.{i}.ffn_norm", "blk.{i}.ffn_norm.weight"),
-    ("blk.{i}.w_gate", "blk.{i}.ffn_gate.weight"),
-    ("blk.{i}.w_up", "blk.{i}.ffn_up.weight"),
-    ("blk.{i}.w_down", "blk.{i}.ffn_down.weight"),
-    ("out_norm", "output_norm.weight"),
-    ("head", "output.weight"),
+    (tensors::TOK_EMBD, "token_embd.weight"),
+    (tensors::ATTN_NORM, "blk.{i}.attn_norm.weight"),
+    (tensors::WQ, "blk.{i}.attn_q.weight"),
+    (tensors::WK, "blk.{i}.attn_k.weight"),
+    (tensors::WV, "blk.{i}.attn_v.weight"),
+    (tensors::BQ, "blk.{i}.attn_q.bias"),
+    (tensors::BK, "blk.{i}.attn_k.bias"),
+    (tensors::BV, "blk.{i}.attn_v.bias"),
+    (tensors::WO, "blk.{i}.attn_output.weight"),
+    (tensors::FFN_NORM, "blk.{i}.ffn_norm.weight"),
+    (tensors::W_GATE, "blk.{i}.ffn_gate.weight"),
+    (tensors::W_UP, "blk.{i}.ffn_up.weight"),
+    (tensors::W_DOWN, "blk.{i}.ffn_down.weight"),
+    (tensors::OUT_NORM, "output_norm.weight"),
+    (tensors::HEAD, "output.weight"),
 ];
-
 /// `tokenizer.ggml.pre` names whose splitting rule the runtime implements: (name, our `pre`,
 /// normalizer, BPE `ignore_merges`). llama.cpp's `llama-bpe` is LLaMA-3's regex (whose HF
 /// tokenizer sets `ignore_merges`); `qwen2` is Qwen2's regex behind an NFC normalizer.
