@@ -93,3 +93,44 @@ fn eval_on_shipped_tasks_is_far_above_chance() {
     assert!(nats > 0.5 && nats < 6.0, "text bound {nats}");
     std::fs::remove_dir_all(&cache).ok();
 }
+
+#[test]
+fn q4_k_on_rows_of_384_falls_back_to_q4_0_and_says_so() {
+    // The demo's d 384 is not a multiple of 256: a q4_k request stays 4-bit (q4_0), the
+    // convert output says so, and the file records and shows the real mix.
+    let dir = common::temp_dir("q4k-fallback");
+    let out = dir.join("demo-q4k.dlm");
+    let run = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_dlm"))
+            .args(args)
+            .current_dir(repo())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        (
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let o = out.to_str().unwrap();
+    let (_, err) = run(&["convert", "models/demo", "-o", o, "--quant", "q4_k"]);
+    assert!(
+        err.contains("tensors asked for q4_k are stored as q4_0"),
+        "{err}"
+    );
+    assert!(err.contains("storage used: f32: 13 tensors"), "{err}");
+    let (json, _) = run(&["inspect", "--json", o]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let mix = v["quant_mix"].as_array().unwrap();
+    let types: Vec<&str> = mix.iter().map(|m| m["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["f32", "q4_0"], "{mix:?}");
+    let recorded = v["metadata"]["general.quant_mix"].as_array().unwrap();
+    assert!(
+        recorded[1].as_str().unwrap().starts_with("q4_0 44 "),
+        "{recorded:?}"
+    );
+    let (text, _) = run(&["inspect", o]);
+    assert!(text.contains("storage by type (policy q4_k)"), "{text}");
+    assert!(!text.contains("warning"), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}

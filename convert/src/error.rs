@@ -116,6 +116,15 @@ pub enum ConvertError {
         /// What is wrong.
         reason: String,
     },
+    /// A GGUF file's container is malformed (truncated, absurd counts, bad offsets...).
+    BadGguf {
+        /// The file.
+        path: PathBuf,
+        /// Byte offset of the fault.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
     /// The quantization policy asks for a type that has no encoder in this build yet.
     QuantUnavailable {
         /// The type.
@@ -227,9 +236,19 @@ impl fmt::Display for ConvertError {
             ConvertError::Encode { tensor, quant, .. } => {
                 write!(f, "tensor {tensor:?} cannot be encoded as {quant}")
             }
+            ConvertError::BadGguf {
+                path,
+                offset,
+                reason,
+            } => write!(
+                f,
+                "{}: bad GGUF file at byte {offset}: {reason}",
+                path.display()
+            ),
             ConvertError::UnknownPolicy(p) => write!(
                 f,
-                "unknown quantization policy {p:?} (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k, mixed)"
+                "unknown quantization policy {p:?} (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k, mixed, \
+                 keep, or a llama.cpp preset such as Q4_K_M, Q8_0, Q5_K_M)"
             ),
             ConvertError::Format { path, .. } => {
                 write!(f, "{}: writing the .dlm file failed", path.display())

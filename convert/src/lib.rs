@@ -1,9 +1,10 @@
-//! HF checkpoint folder to `.dlm`: safetensors shards, config and tokenizer JSON, quantization
-//! policy. [`convert`] is the whole job; the modules are its steps in data-flow order.
+//! HF checkpoint folder or llama.cpp GGUF file to `.dlm`: safetensors shards, config and
+//! tokenizer JSON, GGUF import, quantization policy. [`convert`] is the whole job; the modules are its steps in data-flow order.
 #![forbid(unsafe_code)]
 
 pub mod chat;
 mod error;
+pub mod gguf;
 pub mod hf;
 mod progress;
 pub mod quant;
@@ -13,7 +14,7 @@ pub mod tokenizer;
 pub use error::{ConvertError, Result};
 pub use hf::Family;
 pub use progress::{Progress, StderrProgress};
-pub use quant::{QuantPolicy, TensorRole, encode_tensor};
+pub use quant::{QuantMix, QuantPolicy, TensorRole, encode_tensor};
 
 use dlm_formats::{DlmWriter, MetaValue, QuantType, TensorDecl, keys};
 use error::io_err;
@@ -59,6 +60,11 @@ pub struct ConvertReport {
     pub seconds: f64,
     /// Things the caller should know that did not stop the conversion (no chat template...).
     pub warnings: Vec<String>,
+    /// Things done to the weights that the caller should hear of (transcodes, dequantized
+    /// types of a GGUF file).
+    pub notices: Vec<String>,
+    /// What the file really holds per storage type, and which tensors fell back.
+    pub mix: QuantMix,
 }
 
 /// Parse the JSON file at `path`.
@@ -88,12 +94,16 @@ fn read_optional_json(path: &Path) -> Result<Value> {
     }
 }
 
-/// Convert the checkpoint folder `opts.input` into the `.dlm` file `opts.output`, calling
-/// `progress` after each tensor. Nothing appears under `opts.output` unless it completes.
+/// Convert the checkpoint folder (or llama.cpp GGUF file) `opts.input` into the `.dlm` file
+/// `opts.output`, calling `progress` after each tensor. Nothing appears under `opts.output`
+/// unless it completes.
 pub fn convert(
     opts: &ConvertOptions,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<ConvertReport> {
+    if gguf::is_gguf(&opts.input) {
+        return gguf::convert_gguf(opts, progress);
+    }
     let start = Instant::now();
     let files = hf::FolderFiles::in_dir(&opts.input);
     let config = read_required_json(&files.config, "the model's shape")?;
@@ -127,60 +137,11 @@ pub fn convert(
 
     // Tokenizer and special ids.
     let specials = special_ids(&cfg, &config, &gen_config, &tok_config, &tok, &files)?;
-    put(
-        keys::tokenizer::MODEL,
-        MetaValue::Str("bpe_bytelevel".into()),
-    );
-    put(
-        keys::tokenizer::TOKENS,
-        MetaValue::ArrStr(tok.tokens.clone()),
-    );
-    put(
-        keys::tokenizer::MERGES,
-        MetaValue::ArrStr(tok.merges.clone()),
-    );
-    put(
-        keys::tokenizer::ADDED_IDS,
-        MetaValue::ArrU32(tok.added_ids.clone()),
-    );
-    put(
-        keys::tokenizer::SPECIAL_IDS,
-        MetaValue::ArrU32(tok.special_ids.clone()),
-    );
-    put(keys::tokenizer::PRE, MetaValue::Str(tok.pre.into()));
-    put(
-        keys::tokenizer::NORMALIZER,
-        MetaValue::Str(tok.normalizer.into()),
-    );
-    put(
-        keys::tokenizer::IGNORE_MERGES,
-        MetaValue::Bool(tok.ignore_merges),
-    );
-    put(keys::tokenizer::BOS_ID, MetaValue::U32(specials.bos));
-    put(keys::tokenizer::EOS_ID, MetaValue::U32(specials.eos));
-    put(keys::tokenizer::PAD_ID, MetaValue::U32(specials.pad));
-    if let Some(eot) = specials.eot {
-        put(keys::tokenizer::EOT_ID, MetaValue::U32(eot));
-    }
+    tokenizer_meta(&tok, &specials, &mut put);
 
     // Chat template.
     match chat_pieces(&tok_config, &tok, &specials, &files.tokenizer_config)? {
-        Some(p) => {
-            for (k, v) in [
-                (keys::chat::PREFIX, &p.prefix),
-                (keys::chat::SYSTEM_PREFIX, &p.system_prefix),
-                (keys::chat::SYSTEM_SUFFIX, &p.system_suffix),
-                (keys::chat::USER_PREFIX, &p.user_prefix),
-                (keys::chat::USER_SUFFIX, &p.user_suffix),
-                (keys::chat::ASSISTANT_PREFIX, &p.assistant_prefix),
-                (keys::chat::ASSISTANT_SUFFIX, &p.assistant_suffix),
-                (keys::chat::GENERATION_PROMPT, &p.generation_prompt),
-                (keys::chat::DEFAULT_SYSTEM, &p.default_system),
-            ] {
-                put(k, MetaValue::Str(v.clone()));
-            }
-            put(keys::chat::TRIM_CONTENT, MetaValue::Bool(p.trim_content));
-        }
+        Some(p) => chat_meta(&p, &mut put),
         None => warnings.push(format!(
             "{}: no chat template; the file has no chat.* keys",
             files.tokenizer_config.display()
@@ -189,27 +150,14 @@ pub fn convert(
 
     // Decoding defaults.
     let d = hf::diffusion_defaults(cfg.family, &gen_config, &files.generation_config)?;
-    put(keys::diffusion::MASK_ID, MetaValue::U32(specials.mask));
-    put(keys::diffusion::ALGORITHM, MetaValue::Str(d.algorithm));
-    put(keys::diffusion::STEPS, MetaValue::U32(d.steps));
-    put(keys::diffusion::GEN_LENGTH, MetaValue::U32(d.gen_length));
-    put(
-        keys::diffusion::BLOCK_LENGTH,
-        MetaValue::U32(d.block_length),
-    );
-    put(keys::diffusion::THRESHOLD, MetaValue::F32(d.threshold));
-    put(keys::diffusion::TEMPERATURE, MetaValue::F32(d.temperature));
-    put(keys::diffusion::EPS, MetaValue::F32(d.eps));
-    put(
-        keys::diffusion::FEW_STEP_SCHEDULE,
-        MetaValue::ArrU32(Vec::new()),
-    );
+    diffusion_meta(specials.mask, d, &mut put);
 
     // Weights: check everything before writing anything.
     let ckpt = safetensors::Checkpoint::open(&opts.input)?;
     let plan = hf::tensor_plan(&cfg);
     let mut decls = Vec::with_capacity(plan.len());
     let mut bytes_total = 0u64;
+    let mut mix = QuantMix::default();
     for t in &plan {
         let (file, entry) = ckpt.get(&t.hf)?;
         if entry.shape != t.shape {
@@ -227,7 +175,13 @@ pub fn convert(
                 dtype: entry.dtype.name().into(),
             });
         }
-        let quant = opts.policy.choose(t.role, &t.shape);
+        let source = match entry.dtype {
+            safetensors::Dtype::F16 => QuantType::F16,
+            safetensors::Dtype::BF16 => QuantType::BF16,
+            _ => QuantType::F32,
+        };
+        let wanted = opts.policy.wanted(t.role, source);
+        let quant = opts.policy.choose(t.role, &t.shape, source);
         if !quant::encoder_available(quant) {
             return Err(ConvertError::QuantUnavailable { quant });
         }
@@ -239,6 +193,7 @@ pub fn convert(
                 shape: t.shape.clone(),
             })?;
         bytes_total += n_bytes;
+        mix.add(&t.ours, wanted, quant, n_bytes);
         decls.push(TensorDecl {
             name: t.ours.clone(),
             quant,
@@ -265,6 +220,11 @@ pub fn convert(
             tensor: n.to_string(),
         });
     }
+
+    meta.push((
+        keys::general::QUANT_MIX.to_string(),
+        MetaValue::ArrStr(mix.to_meta()),
+    ));
 
     let format_err = |source| ConvertError::Format {
         path: opts.output.clone(),
@@ -318,7 +278,93 @@ pub fn convert(
         bytes_written,
         seconds: start.elapsed().as_secs_f64(),
         warnings,
+        notices: Vec::new(),
+        mix,
     })
+}
+
+/// The `tokenizer.*` keys of `tok` and `specials`.
+pub(crate) fn tokenizer_meta(
+    tok: &tokenizer::Tokenizer,
+    specials: &Specials,
+    put: &mut impl FnMut(&str, MetaValue),
+) {
+    put(
+        keys::tokenizer::MODEL,
+        MetaValue::Str("bpe_bytelevel".into()),
+    );
+    put(
+        keys::tokenizer::TOKENS,
+        MetaValue::ArrStr(tok.tokens.clone()),
+    );
+    put(
+        keys::tokenizer::MERGES,
+        MetaValue::ArrStr(tok.merges.clone()),
+    );
+    put(
+        keys::tokenizer::ADDED_IDS,
+        MetaValue::ArrU32(tok.added_ids.clone()),
+    );
+    put(
+        keys::tokenizer::SPECIAL_IDS,
+        MetaValue::ArrU32(tok.special_ids.clone()),
+    );
+    put(keys::tokenizer::PRE, MetaValue::Str(tok.pre.into()));
+    put(
+        keys::tokenizer::NORMALIZER,
+        MetaValue::Str(tok.normalizer.into()),
+    );
+    put(
+        keys::tokenizer::IGNORE_MERGES,
+        MetaValue::Bool(tok.ignore_merges),
+    );
+    put(keys::tokenizer::BOS_ID, MetaValue::U32(specials.bos));
+    put(keys::tokenizer::EOS_ID, MetaValue::U32(specials.eos));
+    put(keys::tokenizer::PAD_ID, MetaValue::U32(specials.pad));
+    if let Some(eot) = specials.eot {
+        put(keys::tokenizer::EOT_ID, MetaValue::U32(eot));
+    }
+}
+
+/// The `chat.*` keys of `p`.
+pub(crate) fn chat_meta(p: &chat::ChatPieces, put: &mut impl FnMut(&str, MetaValue)) {
+    for (k, v) in [
+        (keys::chat::PREFIX, &p.prefix),
+        (keys::chat::SYSTEM_PREFIX, &p.system_prefix),
+        (keys::chat::SYSTEM_SUFFIX, &p.system_suffix),
+        (keys::chat::USER_PREFIX, &p.user_prefix),
+        (keys::chat::USER_SUFFIX, &p.user_suffix),
+        (keys::chat::ASSISTANT_PREFIX, &p.assistant_prefix),
+        (keys::chat::ASSISTANT_SUFFIX, &p.assistant_suffix),
+        (keys::chat::GENERATION_PROMPT, &p.generation_prompt),
+        (keys::chat::DEFAULT_SYSTEM, &p.default_system),
+    ] {
+        put(k, MetaValue::Str(v.clone()));
+    }
+    put(keys::chat::TRIM_CONTENT, MetaValue::Bool(p.trim_content));
+}
+
+/// The `diffusion.*` keys: the mask id and the decoding defaults `d`.
+pub(crate) fn diffusion_meta(
+    mask: u32,
+    d: hf::DiffusionDefaults,
+    put: &mut impl FnMut(&str, MetaValue),
+) {
+    put(keys::diffusion::MASK_ID, MetaValue::U32(mask));
+    put(keys::diffusion::ALGORITHM, MetaValue::Str(d.algorithm));
+    put(keys::diffusion::STEPS, MetaValue::U32(d.steps));
+    put(keys::diffusion::GEN_LENGTH, MetaValue::U32(d.gen_length));
+    put(
+        keys::diffusion::BLOCK_LENGTH,
+        MetaValue::U32(d.block_length),
+    );
+    put(keys::diffusion::THRESHOLD, MetaValue::F32(d.threshold));
+    put(keys::diffusion::TEMPERATURE, MetaValue::F32(d.temperature));
+    put(keys::diffusion::EPS, MetaValue::F32(d.eps));
+    put(
+        keys::diffusion::FEW_STEP_SCHEDULE,
+        MetaValue::ArrU32(Vec::new()),
+    );
 }
 
 fn folder_name(dir: &Path) -> String {
@@ -329,7 +375,7 @@ fn folder_name(dir: &Path) -> String {
         .unwrap_or_else(|| "model".into())
 }
 
-fn model_meta(cfg: &hf::ModelConfig, put: &mut impl FnMut(&str, MetaValue)) {
+pub(crate) fn model_meta(cfg: &hf::ModelConfig, put: &mut impl FnMut(&str, MetaValue)) {
     // model_config checked every integer is below 2^32.
     let u = |v: u64| MetaValue::U32(v as u32);
     put(
@@ -357,12 +403,12 @@ fn model_meta(cfg: &hf::ModelConfig, put: &mut impl FnMut(&str, MetaValue)) {
 }
 
 /// The special token ids the file records.
-struct Specials {
-    bos: u32,
-    eos: u32,
-    pad: u32,
-    eot: Option<u32>,
-    mask: u32,
+pub(crate) struct Specials {
+    pub(crate) bos: u32,
+    pub(crate) eos: u32,
+    pub(crate) pad: u32,
+    pub(crate) eot: Option<u32>,
+    pub(crate) mask: u32,
 }
 
 fn special_ids(

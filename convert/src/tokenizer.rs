@@ -33,6 +33,35 @@ pub struct Tokenizer {
 }
 
 impl Tokenizer {
+    /// A tokenizer from its parts (a GGUF file's `tokenizer.ggml.*`): `tokens` by id, ids
+    /// without a token holding "".
+    pub fn from_parts(
+        tokens: Vec<String>,
+        merges: Vec<String>,
+        added_ids: Vec<u32>,
+        special_ids: Vec<u32>,
+        pre: &'static str,
+        normalizer: &'static str,
+        ignore_merges: bool,
+    ) -> Self {
+        let ids = tokens
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| !t.is_empty())
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        Tokenizer {
+            tokens,
+            merges,
+            added_ids,
+            special_ids,
+            pre,
+            normalizer,
+            ignore_merges,
+            ids,
+        }
+    }
+
     /// The id of the token `text` (vocabulary or added), if any.
     pub fn id_of(&self, text: &str) -> Option<u32> {
         self.ids.get(text).copied()

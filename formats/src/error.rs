@@ -14,6 +14,15 @@ pub enum FormatError {
     UnsupportedVersion(u32),
     /// A quant-type id that no build has defined.
     UnknownQuantType(u32),
+    /// A quant type of an older format version whose block layout this build no longer reads.
+    ObsoleteQuantType {
+        /// The type's name in that version.
+        name: &'static str,
+        /// Its id in that version.
+        id: u32,
+        /// The format version of the file.
+        version: u32,
+    },
     /// A metadata value-type tag that this build does not know.
     UnknownMetaType {
         /// The key whose value has the tag.
@@ -86,6 +95,12 @@ impl fmt::Display for FormatError {
                 write!(f, "unsupported .dlm format version {v}")
             }
             FormatError::UnknownQuantType(id) => write!(f, "unknown quant type id {id}"),
+            FormatError::ObsoleteQuantType { name, id, version } => write!(
+                f,
+                "this file uses {name} (id {id}) of .dlm format version {version}, whose block \
+                 layout changed in version {}; reconvert the model with this dlm (dlm convert)",
+                crate::layout::VERSION
+            ),
             FormatError::UnknownMetaType { key, tag } => {
                 write!(f, "metadata key {key:?} has unknown value type {tag}")
             }

@@ -11,6 +11,11 @@ pub mod general {
     pub const QUANT_POLICY: &str = "general.quant_policy";
     /// str: the tool and version that wrote the file.
     pub const WRITER: &str = "general.writer";
+    /// [str]: the storage types the tensors really use, one `"<type> <tensors> <bytes>"` per
+    /// type in id order (a policy's fallbacks make it differ from `quant_policy`).
+    pub const QUANT_MIX: &str = "general.quant_mix";
+    /// str: the file a conversion read, when it was not a Hugging Face folder (`gguf v3`).
+    pub const SOURCE_FORMAT: &str = "general.source_format";
 }
 
 /// Transformer shape, shared by every family.

@@ -7,7 +7,10 @@ use crate::MetaValue;
 pub const MAGIC: [u8; 4] = *b"DLM\0";
 
 /// The format version this build writes and the newest it reads.
-pub const VERSION: u32 = 1;
+///
+/// Version 2 (from version 1): quant ids moved to 1000.. (disjoint from ggml's) and `q6_k` took
+/// ggml's `Q6_K` byte layout. Version-1 files still load, except those holding `q6_k`.
+pub const VERSION: u32 = 2;
 
 /// Size of the fixed header; the metadata section starts right after it.
 pub const HEADER_BYTES: u64 = 64;

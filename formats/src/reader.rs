@@ -329,6 +329,7 @@ impl DlmFile {
         let meta = read_meta(bytes, meta_off as usize, dir_off as usize, n_meta as usize)?;
         let tensors = read_directory(
             bytes,
+            version,
             dir_off as usize,
             data_off,
             file_bytes,
@@ -638,9 +639,11 @@ fn read_meta(
     Ok(meta)
 }
 
-/// The directory section from `start` up to `data_off`, holding `n` entries.
+/// The directory section from `start` up to `data_off`, holding `n` entries; quant ids are read
+/// as format `version` defines them.
 fn read_directory(
     bytes: &[u8],
+    version: u32,
     start: usize,
     data_off: u64,
     file_bytes: u64,
@@ -670,7 +673,7 @@ fn read_directory(
                 offset: at,
             });
         }
-        let quant = QuantType::from_id(cur.u32("quant type id")?)?;
+        let quant = QuantType::from_file_id(version, cur.u32("quant type id")?)?;
         let n_dims = cur.u32("dimension count")?;
         if n_dims as usize > layout::MAX_DIMS {
             return Err(FormatError::BadShape {

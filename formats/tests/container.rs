@@ -9,7 +9,7 @@ use dlm_formats::{DlmFile, FormatError, MetaValue, QuantType, keys, write_to_vec
 fn round_trip_of_every_meta_type_and_float_tensor() {
     let bytes = sample_file();
     let f = DlmFile::parse(&bytes).expect("parse");
-    assert_eq!(f.version, 1);
+    assert_eq!(f.version, 2);
     assert_eq!(f.meta, sample_meta());
     let tensors = sample_tensors();
     assert_eq!(f.tensors.len(), tensors.len());
@@ -161,8 +161,9 @@ fn wrong_magic() {
 #[test]
 fn newer_and_zero_versions() {
     let mut b = sample_file();
-    wr_u32(&mut b, 4, 2);
-    assert!(matches!(expect_err(&b), FormatError::UnsupportedVersion(2)));
+    assert_eq!(rd_u32(&b, 4), dlm_formats::layout::VERSION);
+    wr_u32(&mut b, 4, 3);
+    assert!(matches!(expect_err(&b), FormatError::UnsupportedVersion(3)));
     wr_u32(&mut b, 4, 0);
     assert!(matches!(expect_err(&b), FormatError::UnsupportedVersion(0)));
 }
@@ -183,6 +184,72 @@ fn bad_alignment_and_reserved_header_fields() {
         expect_err(&b),
         FormatError::Invalid { offset: 12, .. }
     ));
+}
+
+/// A version-1 file: the sample rewritten with version 1 and the version-1 ids of its types.
+fn as_version_1(mut b: Vec<u8>, q6k: Option<&str>) -> Vec<u8> {
+    wr_u32(&mut b, 4, 1);
+    for e in entries(&b) {
+        let q = QuantType::from_id(rd_u32(&b, e.quant_at)).unwrap();
+        let v1 = match q {
+            QuantType::F32 => 0,
+            QuantType::F16 => 1,
+            QuantType::BF16 => 2,
+            QuantType::Q8_0 => 8,
+            QuantType::Q4_0 => 9,
+            QuantType::Q4K => 12,
+            QuantType::Q6K => 14,
+        };
+        wr_u32(&mut b, e.quant_at, v1);
+    }
+    if let Some(name) = q6k {
+        let e = entry(&b, name);
+        wr_u32(&mut b, e.quant_at, 14);
+    }
+    b
+}
+
+#[test]
+fn version_1_files_load_with_their_old_ids() {
+    let mut tensors = sample_tensors();
+    tensors.push((decl("q4", QuantType::Q4_0, &[1, 32]), fill(18, 3)));
+    tensors.push((decl("q4k", QuantType::Q4K, &[1, 256]), fill(144, 5)));
+    let v2 = write_to_vec(&sample_meta(), &tensors).unwrap();
+    let v1 = as_version_1(v2.clone(), None);
+    let (f1, f2) = (DlmFile::parse(&v1).unwrap(), DlmFile::parse(&v2).unwrap());
+    assert_eq!((f1.version, f2.version), (1, 2));
+    assert_eq!(f1.tensors.len(), tensors.len());
+    for (a, b) in f1.tensors.iter().zip(&f2.tensors) {
+        assert_eq!((&a.name, a.quant, &a.shape), (&b.name, b.quant, &b.shape));
+        assert_eq!(f1.tensor_bytes(&v1, a), f2.tensor_bytes(&v2, b));
+    }
+    f1.verify_checksums(&v1).unwrap();
+}
+
+#[test]
+fn version_1_q6_k_asks_for_reconversion() {
+    // A q6_k-shaped tensor (210 bytes, 256 values) carrying the old id 14.
+    let mut tensors = sample_tensors();
+    tensors.push((decl("wv", QuantType::Q6K, &[1, 256]), fill(210, 1)));
+    let b = as_version_1(write_to_vec(&sample_meta(), &tensors).unwrap(), Some("wv"));
+    let e = expect_err(&b);
+    assert!(
+        matches!(
+            e,
+            FormatError::ObsoleteQuantType {
+                id: 14,
+                version: 1,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("reconvert"), "{e}");
+    // The same id in a version-2 file is just unknown (ids never overlap).
+    let mut b2 = write_to_vec(&sample_meta(), &tensors).unwrap();
+    let at = entry(&b2, "wv").quant_at;
+    wr_u32(&mut b2, at, 14);
+    assert!(matches!(expect_err(&b2), FormatError::UnknownQuantType(14)));
 }
 
 #[test]

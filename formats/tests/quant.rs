@@ -1,7 +1,7 @@
 //! Quantize → dequantize round trips of every quant type: stated error bounds, exhaustive f16,
 //! zeros, huge values, non-finite values and bad lengths.
 
-use dlm_formats::quant::{dequantize, quantize, quantize_weighted};
+use dlm_formats::quant::{BlockQ6K, dequantize, quantize, quantize_weighted};
 use dlm_formats::{ALL_QUANT_TYPES, FormatError, QuantType};
 
 /// A small seeded generator (xorshift64*), so the tests need no crate.
@@ -273,5 +273,60 @@ fn odd_lengths_and_wrong_buffers_are_rejected() {
         }
         // empty input is a valid (empty) tensor
         assert!(quantize(q, &[], &mut []).is_ok());
+    }
+}
+
+/// ggml's `Q6_K` decoding, written from its loop structure (two halves of 128 values; within a
+/// half, `ql[l]` and `ql[l + 32]` give values l, l + 32 from their low nibbles and l + 64,
+/// l + 96 from their high nibbles; `qh[l]` gives the top bits of the four, two bits each).
+fn ggml_q6_k_decode(b: &BlockQ6K) -> [f32; 256] {
+    let d = half::f16::from_le_bytes(b.d).to_f32();
+    let mut y = [0f32; 256];
+    for h in 0..2 {
+        let (ql, qh, sc) = (&b.ql[64 * h..], &b.qh[32 * h..], &b.scales[8 * h..]);
+        for l in 0..32 {
+            let is = l / 16;
+            let q = [
+                (ql[l] & 0xf) | ((qh[l] & 3) << 4),
+                (ql[l + 32] & 0xf) | (((qh[l] >> 2) & 3) << 4),
+                (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4),
+                (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4),
+            ];
+            for (k, &qk) in q.iter().enumerate() {
+                y[128 * h + 32 * k + l] = d * sc[is + 2 * k] as f32 * (qk as i32 - 32) as f32;
+            }
+        }
+    }
+    y
+}
+
+#[test]
+fn q6_k_block_is_ggml_s_layout() {
+    // Random bytes (any pattern is a valid block) decode as ggml decodes them...
+    let mut rng = Rng(0x6b);
+    for _ in 0..50 {
+        let mut raw = [0u8; 210];
+        for v in raw.iter_mut() {
+            *v = (rng.next_u64() >> 56) as u8;
+        }
+        raw[208..].copy_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
+        let b = dlm_formats::quant::as_blocks::<BlockQ6K>(&raw).unwrap()[0];
+        let mut ours = [0f32; 256];
+        dlm_formats::quant::dequantize_row_q6_k(&[b], &mut ours);
+        assert_eq!(ours, ggml_q6_k_decode(&b));
+    }
+    // ...and what we quantize decodes the same both ways, close to the input.
+    let x: Vec<f32> = (0..256)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+        .collect();
+    let mut blk = [0u8; 210];
+    quantize(QuantType::Q6K, &x, &mut blk).unwrap();
+    let b = dlm_formats::quant::as_blocks::<BlockQ6K>(&blk).unwrap()[0];
+    let g = ggml_q6_k_decode(&b);
+    let mut ours = [0f32; 256];
+    dequantize(QuantType::Q6K, &blk, &mut ours).unwrap();
+    assert_eq!(ours, g);
+    for (a, e) in g.iter().zip(&x) {
+        assert!((a - e).abs() < 0.2, "{a} vs {e}");
     }
 }

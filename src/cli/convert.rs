@@ -1,13 +1,16 @@
-//! `dlm convert`: a Hugging Face checkpoint folder to one `.dlm` file.
+//! `dlm convert`: a Hugging Face checkpoint folder or a llama.cpp GGUF file to one `.dlm` file.
 
 use super::CliResult;
 use dlm_convert::{ConvertOptions, QuantPolicy, StderrProgress};
 use std::error::Error;
 use std::path::{Path, PathBuf};
 
-/// Convert a Hugging Face LLaDA or Dream checkpoint folder into one `.dlm` file.
+/// Convert a Hugging Face LLaDA or Dream checkpoint folder, or a llama.cpp GGUF file of one,
+/// into one `.dlm` file.
 ///
-/// The folder holds `config.json`, `tokenizer.json`, `tokenizer_config.json`, optionally
+/// A GGUF file keeps its own quantization by default (F32, F16, BF16, Q8_0, Q4_0, Q4_K and Q6_K
+/// are copied as they are, Q5_0 becomes q8_0 with every value exact, Q4_1, Q5_1 and Q5_K become
+/// f32 with a notice); --quant re-quantizes. The folder holds `config.json`, `tokenizer.json`, `tokenizer_config.json`, optionally
 /// `generation_config.json`, and `model.safetensors` or shards with
 /// `model.safetensors.index.json` (bf16, f16 or f32). The output carries the weights, the
 /// tokenizer, the chat template and the decoding defaults. It is written to `<OUTPUT>.tmp` and
@@ -16,19 +19,23 @@ use std::path::{Path, PathBuf};
 /// Examples:
 ///   dlm convert ./LLaDA-8B-Instruct -o llada-q4.dlm --quant q4_k
 ///   dlm convert ./Dream-v0-Instruct-7B -o dream.dlm --dtype bf16
+///   dlm convert llada-8b-instruct.Q4_K_M.gguf -o llada.dlm
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
-    /// The Hugging Face checkpoint folder.
+    /// The Hugging Face checkpoint folder or GGUF file.
     input: PathBuf,
     /// The `.dlm` file to write.
     #[arg(short, long)]
     output: PathBuf,
     /// Storage of the weights for the exact float path: f32, f16 or bf16 (norms stay f32).
-    #[arg(long, default_value = "f32", conflicts_with = "quant")]
+    /// Default: f32 for a folder, the file's own types for a GGUF file.
+    #[arg(long, conflicts_with = "quant")]
     dtype: Option<String>,
-    /// Quantization policy: f16, q8_0, q4_0, q4_k, q6_k, or mixed (q4_k matmuls, q6_k for the
-    /// sensitive ones, q8_0 embedding, f32 norms).
+    /// Quantization policy: f16, q8_0, q4_0, q4_k, q6_k, mixed (q4_k matmuls, q6_k for the
+    /// sensitive ones, q8_0 embedding, f32 norms) or keep; llama.cpp's names (Q4_K_M, Q8_0, ...)
+    /// are accepted, case-insensitively, and mapped to the closest (printed). Rows that a
+    /// 256-block does not divide fall back to the same bit width (q4_k → q4_0, q6_k → q8_0).
     #[arg(long)]
     quant: Option<String>,
     /// Model name stored in the file (default: the folder's name).
@@ -37,7 +44,12 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> CliResult {
-    let policy = a.quant.or(a.dtype).unwrap_or_else(|| "f32".into());
+    let default = if dlm_convert::gguf::is_gguf(&a.input) {
+        "keep"
+    } else {
+        "f32"
+    };
+    let policy = a.quant.or(a.dtype).unwrap_or_else(|| default.into());
     let report = convert_with(&a.input, &a.output, &policy, a.name)?;
     eprintln!("{report}");
     Ok(())
@@ -53,6 +65,9 @@ fn convert_with(
 ) -> Result<String, Box<dyn Error>> {
     let mut opts = ConvertOptions::new(input, output);
     opts.policy = QuantPolicy::from_name(policy)?;
+    if let Some(note) = QuantPolicy::explain_name(policy) {
+        eprintln!("{note}");
+    }
     opts.name = name;
     let mut bar = StderrProgress::new();
     let report = dlm_convert::convert(&opts, &mut |p| bar.update(&p))?;
@@ -60,18 +75,24 @@ fn convert_with(
     for w in &report.warnings {
         eprintln!("warning: {w}");
     }
+    for n in &report.notices {
+        eprintln!("note: {n}");
+    }
+    for line in report.mix.lines() {
+        eprintln!("{line}");
+    }
     Ok(format!(
         "wrote {} ({} model, {} tensors, {} bytes, policy {}) in {:.2} s",
         output.display(),
         report.family.name(),
         report.n_tensors,
         report.bytes_written,
-        policy,
+        opts.policy.name(),
         report.seconds
     ))
 }
 
-/// Convert `input` to `output` (used when a command is given a folder).
+/// Convert `input` to `output` (used when a command is given a folder or a GGUF file).
 pub fn convert_folder(input: &Path, output: &Path, policy: &str) -> Result<(), Box<dyn Error>> {
     let summary = convert_with(input, output, policy, None)?;
     eprintln!("{summary}");

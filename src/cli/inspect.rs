@@ -1,7 +1,7 @@
 //! `dlm inspect`: the header, metadata and tensor table of a `.dlm` file.
 
 use super::{CliResult, json};
-use dlm_formats::{DlmFile, MetaValue};
+use dlm_formats::{ALL_QUANT_TYPES, DlmFile, MetaValue, QuantType, keys};
 use std::path::PathBuf;
 
 /// Show what a `.dlm` file holds: format version, metadata and every tensor's type and shape.
@@ -56,10 +56,43 @@ pub fn run(a: Args) -> CliResult {
             t.len_bytes
         );
     }
+    let policy = file
+        .get_str(keys::general::QUANT_POLICY)
+        .ok()
+        .map(|p| format!(" (policy {p})"))
+        .unwrap_or_default();
+    println!("\nstorage by type{policy}:");
+    for (q, n, bytes) in quant_mix(&file) {
+        println!("  {:<6} {n:>5} tensors {bytes:>14} bytes", q.name());
+    }
+    if let Ok(recorded) = file.get_str_array(keys::general::QUANT_MIX) {
+        let actual: Vec<String> = quant_mix(&file)
+            .iter()
+            .map(|(q, n, b)| format!("{q} {n} {b}"))
+            .collect();
+        if recorded != actual.as_slice() {
+            println!(
+                "  warning: {} records {recorded:?}",
+                keys::general::QUANT_MIX
+            );
+        }
+    }
     if a.verify {
         println!("\nchecksums: all {} tensors ok", file.tensors.len());
     }
     Ok(())
+}
+
+/// (type, tensors, bytes) per storage type the directory uses, in id order: the file's real
+/// quantization, whatever its policy name says.
+fn quant_mix(file: &DlmFile) -> Vec<(QuantType, usize, u64)> {
+    ALL_QUANT_TYPES
+        .iter()
+        .filter_map(|&q| {
+            let ts: Vec<_> = file.tensors.iter().filter(|t| t.quant == q).collect();
+            (!ts.is_empty()).then(|| (q, ts.len(), ts.iter().map(|t| t.len_bytes).sum()))
+        })
+        .collect()
 }
 
 fn summary(v: &MetaValue) -> String {
@@ -132,11 +165,21 @@ fn to_json(file: &DlmFile, size: usize) -> String {
             )
         })
         .collect();
+    let mix: Vec<String> = quant_mix(file)
+        .iter()
+        .map(|(q, n, b)| {
+            format!(
+                "{{\"type\":{},\"tensors\":{n},\"bytes\":{b}}}",
+                json::string(q.name())
+            )
+        })
+        .collect();
     format!(
-        "{{\"version\":{},\"file_bytes\":{},\"metadata\":{{{}}},\"tensors\":[{}]}}",
+        "{{\"version\":{},\"file_bytes\":{},\"metadata\":{{{}}},\"tensors\":[{}],\"quant_mix\":[{}]}}",
         file.version,
         size,
         meta.join(","),
-        tensors.join(",")
+        tensors.join(","),
+        mix.join(",")
     )
 }

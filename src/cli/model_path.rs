@@ -1,5 +1,6 @@
-//! Where a command's model comes from: a `.dlm` file, or a Hugging Face folder that is
-//! converted once into the cache and reused, or (for `run`) the demo model shipped in `models/`.
+//! Where a command's model comes from: a `.dlm` file, or a Hugging Face folder or llama.cpp GGUF
+//! file that is converted once into the cache and reused, or (for `run`) the demo model shipped
+//! in `models/`.
 
 use super::convert::convert_folder;
 use dlm_runtime::Engine;
@@ -27,13 +28,26 @@ pub fn load_engine(path: &Path) -> Result<Engine, Box<dyn Error>> {
     Ok(Engine::open(&resolve(path)?)?)
 }
 
-/// The `.dlm` file for `path`, converting a Hugging Face folder at f32 on first use.
+/// The `.dlm` file for `path`, converting a Hugging Face folder at f32 (or a GGUF file with its
+/// own quantization) on first use.
 pub fn resolve(path: &Path) -> Result<PathBuf, Box<dyn Error>> {
     if !path.is_dir() {
         if !path.exists() {
             return Err(format!("model {} does not exist", path.display()).into());
         }
-        return Ok(path.to_path_buf());
+        if !dlm_convert::gguf::is_gguf(path) {
+            return Ok(path.to_path_buf());
+        }
+        let cached = cache_dir()?.join(cache_name(path)?);
+        if !cached.exists() {
+            eprintln!(
+                "converting {} to {} (first use)",
+                path.display(),
+                cached.display()
+            );
+            convert_folder(path, &cached, "keep")?;
+        }
+        return Ok(cached);
     }
     if !path.join("config.json").exists() {
         return Err(format!(
@@ -69,14 +83,20 @@ fn cache_dir() -> Result<PathBuf, Box<dyn Error>> {
     Ok(dir)
 }
 
-/// A name that changes whenever the folder's files change (names, sizes, modification times)
-/// or the dlm binary changes.
+/// A name that changes whenever the folder's files (or the one file) change (names, sizes,
+/// modification times) or the dlm binary changes.
 fn cache_name(folder: &Path) -> Result<String, Box<dyn Error>> {
-    let mut entries: Vec<_> = std::fs::read_dir(folder)?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().is_file())
-        .collect();
-    entries.sort_by_key(|e| e.file_name());
+    let mut entries: Vec<(std::ffi::OsString, std::fs::Metadata)> = if folder.is_dir() {
+        std::fs::read_dir(folder)?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_file())
+            .map(|e| Ok((e.file_name(), e.metadata()?)))
+            .collect::<std::io::Result<_>>()?
+    } else {
+        let name = folder.file_name().unwrap_or_default().to_os_string();
+        vec![(name, std::fs::metadata(folder)?)]
+    };
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
     let mut h = std::collections::hash_map::DefaultHasher::new();
     env!("CARGO_PKG_VERSION").hash(&mut h);
     // A rebuilt dlm may convert differently: the binary's identity is part of the name.
@@ -86,18 +106,20 @@ fn cache_name(folder: &Path) -> Result<String, Box<dyn Error>> {
             t.hash(&mut h);
         }
     }
-    for e in entries {
-        let md = e.metadata()?;
-        e.file_name().hash(&mut h);
+    for (name, md) in entries {
+        name.hash(&mut h);
         md.len().hash(&mut h);
         if let Ok(t) = md.modified() {
             t.hash(&mut h);
         }
     }
-    let stem = folder
-        .canonicalize()?
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model".into());
+    let canon = folder.canonicalize()?;
+    let stem = if folder.is_dir() {
+        canon.file_name()
+    } else {
+        canon.file_stem()
+    }
+    .map(|s| s.to_string_lossy().into_owned())
+    .unwrap_or_else(|| "model".into());
     Ok(format!("{stem}-{:016x}.dlm", h.finish()))
 }

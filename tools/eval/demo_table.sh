@@ -3,6 +3,9 @@
 # length, half, quarter) × cache none/dual, with exact-match accuracy per held-out task, the
 # text likelihood bound, NFE and tokens/s. Writes markdown to stdout.
 #   tools/eval/demo_table.sh [LIMIT_PER_TASK]        (default 40)
+#   DLM_TABLE_TYPES="q4_0 q4_k" tools/eval/demo_table.sh 10   (only these storage types)
+# The demo's d 384 is not a multiple of 256: its q4_k file holds q4_0 blocks (the same tensors
+# as its q4_0 file) and mixed holds q4_0 / q8_0; `dlm convert` prints the real mix.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 limit=${1:-40}
@@ -14,7 +17,7 @@ gen=32
 tasks=(add sort reverse lookup rust)
 echo "| type | steps | cache | threshold | $(printf '%s | ' "${tasks[@]}")mean NFE | tok/s | text nats/token |"
 echo "|---|---|---|---|$(printf -- '---|%.0s' "${tasks[@]}")---|---|---|"
-for q in f32 q8_0 q4_0 q4_k; do
+for q in ${DLM_TABLE_TYPES:-f32 q8_0 q4_0 q4_k mixed}; do
   "$dlm" convert models/demo -o "$work/$q.dlm" --quant "$q" 2>/dev/null
   text=$("$dlm" eval -m "$work/$q.dlm" --text models/demo/heldout.txt --json \
     | python3 -c 'import json,sys; print("%.3f" % json.load(sys.stdin)["text"]["nats_per_token"])')

@@ -11,6 +11,9 @@ pub const QK8_0: usize = 32;
 /// Elements of a `q4_0` block.
 pub const QK4_0: usize = 32;
 /// Elements of a `q4_k` / `q6_k` super-block.
+///
+/// Every block struct here is byte-identical to ggml's block of the same name (`block_q8_0`,
+/// `block_q4_0`, `block_q4_K`, `block_q6_K`), so a GGUF tensor of those types is copied as is.
 pub const QK_K: usize = 256;
 
 /// `q8_0`: 32 int8 values and one f16 scale; value i is `d * qs[i]`.
@@ -62,12 +65,12 @@ pub struct BlockQ4K {
 }
 
 /// `q6_k`: a 256-value super-block of 16 sub-blocks of 16 values. Value i is
-/// `d * scales[i / 16] * (q_i - 32)`, q in [0, 63].
+/// `d * scales[i / 16] * (q_i - 32)`, q in [0, 63]. Byte-identical to ggml's `block_q6_K`
+/// (since format version 2; version 1 packed `ql` differently).
 ///
-/// `ql` holds the low 4 bits like `BlockQ4K::qs` (4 chunks of 32 bytes, chunk c: values 64c + i
-/// low nibble, 64c + 32 + i high nibble). `qh` holds the high 2 bits: 2 halves of 32 bytes, byte
-/// h*32 + i holds values 128h + i (bits 0-1), 128h + 32 + i (bits 2-3), 128h + 64 + i (bits 4-5)
-/// and 128h + 96 + i (bits 6-7).
+/// The block is two halves of 128 values; value `128h + 32q + l` (q in 0..4, l in 0..32) keeps
+/// its low 4 bits in `ql[64h + 32(q % 2) + l]`, in the low nibble for q < 2 and the high nibble
+/// for q >= 2, and its high 2 bits in bits `2q..2q+2` of `qh[32h + l]` ([`super::q6k_position`]).
 ///
 /// Kernel precondition: `scales` are in [-127, 127].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

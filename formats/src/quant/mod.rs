@@ -18,7 +18,7 @@ pub use blocks::{
 };
 pub use q4_0::{dequantize_row_q4_0, quantize_row_q4_0};
 pub use q4_k::{dequantize_row_q4_k, pack_scales_q4k, quantize_row_q4_k, unpack_scales_q4k};
-pub use q6_k::{dequantize_row_q6_k, q6k_value, quantize_row_q6_k};
+pub use q6_k::{dequantize_row_q6_k, q6k_position, q6k_value, quantize_row_q6_k};
 pub use q8_0::{dequantize_row_q8_0, quantize_row_q8_0};
 
 use crate::{FormatError, QuantType};

@@ -4,16 +4,25 @@
 use super::blocks::{BlockQ6K, QK_K};
 use super::{f16_bits, f16_val};
 
+/// Where value `i` (0..256) of a block keeps its bits (ggml's `Q6_K` layout): value
+/// `128h + 32q + l` has its low 4 bits in `ql[64h + 32(q % 2) + l]` (low nibble for q < 2, high
+/// nibble for q >= 2) and its high 2 bits in bits `2q..2q+2` of `qh[32h + l]`.
+/// Returns (ql byte, nibble shift, qh byte, bit shift).
+pub const fn q6k_position(i: usize) -> (usize, u32, usize, u32) {
+    let (h, q, l) = (i / 128, (i % 128) / 32, i % 32);
+    (
+        64 * h + 32 * (q % 2) + l,
+        4 * (q / 2) as u32,
+        32 * h + l,
+        2 * q as u32,
+    )
+}
+
 /// The 6-bit value `i` (0..256) of `b`, in [0, 63] (subtract 32 for the signed value).
 pub fn q6k_value(b: &BlockQ6K, i: usize) -> u8 {
-    let (c, k) = (i / 64, i % 64);
-    let low = if k < 32 {
-        b.ql[c * 32 + k] & 0x0f
-    } else {
-        b.ql[c * 32 + k - 32] >> 4
-    };
-    let (h, r) = (i / 128, i % 128);
-    let high = (b.qh[h * 32 + r % 32] >> (2 * (r / 32))) & 3;
+    let (lb, ls, hb, hs) = q6k_position(i);
+    let low = (b.ql[lb] >> ls) & 0x0f;
+    let high = (b.qh[hb] >> hs) & 3;
     low | (high << 4)
 }
 
@@ -102,14 +111,9 @@ pub fn quantize_row_q6_k(src: &[f32], weights: Option<&[f32]>, dst: &mut [BlockQ
         b.ql = [0; QK_K / 2];
         b.qh = [0; QK_K / 4];
         for (i, &v) in q.iter().enumerate() {
-            let (c, k) = (i / 64, i % 64);
-            if k < 32 {
-                b.ql[c * 32 + k] |= v & 0x0f;
-            } else {
-                b.ql[c * 32 + k - 32] |= (v & 0x0f) << 4;
-            }
-            let (h, r) = (i / 128, i % 128);
-            b.qh[h * 32 + r % 32] |= (v >> 4) << (2 * (r / 32));
+            let (lb, ls, hb, hs) = q6k_position(i);
+            b.ql[lb] |= (v & 0x0f) << ls;
+            b.qh[hb] |= (v >> 4) << hs;
         }
     }
 }

@@ -125,27 +125,27 @@ fn dot_q6_k(w: &[BlockQ6K], a: &[ActBlock]) -> f32 {
     let k32 = vdupq_n_s8(32);
     for (wb, ab) in w.iter().zip(a.chunks_exact(8)) {
         let d = f16_val(wb.d);
-        for c in 0..4 {
-            let shift = 4 * (c % 2) as i8;
-            let s = &wb.scales[4 * c..4 * c + 4];
-            // halves of 16 values: act block 2c uses sub-blocks 4c, 4c+1; 2c+1 uses 4c+2, 4c+3
-            let mut s0 = 0i32;
-            let mut s1 = 0i32;
-            for half in 0..2 {
-                let ql = ld_u8(&wb.ql[c * 32 + half * 16..]);
-                let qh = ld_u8(&wb.qh[(c / 2) * 32 + half * 16..]);
-                let h0 = vandq_u8(vshlq_u8(qh, vdupq_n_s8(-shift)), m2);
-                let h1 = vandq_u8(vshlq_u8(qh, vdupq_n_s8(-shift - 2)), m2);
-                let q0 = vorrq_u8(vandq_u8(ql, m4), vshlq_n_u8::<4>(h0));
-                let q1 = vorrq_u8(vshrq_n_u8::<4>(ql), vshlq_n_u8::<4>(h1));
-                let q0 = vsubq_s8(vreinterpretq_s8_u8(q0), k32);
-                let q1 = vsubq_s8(vreinterpretq_s8_u8(q1), k32);
-                let (a0, a1) = (&ab[2 * c], &ab[2 * c + 1]);
-                s0 += s[half] as i32 * dot16(q0, ld_s8(&a0.qs[half * 16..]));
-                s1 += s[2 + half] as i32 * dot16(q1, ld_s8(&a1.qs[half * 16..]));
+        // ggml's layout (see `BlockQ6K`): values 128h + 32q + l, act block 4h + q
+        for h in 0..2 {
+            for q in 0..4 {
+                let ak = &ab[4 * h + q];
+                let mut s = 0i32;
+                for half in 0..2 {
+                    let ql = ld_u8(&wb.ql[64 * h + 32 * (q % 2) + 16 * half..]);
+                    let qh = ld_u8(&wb.qh[32 * h + 16 * half..]);
+                    let lo = if q < 2 {
+                        vandq_u8(ql, m4)
+                    } else {
+                        vshrq_n_u8::<4>(ql)
+                    };
+                    let hi = vandq_u8(vshlq_u8(qh, vdupq_n_s8(-2 * q as i8)), m2);
+                    let v = vorrq_u8(lo, vshlq_n_u8::<4>(hi));
+                    let v = vsubq_s8(vreinterpretq_s8_u8(v), k32);
+                    let sc = wb.scales[8 * h + 2 * q + half] as i32;
+                    s += sc * dot16(v, ld_s8(&ak.qs[16 * half..]));
+                }
+                acc += d * ak.d * s as f32;
             }
-            acc += d * ab[2 * c].d * s0 as f32;
-            acc += d * ab[2 * c + 1].d * s1 as f32;
         }
     }
     acc

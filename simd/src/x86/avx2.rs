@@ -287,37 +287,44 @@ fn q4_k_n<const N: usize>(w: &[BlockQ4K], a: [&[ActBlock]; N]) -> [f32; N] {
     std::array::from_fn(|t| hsum(acc[t]))
 }
 
+/// The 32 signed values (in [-32, 31]) of sub-block pair `q` (0..4) of half `h` of a `q6_k`
+/// block: values `128h + 32q ..+ 32` (ggml's layout, see `BlockQ6K`).
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q6k_values(b: &BlockQ6K, h: usize, q: usize) -> __m256i {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let m2 = _mm256_set1_epi8(0x03);
+    let ql = load_u8(&b.ql[64 * h + 32 * (q % 2)..]);
+    let qh = load_u8(&b.qh[32 * h..]);
+    let lo = if q < 2 {
+        _mm256_and_si256(ql, m4)
+    } else {
+        _mm256_and_si256(_mm256_srli_epi16::<4>(ql), m4)
+    };
+    let hi = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * q as i32)), m2);
+    _mm256_sub_epi8(
+        _mm256_or_si256(lo, _mm256_slli_epi16::<4>(hi)),
+        _mm256_set1_epi8(32),
+    )
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q6_k_n<const N: usize>(w: &[BlockQ6K], a: [&[ActBlock]; N]) -> [f32; N] {
     let mut acc = [_mm256_setzero_ps(); N];
-    let m4 = _mm256_set1_epi8(0x0f);
-    let m2 = _mm256_set1_epi8(0x03);
-    let k32 = _mm256_set1_epi8(32);
     for (i, wb) in w.iter().enumerate() {
         let d = f16(wb.d);
-        for c in 0..4 {
-            let ql = load_u8(&wb.ql[c * 32..]);
-            let qh = load_u8(&wb.qh[(c / 2) * 32..]);
-            let shift = 4 * (c % 2) as i32;
-            let h0 = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(shift)), m2);
-            let h1 = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(shift + 2)), m2);
-            let lo = _mm256_and_si256(ql, m4);
-            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(ql), m4);
-            // signed values in [-32, 31] of act blocks 2c and 2c+1
-            let q0 = _mm256_sub_epi8(_mm256_or_si256(lo, _mm256_slli_epi16::<4>(h0)), k32);
-            let q1 = _mm256_sub_epi8(_mm256_or_si256(hi, _mm256_slli_epi16::<4>(h1)), k32);
-            let s = &wb.scales[4 * c..4 * c + 4];
-            let sc0 = _mm256_set_m128i(_mm_set1_epi16(s[1] as i16), _mm_set1_epi16(s[0] as i16));
-            let sc1 = _mm256_set_m128i(_mm_set1_epi16(s[3] as i16), _mm_set1_epi16(s[2] as i16));
-            let (ax0, ax1) = (_mm256_sign_epi8(q0, q0), _mm256_sign_epi8(q1, q1));
-            for t in 0..N {
-                let (a0, a1) = (&a[t][i * 8 + 2 * c], &a[t][i * 8 + 2 * c + 1]);
-                let p0 = _mm256_maddubs_epi16(ax0, _mm256_sign_epi8(load_i8(&a0.qs), q0));
-                let p1 = _mm256_maddubs_epi16(ax1, _mm256_sign_epi8(load_i8(&a1.qs), q1));
-                let p0 = _mm256_cvtepi32_ps(_mm256_madd_epi16(p0, sc0));
-                let p1 = _mm256_cvtepi32_ps(_mm256_madd_epi16(p1, sc1));
-                acc[t] = _mm256_fmadd_ps(p0, _mm256_set1_ps(d * a0.d), acc[t]);
-                acc[t] = _mm256_fmadd_ps(p1, _mm256_set1_ps(d * a1.d), acc[t]);
+        for h in 0..2 {
+            for q in 0..4 {
+                // act block 4h + q; its halves use sub-scales 8h + 2q and 8h + 2q + 1
+                let v = q6k_values(wb, h, q);
+                let s = &wb.scales[8 * h + 2 * q..];
+                let sc = _mm256_set_m128i(_mm_set1_epi16(s[1] as i16), _mm_set1_epi16(s[0] as i16));
+                let av = _mm256_sign_epi8(v, v);
+                for t in 0..N {
+                    let ab = &a[t][i * 8 + 4 * h + q];
+                    let p = _mm256_maddubs_epi16(av, _mm256_sign_epi8(load_i8(&ab.qs), v));
+                    let p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, sc));
+                    acc[t] = _mm256_fmadd_ps(p, _mm256_set1_ps(d * ab.d), acc[t]);
+                }
             }
         }
     }
@@ -417,28 +424,16 @@ fn dequant_q4_k(w: &[BlockQ4K], out: &mut [f32]) {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dequant_q6_k(w: &[BlockQ6K], out: &mut [f32]) {
     let zero = _mm256_setzero_ps();
-    let m4 = _mm256_set1_epi8(0x0f);
-    let m2 = _mm256_set1_epi8(0x03);
-    let k32 = _mm256_set1_epi8(32);
     for (b, o) in w.iter().zip(out.chunks_exact_mut(256)) {
         let d = f16(b.d);
         // d · scale of each 16-value group, as the scalar dequantizer rounds it
         let ds: [__m256; 16] = std::array::from_fn(|g| _mm256_set1_ps(d * b.scales[g] as f32));
-        for c in 0..4 {
-            let ql = load_u8(&b.ql[c * 32..]);
-            let qh = load_u8(&b.qh[(c / 2) * 32..]);
-            let shift = 4 * (c % 2) as i32;
-            let h0 = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(shift)), m2);
-            let h1 = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(shift + 2)), m2);
-            let lo = _mm256_and_si256(ql, m4);
-            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(ql), m4);
-            let q0 = _mm256_sub_epi8(_mm256_or_si256(lo, _mm256_slli_epi16::<4>(h0)), k32);
-            let q1 = _mm256_sub_epi8(_mm256_or_si256(hi, _mm256_slli_epi16::<4>(h1)), k32);
-            let g = 4 * c;
-            let s0 = [ds[g], ds[g], ds[g + 1], ds[g + 1]];
-            let s1 = [ds[g + 2], ds[g + 2], ds[g + 3], ds[g + 3]];
-            put32(q0, s0, zero, &mut o[64 * c..]);
-            put32(q1, s1, zero, &mut o[64 * c + 32..]);
+        for h in 0..2 {
+            for q in 0..4 {
+                let g = 8 * h + 2 * q;
+                let s = [ds[g], ds[g], ds[g + 1], ds[g + 1]];
+                put32(q6k_values(b, h, q), s, zero, &mut o[128 * h + 32 * q..]);
+            }
         }
     }
 }
