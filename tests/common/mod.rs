@@ -29,6 +29,33 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
+/// A fresh temporary folder removed when dropped, also when the test fails (a panic unwinds
+/// through the drop).
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A new empty folder named after `tag`.
+    pub fn new(tag: &str) -> Self {
+        TempDir(temp_dir(tag))
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// `path().join(name)`.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Convert reference checkpoint `name` (`llada-tiny`, `dream-tiny`) with `policy` into `dir`.
 pub fn convert_reference(reference: &Path, name: &str, policy: &str, dir: &Path) -> PathBuf {
     let out = dir.join(format!("{name}-{policy}.dlm"));
