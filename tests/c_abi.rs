@@ -30,7 +30,11 @@ fn model_path() -> Option<PathBuf> {
     static PATH: OnceLock<Option<PathBuf>> = OnceLock::new();
     PATH.get_or_init(|| {
         let reference = common::reference_dir()?;
-        let dir = common::temp_dir("c-abi");
+        // Kept for the whole process (a static is never dropped), so it lives in Cargo's
+        // per-target scratch folder rather than leaking into /tmp; each run rewrites it.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("c-abi");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the c-abi scratch folder");
         Some(common::convert_reference(
             &reference,
             "llada-tiny",
@@ -303,6 +307,7 @@ fn header_functions_match_library_symbols() {
 }
 
 #[test]
+#[cfg_attr(not(dlm_cc), ignore = "needs a C compiler (cc)")]
 fn header_constants_and_params_layout_match_rust() {
     let h = header();
     let rust: Vec<(&str, c_int)> = STATUS_CODES.iter().chain(ENUM_CONSTANTS).copied().collect();
@@ -370,6 +375,8 @@ fn expected_answer(path: &Path, prompt: &str, gen_length: usize) -> (String, usi
 }
 
 #[test]
+#[cfg_attr(not(dlm_shared), ignore = "needs ../shared/reference")]
+#[cfg_attr(not(dlm_cc), ignore = "needs a C compiler (cc)")]
 fn c_example_runs_and_is_clean_under_valgrind() {
     let Some(model) = model_path() else { return };
     if !cc_available() {
@@ -509,6 +516,7 @@ fn last_error_is_per_thread() {
 }
 
 #[test]
+#[cfg_attr(not(dlm_shared), ignore = "needs ../shared/reference")]
 fn tokenize_and_detokenize_errors_and_round_trip() {
     let Some(path) = model_path() else { return };
     let _g = serial();
@@ -637,6 +645,7 @@ fn tokenize_and_detokenize_errors_and_round_trip() {
 }
 
 #[test]
+#[cfg_attr(not(dlm_shared), ignore = "needs ../shared/reference")]
 fn params_default_matches_the_engine() {
     let Some(path) = model_path() else { return };
     let _g = serial();
@@ -724,6 +733,7 @@ unsafe extern "C" fn probe_cb(
 }
 
 #[test]
+#[cfg_attr(not(dlm_shared), ignore = "needs ../shared/reference")]
 fn generate_success_cancel_and_errors() {
     let Some(path) = model_path() else { return };
     let _g = serial();
@@ -903,6 +913,7 @@ fn generate_success_cancel_and_errors() {
 }
 
 #[test]
+#[cfg_attr(not(dlm_shared), ignore = "needs ../shared/reference")]
 fn handles_of_the_wrong_kind_and_freed_handles() {
     let Some(path) = model_path() else { return };
     let _g = serial();
@@ -965,6 +976,7 @@ fn handles_of_the_wrong_kind_and_freed_handles() {
 }
 
 #[test]
+#[cfg_attr(not(dlm_shared), ignore = "needs ../shared/reference")]
 fn one_model_shared_by_threads() {
     let Some(path) = model_path() else { return };
     let _g = serial();

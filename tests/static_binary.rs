@@ -12,6 +12,10 @@ use std::process::Command;
 const TARGET: &str = "x86_64-unknown-linux-gnu";
 
 #[test]
+#[cfg_attr(
+    not(dlm_test_static),
+    ignore = "set DLM_TEST_STATIC=1 to build and check the static binary"
+)]
 fn static_dlm_binary_builds_and_runs() {
     if std::env::var("DLM_TEST_STATIC").as_deref() != Ok("1") {
         println!("skipped: set DLM_TEST_STATIC=1 to build and check the static binary");
