@@ -60,11 +60,9 @@ fn screen(bytes: &[u8]) -> Vec<String> {
                     'H' => (row, col) = (0, 0),
                     'J' if arg == "2" => grid = vec![vec![' '; COLS]; ROWS],
                     'J' => {
-                        for c in col.min(COLS)..COLS {
-                            grid[row][c] = ' ';
-                        }
-                        for r in row + 1..ROWS {
-                            grid[r] = vec![' '; COLS];
+                        grid[row][col.min(COLS)..].fill(' ');
+                        for line in &mut grid[row + 1..] {
+                            line.fill(' ');
                         }
                     }
                     _ => {}
