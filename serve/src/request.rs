@@ -399,3 +399,40 @@ pub fn steps_for(defaults: &DecodeParams, p: &DecodeParams, gen_length: usize) -
     }
     steps
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_scale_with_the_length_in_whole_blocks() {
+        let d = DecodeParams {
+            steps: 32,
+            gen_length: 32,
+            block_length: Some(32),
+            ..DecodeParams::default()
+        };
+        let p = |b| DecodeParams {
+            block_length: b,
+            ..d.clone()
+        };
+        // One step per token in the defaults: one per token at any length.
+        assert_eq!(steps_for(&d, &p(Some(8)), 40), 40);
+        // Half a step per token, five blocks: rounded up to a multiple of five.
+        let half = DecodeParams {
+            steps: 16,
+            ..d.clone()
+        };
+        assert_eq!(steps_for(&half, &p(Some(8)), 40), 20);
+        assert_eq!(steps_for(&half, &p(Some(8)), 24), 12);
+        assert_eq!(steps_for(&half, &p(None), 7), 4);
+        // Never more steps than tokens, never zero.
+        assert_eq!(steps_for(&d, &p(None), 1), 1);
+        let dream = DecodeParams {
+            algorithm: Algorithm::Entropy,
+            block_length: None,
+            ..half
+        };
+        assert_eq!(steps_for(&dream, &dream, 10), 5);
+    }
+}
