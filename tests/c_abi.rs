@@ -123,27 +123,31 @@ fn profile_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// The static library Cargo built beside the binary for this test run (the package's lib is
-/// built with all its crate types, staticlib included). Built here with `cargo build --lib`
-/// into the same target folder when missing.
+/// The static library beside the binary for this test run. `cargo test` builds the package's
+/// lib only as the rlib the tests link, so `libdlm.a` there may be missing or older than the
+/// sources: `cargo build --lib` (a no-op when it is fresh, and reusing every dependency already
+/// built) brings it up to date once per test process.
 fn static_lib() -> PathBuf {
-    let dir = profile_dir();
-    let lib = dir.join("libdlm.a");
-    if !lib.exists() {
-        let target_dir = dir.parent().expect("target dir");
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "--lib", "--target-dir"]).arg(target_dir);
-        if dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let st = cmd
-            .current_dir(root())
-            .status()
-            .expect("run cargo build --lib");
-        assert!(st.success(), "cargo build --lib failed");
-    }
-    assert!(lib.exists(), "no static library at {}", lib.display());
-    lib
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = profile_dir();
+            let target_dir = dir.parent().expect("target dir");
+            let mut cmd = Command::new(env!("CARGO"));
+            cmd.args(["build", "--lib", "--target-dir"]).arg(target_dir);
+            if dir.file_name().is_some_and(|n| n == "release") {
+                cmd.arg("--release");
+            }
+            let st = cmd
+                .current_dir(root())
+                .status()
+                .expect("run cargo build --lib");
+            assert!(st.success(), "cargo build --lib failed");
+            let lib = dir.join("libdlm.a");
+            assert!(lib.exists(), "no static library at {}", lib.display());
+            lib
+        })
+        .clone()
 }
 
 /// The header with its comments removed.
