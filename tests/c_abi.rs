@@ -30,7 +30,11 @@ fn model_path() -> Option<PathBuf> {
     static PATH: OnceLock<Option<PathBuf>> = OnceLock::new();
     PATH.get_or_init(|| {
         let reference = common::reference_dir()?;
-        let dir = common::temp_dir("c-abi");
+        // Kept for the whole process (a static is never dropped), so it lives in Cargo's
+        // per-target scratch folder rather than leaking into /tmp; each run rewrites it.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("c-abi");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the c-abi scratch folder");
         Some(common::convert_reference(
             &reference,
             "llada-tiny",
@@ -119,27 +123,31 @@ fn profile_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// The static library Cargo built beside the binary for this test run (the package's lib is
-/// built with all its crate types, staticlib included). Built here with `cargo build --lib`
-/// into the same target folder when missing.
+/// The static library beside the binary for this test run. `cargo test` builds the package's
+/// lib only as the rlib the tests link, so `libdlm.a` there may be missing or older than the
+/// sources: `cargo build --lib` (a no-op when it is fresh, and reusing every dependency already
+/// built) brings it up to date once per test process.
 fn static_lib() -> PathBuf {
-    let dir = profile_dir();
-    let lib = dir.join("libdlm.a");
-    if !lib.exists() {
-        let target_dir = dir.parent().expect("target dir");
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "--lib", "--target-dir"]).arg(target_dir);
-        if dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let st = cmd
-            .current_dir(root())
-            .status()
-            .expect("run cargo build --lib");
-        assert!(st.success(), "cargo build --lib failed");
-    }
-    assert!(lib.exists(), "no static library at {}", lib.display());
-    lib
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = profile_dir();
+            let target_dir = dir.parent().expect("target dir");
+            let mut cmd = Command::new(env!("CARGO"));
+            cmd.args(["build", "--lib", "--target-dir"]).arg(target_dir);
+            if dir.file_name().is_some_and(|n| n == "release") {
+                cmd.arg("--release");
+            }
+            let st = cmd
+                .current_dir(root())
+                .status()
+                .expect("run cargo build --lib");
+            assert!(st.success(), "cargo build --lib failed");
+            let lib = dir.join("libdlm.a");
+            assert!(lib.exists(), "no static library at {}", lib.display());
+            lib
+        })
+        .clone()
 }
 
 /// The header with its comments removed.
@@ -303,6 +311,7 @@ fn header_functions_match_library_symbols() {
 }
 
 #[test]
+#[cfg_attr(not(dlm_cc), ignore = "needs a C compiler (cc)")]
 fn header_constants_and_params_layout_match_rust() {
     let h = header();
     let rust: Vec<(&str, c_int)> = STATUS_CODES.iter().chain(ENUM_CONSTANTS).copied().collect();
@@ -370,6 +379,8 @@ fn expected_answer(path: &Path, prompt: &str, gen_length: usize) -> (String, usi
 }
 
 #[test]
+#[cfg_attr(not(dlm_shared), ignore = "needs ../shared/reference")]
+#[cfg_attr(not(dlm_cc), ignore = "needs a C compiler (cc)")]
 fn c_example_runs_and_is_clean_under_valgrind() {
     let Some(model) = model_path() else { return };
     if !cc_available() {
@@ -509,6 +520,7 @@ fn last_error_is_per_thread() {
 }
 
 #[test]
+#[cfg_attr(not(dlm_shared), ignore = "needs ../shared/reference")]
 fn tokenize_and_detokenize_errors_and_round_trip() {
     let Some(path) = model_path() else { return };
     let _g = serial();
@@ -637,6 +649,7 @@ fn tokenize_and_detokenize_errors_and_round_trip() {
 }
 
 #[test]
+#[cfg_attr(not(dlm_shared), ignore = "needs ../shared/reference")]
 fn params_default_matches_the_engine() {
     let Some(path) = model_path() else { return };
     let _g = serial();
@@ -724,6 +737,7 @@ unsafe extern "C" fn probe_cb(
 }
 
 #[test]
+#[cfg_attr(not(dlm_shared), ignore = "needs ../shared/reference")]
 fn generate_success_cancel_and_errors() {
     let Some(path) = model_path() else { return };
     let _g = serial();
@@ -903,6 +917,7 @@ fn generate_success_cancel_and_errors() {
 }
 
 #[test]
+#[cfg_attr(not(dlm_shared), ignore = "needs ../shared/reference")]
 fn handles_of_the_wrong_kind_and_freed_handles() {
     let Some(path) = model_path() else { return };
     let _g = serial();
@@ -965,6 +980,7 @@ fn handles_of_the_wrong_kind_and_freed_handles() {
 }
 
 #[test]
+#[cfg_attr(not(dlm_shared), ignore = "needs ../shared/reference")]
 fn one_model_shared_by_threads() {
     let Some(path) = model_path() else { return };
     let _g = serial();

@@ -9,6 +9,7 @@ fn dlm() -> Command {
 }
 
 #[test]
+#[cfg_attr(not(dlm_shared), ignore = "needs ../shared/reference")]
 fn convert_inspect_tokenize_logits_round_trip() {
     let Some(reference) = common::reference_dir() else {
         return;
@@ -121,6 +122,7 @@ fn bad_input_gives_a_clear_error_not_a_panic() {
 }
 
 #[test]
+#[cfg_attr(not(dlm_shared), ignore = "needs ../shared/reference")]
 fn run_eval_and_bench_work_and_reject_bad_flags() {
     let Some(reference) = common::reference_dir() else {
         return;

@@ -134,3 +134,96 @@ fn q4_k_on_rows_of_384_falls_back_to_q4_0_and_says_so() {
     assert!(!text.contains("warning"), "{text}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn run_prompt_sources_json_fields_and_a_closed_pipe() {
+    let cache = common::temp_dir("run-sources");
+    let dlm = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_dlm"));
+        c.current_dir(repo()).env("DLM_CACHE", &cache);
+        c
+    };
+    let prompt = "Sort: 42 7 93 15";
+    // --json: the old fields, plus the prompt length, the answer's length and the seed.
+    let out = dlm()
+        .args(["run", prompt, "--json", "--seed", "9", "--threshold", "0"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("run --json");
+    for k in ["output_ids", "text", "nfe", "seconds", "tokens_per_s"] {
+        assert!(!v[k].is_null(), "{k} missing: {v}");
+    }
+    assert_eq!(v["text"], "7 15 42 93");
+    assert_eq!(v["seed"], 9);
+    assert_eq!(v["completion_tokens"], 10);
+    let n_ids = v["output_ids"].as_array().unwrap().len() as u64;
+    assert_eq!(
+        v["prompt_tokens"].as_u64().unwrap() + v["gen_length"].as_u64().unwrap(),
+        n_ids
+    );
+    // Without --seed a random one is drawn and reported.
+    let seed_of = || {
+        let out = dlm()
+            .args(["run", prompt, "--json", "-n", "8"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["seed"].as_u64().unwrap()
+    };
+    assert_ne!(seed_of(), seed_of());
+
+    // The same answer from -p, -f FILE and -p - (stdin), streamed text ending in a newline.
+    let file = cache.join("prompt.txt");
+    std::fs::write(&file, prompt).unwrap();
+    let from_p = dlm().args(["run", "-p", prompt]).output().unwrap();
+    let from_f = dlm().args(["run", "-f"]).arg(&file).output().unwrap();
+    let mut child = dlm()
+        .args(["run", "-p", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(prompt.as_bytes())
+        .unwrap();
+    let from_stdin = child.wait_with_output().unwrap();
+    for out in [&from_p, &from_f, &from_stdin] {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "7 15 42 93\n");
+    }
+    // A missing prompt file is named.
+    let out = dlm()
+        .args(["run", "-f", "/nonexistent/p.txt"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("/nonexistent/p.txt"),
+        "{err}"
+    );
+
+    // A reader that goes away: no panic, a clean exit.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("\"$DLM\" run 'Sort: 9 8 7 6 5 4 3 2 1' -n 64 --block-length 8 --steps 64 --no-early-stop | head -c 1")
+        .env("DLM", env!("CARGO_BIN_EXE_dlm"))
+        .env("DLM_CACHE", &cache)
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !err.contains("panicked"), "{err}");
+}

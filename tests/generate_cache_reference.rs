@@ -51,6 +51,7 @@ fn run(
 }
 
 #[test]
+#[cfg_attr(not(dlm_shared), ignore = "needs ../shared/reference")]
 fn dream_block_caches_match_fast_dllm() {
     let Some(reference) = common::reference_dir() else {
         return;

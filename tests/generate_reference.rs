@@ -120,6 +120,7 @@ fn check_family(reference: &Path, name: &str) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(not(dlm_shared), ignore = "needs ../shared/reference")]
 fn generate_matches_the_original_samplers() {
     let Some(reference) = common::reference_dir() else {
         return;

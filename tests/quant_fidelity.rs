@@ -526,11 +526,13 @@ fn check(name: &str) {
 }
 
 #[test]
+#[cfg_attr(not(dlm_shared), ignore = "needs ../shared/reference")]
 fn llada_quantized_types_stay_close_to_f32() {
     check("llada-tiny");
 }
 
 #[test]
+#[cfg_attr(not(dlm_shared), ignore = "needs ../shared/reference")]
 fn dream_quantized_types_stay_close_to_f32() {
     check("dream-tiny");
 }

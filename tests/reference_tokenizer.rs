@@ -32,11 +32,13 @@ fn check(name: &str) {
 }
 
 #[test]
+#[cfg_attr(not(dlm_shared), ignore = "needs ../shared/reference")]
 fn llada_tokenizer_matches_reference() {
     check("llada-tiny");
 }
 
 #[test]
+#[cfg_attr(not(dlm_shared), ignore = "needs ../shared/reference")]
 fn dream_tokenizer_matches_reference() {
     check("dream-tiny");
 }

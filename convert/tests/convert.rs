@@ -128,6 +128,7 @@ fn edit_json(path: &Path, f: impl FnOnce(&mut Value)) {
 }
 
 #[test]
+#[cfg_attr(not(dlm_shared), ignore = "needs ../shared/reference")]
 fn llada_tiny_converts_in_f32() {
     let Some(src) = reference("llada-tiny") else {
         return;
@@ -243,6 +244,7 @@ fn llada_tiny_converts_in_f32() {
 }
 
 #[test]
+#[cfg_attr(not(dlm_shared), ignore = "needs ../shared/reference")]
 fn dream_tiny_converts_in_bf16_and_f16() {
     let Some(src) = reference("dream-tiny") else {
         return;
@@ -318,6 +320,7 @@ fn dream_tiny_converts_in_bf16_and_f16() {
 }
 
 #[test]
+#[cfg_attr(not(dlm_shared), ignore = "needs ../shared/reference")]
 fn int_policies_quantize_matmuls_only() {
     let Some(src) = reference("dream-tiny") else {
         return;
@@ -352,6 +355,7 @@ fn int_policies_quantize_matmuls_only() {
 }
 
 #[test]
+#[cfg_attr(not(dlm_shared), ignore = "needs ../shared/reference")]
 fn sizes_and_times_of_reference_conversions() {
     for name in ["llada-tiny", "dream-tiny"] {
         let Some(src) = reference(name) else { return };
@@ -382,6 +386,7 @@ fn fails(dir: &Path, tmp: &TempDir) -> ConvertError {
 }
 
 #[test]
+#[cfg_attr(not(dlm_shared), ignore = "needs ../shared/reference")]
 fn missing_shard_is_named() {
     let Some(src) = reference("llada-tiny") else {
         return;
@@ -401,6 +406,7 @@ fn missing_shard_is_named() {
 type Damage = dyn Fn(&Path);
 
 #[test]
+#[cfg_attr(not(dlm_shared), ignore = "needs ../shared/reference")]
 fn corrupt_safetensors_headers_are_named() {
     let Some(src) = reference("dream-tiny") else {
         return;
@@ -448,6 +454,7 @@ fn corrupt_safetensors_headers_are_named() {
 }
 
 #[test]
+#[cfg_attr(not(dlm_shared), ignore = "needs ../shared/reference")]
 fn shape_mismatch_is_named() {
     let Some(src) = reference("llada-tiny") else {
         return;
@@ -484,6 +491,7 @@ fn shape_mismatch_is_named() {
 }
 
 #[test]
+#[cfg_attr(not(dlm_shared), ignore = "needs ../shared/reference")]
 fn unknown_architecture_is_named() {
     let Some(src) = reference("dream-tiny") else {
         return;
@@ -503,6 +511,7 @@ fn unknown_architecture_is_named() {
 }
 
 #[test]
+#[cfg_attr(not(dlm_shared), ignore = "needs ../shared/reference")]
 fn missing_tensor_is_named() {
     let Some(src) = reference("dream-tiny") else {
         return;
@@ -533,6 +542,7 @@ fn missing_tensor_is_named() {
 }
 
 #[test]
+#[cfg_attr(not(dlm_shared), ignore = "needs ../shared/reference")]
 fn unsupported_dtype_is_named() {
     let Some(src) = reference("llada-tiny") else {
         return;
@@ -556,6 +566,7 @@ fn unsupported_dtype_is_named() {
 }
 
 #[test]
+#[cfg_attr(not(dlm_shared), ignore = "needs ../shared/reference")]
 fn unexpected_tensor_is_named() {
     let Some(src) = reference("llada-tiny") else {
         return;
@@ -571,6 +582,7 @@ fn unexpected_tensor_is_named() {
 }
 
 #[test]
+#[cfg_attr(not(dlm_shared), ignore = "needs ../shared/reference")]
 fn unknown_pre_tokenizer_is_named() {
     let Some(src) = reference("dream-tiny") else {
         return;
@@ -589,6 +601,7 @@ fn unknown_pre_tokenizer_is_named() {
 }
 
 #[test]
+#[cfg_attr(not(dlm_shared), ignore = "needs ../shared/reference")]
 fn interrupted_conversion_leaves_no_file() {
     let Some(src) = reference("dream-tiny") else {
         return;
@@ -620,6 +633,7 @@ fn interrupted_conversion_leaves_no_file() {
 }
 
 #[test]
+#[cfg_attr(not(dlm_shared), ignore = "needs ../shared/reference")]
 fn reference_chat_templates_reassemble_exactly() {
     use dlm_convert::chat::{Role, Template, reduce};
     for name in ["llada-tiny", "dream-tiny"] {

@@ -6,6 +6,7 @@ pub mod chat;
 pub mod decode;
 mod engine;
 mod error;
+pub mod final_text;
 pub mod model;
 pub mod tokenizer;
 

@@ -132,11 +132,13 @@ fn check_probes(name: &str) {
 }
 
 #[test]
+#[cfg_attr(not(dlm_shared), ignore = "needs ../shared/reference")]
 fn llada_tiny_probes() {
     check_probes("llada-tiny");
 }
 
 #[test]
+#[cfg_attr(not(dlm_shared), ignore = "needs ../shared/reference")]
 fn dream_tiny_probes() {
     check_probes("dream-tiny");
 }

@@ -49,6 +49,7 @@ struct Row {
 }
 
 pub fn run(mut a: Args) -> CliResult {
+    a.decode.init_threads()?;
     let path = a.model.clone().unwrap_or_else(model_path::default_model);
     let file = model_path::resolve(&path)?;
     let engine = Engine::open(&file)?;

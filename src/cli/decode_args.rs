@@ -11,7 +11,7 @@ pub struct DecodeArgs {
     #[arg(long)]
     pub steps: Option<usize>,
     /// Tokens to generate (the canvas of masks after the prompt).
-    #[arg(long)]
+    #[arg(short = 'n', long)]
     pub gen_length: Option<usize>,
     /// Semi-autoregressive block length; must divide --gen-length. With the timesteps
     /// schedule it runs Dream in Fast-dLLM's blocks.
@@ -26,10 +26,11 @@ pub struct DecodeArgs {
     #[arg(long)]
     pub schedule: Option<String>,
     /// Fast-dLLM parallel decoding: commit every masked position of the block whose confidence
-    /// is at least this, in (0, 1] (always at least the best one).
+    /// is at least this, in (0, 1] (always at least the best one); 0 turns it off.
     #[arg(long)]
     pub threshold: Option<f64>,
-    /// Fast-dLLM factor rule: commit the n-th best while confidence ≥ 1 - factor/(n+1).
+    /// Fast-dLLM factor rule: commit the n-th best while confidence ≥ 1 - factor/(n+1); 0 turns
+    /// it off.
     #[arg(long)]
     pub factor: Option<f64>,
     /// KV cache between steps: none, prefix or dual (Fast-dLLM), or elastic (Elastic-Cache:
@@ -50,7 +51,7 @@ pub struct DecodeArgs {
     #[arg(long)]
     pub no_block_cache: bool,
     /// Sampling temperature; 0 is greedy.
-    #[arg(long)]
+    #[arg(long, visible_alias = "temp")]
     pub temperature: Option<f64>,
     /// Sample among the k most likely tokens only.
     #[arg(long)]
@@ -67,15 +68,46 @@ pub struct DecodeArgs {
     /// Dream: the last timestep, in (0, 1).
     #[arg(long)]
     pub eps: Option<f64>,
-    /// Seed for sampling and random choices; the same seed repeats a run.
+    /// Seed for sampling and random choices; the same seed repeats a run. run, chat and serve
+    /// draw a random one when it is left out; eval and bench use the model file's (0).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Compute threads (default: one per core).
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
     /// Run every planned step even after the answer has ended.
     #[arg(long)]
     pub no_early_stop: bool,
 }
 
 impl DecodeArgs {
+    /// `apply`, with a random seed when `--seed` is left out (run, chat, serve: two runs of
+    /// a sampled decode differ unless a seed is given). The seed used is in the result.
+    pub fn apply_random_seed(
+        &self,
+        defaults: &DecodeParams,
+    ) -> Result<DecodeParams, Box<dyn Error>> {
+        let mut p = self.apply(defaults)?;
+        if self.seed.is_none() {
+            p.seed = dlm_serve::random_seed();
+        }
+        Ok(p)
+    }
+
+    /// Size rayon's global pool from `--threads` (once per process, before any work).
+    pub fn init_threads(&self) -> Result<(), Box<dyn Error>> {
+        if let Some(n) = self.threads {
+            if n == 0 {
+                return Err("--threads must be at least 1".into());
+            }
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build_global()
+                .map_err(|e| format!("cannot start {n} threads: {e}"))?;
+        }
+        Ok(())
+    }
+
     /// `defaults` with every given flag applied.
     pub fn apply(&self, defaults: &DecodeParams) -> Result<DecodeParams, Box<dyn Error>> {
         let mut p = defaults.clone();
@@ -111,11 +143,12 @@ impl DecodeArgs {
         if self.block_length.is_some() {
             p.block_length = self.block_length;
         }
-        if self.threshold.is_some() {
-            p.threshold = self.threshold;
+        if let Some(t) = self.threshold {
+            // 0 means off, as llama.cpp-style tools read a zero threshold.
+            p.threshold = (t != 0.0).then_some(t);
         }
-        if self.factor.is_some() {
-            p.factor = self.factor;
+        if let Some(f) = self.factor {
+            p.factor = (f != 0.0).then_some(f);
         }
         if let Some(c) = &self.cache {
             p.cache = CacheMode::from_name(c).ok_or_else(|| {

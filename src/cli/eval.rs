@@ -81,6 +81,7 @@ struct TextResult {
 }
 
 pub fn run(a: Args) -> CliResult {
+    a.decode.init_threads()?;
     if a.tasks.is_empty() && a.text.is_none() {
         return Err("give --tasks FILE.jsonl and/or --text FILE (see dlm eval --help)".into());
     }

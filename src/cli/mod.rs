@@ -10,6 +10,7 @@ mod json;
 mod logits;
 mod model_path;
 mod run;
+mod serve;
 mod tokenize;
 mod verify;
 mod visual;
@@ -42,6 +43,7 @@ enum Command {
     Logits(logits::Args),
     Run(run::Args),
     Chat(chat::Args),
+    Serve(serve::Args),
     Bench(bench::Args),
     Eval(eval::Args),
     Verify(verify::Args),
@@ -57,6 +59,7 @@ pub fn main() -> CliResult {
         Command::Logits(a) => logits::run(a),
         Command::Run(a) => run::run(a),
         Command::Chat(a) => chat::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Verify(a) => verify::run(a),

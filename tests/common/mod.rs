@@ -17,16 +17,57 @@ pub fn reference_dir() -> Option<PathBuf> {
     }
 }
 
-/// A fresh temporary folder for one test.
-pub fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "dlm-test-{tag}-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("create temp dir");
-    d
+/// A fresh temporary folder for one test, removed when dropped (also when the test fails:
+/// a panic unwinds through the drop).
+pub fn temp_dir(tag: &str) -> TempDir {
+    TempDir::new(tag)
+}
+
+/// A temporary folder that removes itself; derefs to its path.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A new empty folder named after `tag`, the process and the thread.
+    pub fn new(tag: &str) -> Self {
+        let d = std::env::temp_dir().join(format!(
+            "dlm-test-{tag}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("create temp dir");
+        TempDir(d)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TempDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Convert reference checkpoint `name` (`llada-tiny`, `dream-tiny`) with `policy` into `dir`.
