@@ -46,11 +46,11 @@ ratio = "1.0" if not base else "%.1f" % (tps / float(base))
 print("| %s | %s | %s | %s | %s | %.1f | %.0f | %.0f | %.1f | %.1f | %s |" % (
     q, gen, steps, mode.replace(":", " τ"), accs, mean("mean_nfe"), mean("mean_layer_forwards"),
     mean("mean_query_rows"), mean("mean_refreshes"), tps, ratio))
-print(tps, file=sys.stderr)
+open(path + ".tps", "w").write(str(tps))
 PY
-      2> "$work/tps")
+)
       echo "$line"
-      [ -z "$base" ] && base=$(cat "$work/tps")
+      [ -z "$base" ] && base=$(cat "$work/r.json.tps")
     done
   done
 done
