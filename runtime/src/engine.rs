@@ -133,6 +133,10 @@ fn default_params(file: &DlmFile) -> Result<DecodeParams, RuntimeError> {
     };
     let threshold = file.get_f32_or(diffusion::THRESHOLD, 0.0)?;
     p.threshold = (threshold > 0.0).then_some(threshold as f64);
+    // A minimum per step only means something under a threshold (a step-distilled model's
+    // few-step rule); without one the file's schedule is the fixed count per step.
+    let min_per_step = file.get_u32_or(diffusion::MIN_PER_STEP, 0)? as usize;
+    p.min_per_step = (min_per_step > 1 && p.threshold.is_some()).then_some(min_per_step);
     p.temperature = file.get_f32_or(diffusion::TEMPERATURE, 0.0)? as f64;
     p.eps = file.get_f32_or(diffusion::EPS, 1e-3)? as f64;
     let e = &mut p.elastic;

@@ -234,6 +234,8 @@ def main():
     ap.add_argument("--train-seconds", type=float, default=150)
     ap.add_argument("--eval-limit", type=int, default=100)
     ap.add_argument("--steps", type=int, default=4, help="the student's stored default steps")
+    ap.add_argument("--threshold", type=float, default=0.9,
+                    help="the student's stored confidence threshold (0 = fixed schedule)")
     args = ap.parse_args()
 
     os.makedirs(args.out, exist_ok=True)
@@ -378,8 +380,14 @@ def main():
 
     sd = T.export(student, Config(), args.out)
     with open(os.path.join(args.out, "generation_config.json"), "w") as f:
-        json.dump({"bos_token_id": SP["bos"], "eos_token_id": EOS, "pad_token_id": EOS,
-                   "steps": args.steps, "gen_length": GEN, "block_length": GEN}, f, indent=2)
+        # The few-step schedule the runtime reads (formats/SPEC.md, "Few-step schedules"): at
+        # most `steps` steps per 32-token block, each committing every position of confidence
+        # >= threshold and at least 32 / steps.
+        gc = {"bos_token_id": SP["bos"], "eos_token_id": EOS, "pad_token_id": EOS,
+              "steps": args.steps, "gen_length": GEN, "block_length": GEN}
+        if args.threshold > 0:
+            gc.update(threshold=args.threshold, min_per_step=GEN // args.steps)
+        json.dump(gc, f, indent=2)
     student.load_state_dict({k: v.float() for k, v in sd.items()}, strict=False)
     student.float()
     f32 = lambda: torch.autocast(dev.type, enabled=False)  # noqa: E731
