@@ -178,7 +178,11 @@ fn demo_fast_decodes_with_its_stored_few_step_schedule() {
         let acc = t["accuracy"].as_f64().unwrap();
         let nfe = t["mean_nfe"].as_f64().unwrap();
         assert!(acc >= 0.75, "{}: accuracy {acc}", t["task"]);
-        assert!(nfe <= 4.0, "{}: mean nfe {nfe} over the 4-step budget", t["task"]);
+        assert!(
+            nfe <= 4.0,
+            "{}: mean nfe {nfe} over the 4-step budget",
+            t["task"]
+        );
     }
     // Every cache keeps the budget (a cached block may add one step that commits nothing, but
     // never past 4 here), and a fixed schedule (threshold off) runs exactly 4 steps.
@@ -198,7 +202,10 @@ fn demo_fast_decodes_with_its_stored_few_step_schedule() {
         &cache,
     );
     assert_eq!(v["tasks"][0]["mean_nfe"].as_f64().unwrap(), 4.0, "{v}");
-    assert!(!v["decoding"].as_str().unwrap().contains("threshold"), "{v}");
+    assert!(
+        !v["decoding"].as_str().unwrap().contains("threshold"),
+        "{v}"
+    );
     std::fs::remove_dir_all(&cache).ok();
 >>>>>>> 3de0557 (few-step schedules: diffusion.min_per_step (with the threshold: at least N commits a step, so steps bound a block), read by convert from generation_config.json and used by the engine by default; CLI --min-per-step, --threshold 0 turns a stored threshold off, --factor replaces it; the reserved diffusion.few_step_schedule is dropped)
 }

@@ -829,7 +829,10 @@ mod tests {
         let d = diffusion_defaults(Family::Llada, &json!({"steps": 32}), p).unwrap();
         assert_eq!((d.threshold, d.min_per_step), (0.0, 0));
         // A minimum without a threshold would fail every run: rejected, naming the key.
-        for g in [json!({"min_per_step": 8}), json!({"min_per_step": 8, "threshold": 0})] {
+        for g in [
+            json!({"min_per_step": 8}),
+            json!({"min_per_step": 8, "threshold": 0}),
+        ] {
             match diffusion_defaults(Family::Llada, &g, p) {
                 Err(ConvertError::BadConfigValue { key, .. }) => assert_eq!(key, "min_per_step"),
                 other => panic!("{other:?}"),

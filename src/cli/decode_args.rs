@@ -252,7 +252,10 @@ mod tests {
             ..DecodeArgs::default()
         };
         let p = a.apply(&few_step()).unwrap();
-        assert_eq!((p.threshold, p.min_per_step, p.factor), (None, None, Some(1.0)));
+        assert_eq!(
+            (p.threshold, p.min_per_step, p.factor),
+            (None, None, Some(1.0))
+        );
         assert!(p.validate(3, None).is_ok());
         let a = DecodeArgs {
             min_per_step: Some(16),
