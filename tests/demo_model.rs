@@ -94,7 +94,6 @@ fn eval_on_shipped_tasks_is_far_above_chance() {
     std::fs::remove_dir_all(&cache).ok();
 }
 
-<<<<<<< HEAD
 #[test]
 fn q4_k_on_rows_of_384_falls_back_to_q4_0_and_says_so() {
     // The demo's d 384 is not a multiple of 256: a q4_k request stays 4-bit (q4_0), the
@@ -134,7 +133,8 @@ fn q4_k_on_rows_of_384_falls_back_to_q4_0_and_says_so() {
     assert!(text.contains("storage by type (policy q4_k)"), "{text}");
     assert!(!text.contains("warning"), "{text}");
     std::fs::remove_dir_all(&dir).ok();
-=======
+}
+
 /// `dlm eval --json` on the first `limit` prompts of `tasks` with `extra` arguments.
 fn eval_json(args: &[&str], tasks: &[&str], limit: &str, cache: &Path) -> serde_json::Value {
     let dir = repo().join("models/demo/tasks");
@@ -207,7 +207,6 @@ fn demo_fast_decodes_with_its_stored_few_step_schedule() {
         "{v}"
     );
     std::fs::remove_dir_all(&cache).ok();
->>>>>>> 3de0557 (few-step schedules: diffusion.min_per_step (with the threshold: at least N commits a step, so steps bound a block), read by convert from generation_config.json and used by the engine by default; CLI --min-per-step, --threshold 0 turns a stored threshold off, --factor replaces it; the reserved diffusion.few_step_schedule is dropped)
 }
 
 #[test]

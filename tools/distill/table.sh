@@ -7,7 +7,8 @@
 # GRID_LIMIT prompts per task for the full grid, HEADLINE_LIMIT for the rows the goal is
 # about (f32, gen 32: teacher at 32 steps, student at its stored defaults, teacher under the
 # student's rule).
-# DLM=path/to/dlm uses a built binary instead of building one; ROWS_OUT=FILE keeps the raw rows.
+# DLM=path/to/dlm uses a built binary instead of building one; ROWS_OUT=FILE keeps the raw rows;
+# ROWS_IN=FILE (an earlier ROWS_OUT) resumes: rows measured there are reused, not run again.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 grid=${1:-10}
@@ -22,11 +23,21 @@ tasks=(add sort reverse lookup rust)
 targs=()
 for t in "${tasks[@]}"; do targs+=(--tasks "models/demo/tasks/$t.jsonl"); done
 
+touch "$work/rows.jsonl"
+[ -z "${ROWS_IN:-}" ] || cp "$ROWS_IN" "$work/rows.jsonl"
 declare -A text
 for m in demo demo-fast; do
   for q in f32 q8_0; do
     "$DLM" convert "models/$m" -o "$work/$m-$q.dlm" --quant "$q" 2>/dev/null
-    text[$m-$q]=$("$DLM" eval -m "$work/$m-$q.dlm" --text models/demo/heldout.txt --json |
+    # the text bound of this file, from a resumed row when there is one
+    text[$m-$q]=$(python3 -c '
+import json, sys
+for l in open(sys.argv[1]):
+    r = json.loads(l)
+    if r["model"] == sys.argv[2] and r["type"] == sys.argv[3]:
+        print(r["text"]); break' "$work/rows.jsonl" "$m" "$q")
+    [ -n "${text[$m-$q]}" ] || text[$m-$q]=$("$DLM" eval -m "$work/$m-$q.dlm" \
+      --text models/demo/heldout.txt --json |
       python3 -c 'import json,sys; print("%.3f" % json.load(sys.stdin)["text"]["nats_per_token"])')
   done
 done
@@ -35,6 +46,16 @@ done
 row() {
   local m=$1 q=$2 gen=$3 limit=$4 label=$5
   shift 5
+  if python3 -c '
+import json, sys
+k = sys.argv[2:]
+for l in open(sys.argv[1]):
+    r = json.loads(l)
+    if [r["model"], r["type"], str(r["gen"]), str(r["limit"]), r["label"]] == k:
+        sys.exit(0)
+sys.exit(1)' "$work/rows.jsonl" "$m" "$q" "$gen" "$limit" "$label"; then
+    return 0
+  fi
   "$DLM" eval -m "$work/$m-$q.dlm" "${targs[@]}" --limit "$limit" --json "$@" > "$work/r.json"
   python3 - "$m" "$q" "$gen" "$limit" "$label" "${text[$m-$q]}" "$work/r.json" >> "$work/rows.jsonl" <<'PY'
 import json, sys
