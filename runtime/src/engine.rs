@@ -134,7 +134,10 @@ fn default_params(file: &DlmFile) -> Result<DecodeParams, RuntimeError> {
     let threshold = file.get_f32_or(diffusion::THRESHOLD, 0.0)?;
     // The f64 nearest the f32's shortest decimal (0.9, not 0.8999999761581421): the value the
     // checkpoint's generation_config.json wrote, and the one `--threshold 0.9` gives.
-    let threshold = threshold.to_string().parse::<f64>().unwrap_or(threshold as f64);
+    let threshold = threshold
+        .to_string()
+        .parse::<f64>()
+        .unwrap_or(threshold as f64);
     p.threshold = (threshold > 0.0).then_some(threshold);
     // A minimum per step only means something under a threshold (a step-distilled model's
     // few-step rule); without one the file's schedule is the fixed count per step.
