@@ -189,6 +189,7 @@ fn demo_fast_decodes_with_its_stored_few_step_schedule() {
     for args in [
         &["-m", "models/demo-fast", "--cache", "prefix"][..],
         &["-m", "models/demo-fast", "--cache", "dual"][..],
+        &["-m", "models/demo-fast", "--cache", "elastic"][..],
     ] {
         let v = eval_json(args, &["add"], "4", &cache);
         let t = &v["tasks"][0];
