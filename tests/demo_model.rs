@@ -135,6 +135,81 @@ fn q4_k_on_rows_of_384_falls_back_to_q4_0_and_says_so() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// `dlm eval --json` on the first `limit` prompts of `tasks` with `extra` arguments.
+fn eval_json(args: &[&str], tasks: &[&str], limit: &str, cache: &Path) -> serde_json::Value {
+    let dir = repo().join("models/demo/tasks");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dlm"));
+    cmd.args(["eval", "--limit", limit, "--json"]).args(args);
+    for t in tasks {
+        cmd.arg("--tasks").arg(dir.join(format!("{t}.jsonl")));
+    }
+    let out = cmd
+        .current_dir(repo())
+        .env("DLM_CACHE", cache)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("eval --json")
+}
+
+#[test]
+fn demo_fast_decodes_with_its_stored_few_step_schedule() {
+    // The step-distilled student: no decoding flags, so the schedule its generation_config.json
+    // carries (at most 4 steps per 32-token answer: threshold 0.9, at least 8 commits a step)
+    // comes from the file's diffusion.* keys.
+    let cache = common::temp_dir("fast-cache");
+    let v = eval_json(
+        &["-m", "models/demo-fast"],
+        &["sort", "add", "rust"],
+        "8",
+        &cache,
+    );
+    let decoding = v["decoding"].as_str().unwrap();
+    assert!(
+        decoding.contains("steps 4 gen 32 block 32") && decoding.contains("min_per_step 8"),
+        "{decoding}"
+    );
+    assert!(decoding.contains("threshold 0.9"), "{decoding}");
+    for t in v["tasks"].as_array().unwrap() {
+        let acc = t["accuracy"].as_f64().unwrap();
+        let nfe = t["mean_nfe"].as_f64().unwrap();
+        assert!(acc >= 0.75, "{}: accuracy {acc}", t["task"]);
+        assert!(
+            nfe <= 4.0,
+            "{}: mean nfe {nfe} over the 4-step budget",
+            t["task"]
+        );
+    }
+    // Every cache keeps the budget (a cached block may add one step that commits nothing, but
+    // never past 4 here), and a fixed schedule (threshold off) runs exactly 4 steps.
+    for args in [
+        &["-m", "models/demo-fast", "--cache", "prefix"][..],
+        &["-m", "models/demo-fast", "--cache", "dual"][..],
+        &["-m", "models/demo-fast", "--cache", "elastic"][..],
+    ] {
+        let v = eval_json(args, &["add"], "4", &cache);
+        let t = &v["tasks"][0];
+        assert!(t["mean_nfe"].as_f64().unwrap() <= 4.0, "{args:?}: {t}");
+        assert!(t["accuracy"].as_f64().unwrap() >= 0.5, "{args:?}: {t}");
+    }
+    let v = eval_json(
+        &["-m", "models/demo-fast", "--threshold", "0"],
+        &["add"],
+        "4",
+        &cache,
+    );
+    assert_eq!(v["tasks"][0]["mean_nfe"].as_f64().unwrap(), 4.0, "{v}");
+    assert!(
+        !v["decoding"].as_str().unwrap().contains("threshold"),
+        "{v}"
+    );
+    std::fs::remove_dir_all(&cache).ok();
+}
+
 #[test]
 fn run_prompt_sources_json_fields_and_a_closed_pipe() {
     let cache = common::temp_dir("run-sources");

@@ -623,6 +623,9 @@ pub struct DiffusionDefaults {
     pub block_length: u32,
     /// Fast-dLLM threshold (0 = off).
     pub threshold: f32,
+    /// With the threshold, the fewest commits per step (0 = Fast-dLLM's one): the few-step
+    /// rule of a step-distilled model.
+    pub min_per_step: u32,
     /// Sampling temperature (0 = greedy).
     pub temperature: f32,
     /// Dream's final timestep.
@@ -660,6 +663,16 @@ pub fn diffusion_defaults(
     // are read when a checkpoint's generation_config.json carries them (Dream's does for
     // steps; our demo model's for all); otherwise each family's usual values apply.
     let threshold = num("threshold").unwrap_or(0.0) as f32;
+    // A step-distilled model's few-step rule (`min_per_step`, with `threshold`): checked here,
+    // since a file whose stored defaults fail validation would fail every run.
+    let min_per_step = count("min_per_step")?.unwrap_or(0);
+    if min_per_step > 0 && threshold <= 0.0 {
+        return Err(ConvertError::BadConfigValue {
+            path: gen_path.to_path_buf(),
+            key: "min_per_step".into(),
+            reason: "it bounds the threshold rule, and there is no positive \"threshold\"".into(),
+        });
+    }
     let gen_length = match count("gen_length")? {
         Some(g) => Some(g),
         None => count("max_new_tokens")?,
@@ -673,6 +686,7 @@ pub fn diffusion_defaults(
                 gen_length,
                 block_length: count("block_length")?.unwrap_or(32.min(gen_length)),
                 threshold,
+                min_per_step,
                 temperature,
                 eps,
             }
@@ -695,6 +709,7 @@ pub fn diffusion_defaults(
                 gen_length,
                 block_length: gen_length,
                 threshold,
+                min_per_step,
                 temperature,
                 eps,
             }
@@ -799,5 +814,37 @@ mod tests {
             model_config(&v, Path::new("c")),
             Err(ConvertError::MissingConfigKey { .. })
         ));
+    }
+
+    #[test]
+    fn few_step_schedule_is_read_from_generation_config() {
+        let p = Path::new("generation_config.json");
+        // The student's file (models/demo-fast): steps, lengths, threshold and minimum.
+        let g = json!({"steps": 4, "gen_length": 32, "block_length": 32, "threshold": 0.9,
+            "min_per_step": 8});
+        let d = diffusion_defaults(Family::Llada, &g, p).unwrap();
+        assert_eq!((d.steps, d.gen_length, d.block_length), (4, 32, 32));
+        assert_eq!((d.threshold, d.min_per_step), (0.9, 8));
+        // Absent: Fast-dLLM's rule (0 = at least one) and no threshold.
+        let d = diffusion_defaults(Family::Llada, &json!({"steps": 32}), p).unwrap();
+        assert_eq!((d.threshold, d.min_per_step), (0.0, 0));
+        // A minimum without a threshold would fail every run: rejected, naming the key.
+        for g in [
+            json!({"min_per_step": 8}),
+            json!({"min_per_step": 8, "threshold": 0}),
+        ] {
+            match diffusion_defaults(Family::Llada, &g, p) {
+                Err(ConvertError::BadConfigValue { key, .. }) => assert_eq!(key, "min_per_step"),
+                other => panic!("{other:?}"),
+            }
+        }
+        // Not a positive integer.
+        for bad in [json!(0), json!(-1), json!(2.5), json!("8")] {
+            let g = json!({"threshold": 0.9, "min_per_step": bad});
+            assert!(matches!(
+                diffusion_defaults(Family::Llada, &g, p),
+                Err(ConvertError::BadConfigValue { .. })
+            ));
+        }
     }
 }

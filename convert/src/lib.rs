@@ -362,8 +362,8 @@ pub(crate) fn diffusion_meta(
     put(keys::diffusion::TEMPERATURE, MetaValue::F32(d.temperature));
     put(keys::diffusion::EPS, MetaValue::F32(d.eps));
     put(
-        keys::diffusion::FEW_STEP_SCHEDULE,
-        MetaValue::ArrU32(Vec::new()),
+        keys::diffusion::MIN_PER_STEP,
+        MetaValue::U32(d.min_per_step),
     );
 }
 

@@ -127,6 +127,7 @@ pub mod diffusion {
     pub const ELASTIC_GAMMA: &str = "diffusion.elastic_gamma";
     /// u32: Elastic-Cache tracked most-attended tokens per layer.
     pub const ELASTIC_TRACK: &str = "diffusion.elastic_track";
-    /// [u32]: tokens committed at each step by a step-distilled model (empty = not distilled).
-    pub const FEW_STEP_SCHEDULE: &str = "diffusion.few_step_schedule";
+    /// u32: with a threshold, the fewest positions a step commits (0 or absent = 1, Fast-dLLM's
+    /// rule); a step-distilled model's few-step schedule is `steps`, `threshold` and this.
+    pub const MIN_PER_STEP: &str = "diffusion.min_per_step";
 }

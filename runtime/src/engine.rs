@@ -132,7 +132,17 @@ fn default_params(file: &DlmFile) -> Result<DecodeParams, RuntimeError> {
         decode::Schedule::Timesteps => None,
     };
     let threshold = file.get_f32_or(diffusion::THRESHOLD, 0.0)?;
-    p.threshold = (threshold > 0.0).then_some(threshold as f64);
+    // The f64 nearest the f32's shortest decimal (0.9, not 0.8999999761581421): the value the
+    // checkpoint's generation_config.json wrote, and the one `--threshold 0.9` gives.
+    let threshold = threshold
+        .to_string()
+        .parse::<f64>()
+        .unwrap_or(threshold as f64);
+    p.threshold = (threshold > 0.0).then_some(threshold);
+    // A minimum per step only means something under a threshold (a step-distilled model's
+    // few-step rule); without one the file's schedule is the fixed count per step.
+    let min_per_step = file.get_u32_or(diffusion::MIN_PER_STEP, 0)? as usize;
+    p.min_per_step = (min_per_step > 1 && p.threshold.is_some()).then_some(min_per_step);
     p.temperature = file.get_f32_or(diffusion::TEMPERATURE, 0.0)? as f64;
     p.eps = file.get_f32_or(diffusion::EPS, 1e-3)? as f64;
     let e = &mut p.elastic;

@@ -26,9 +26,14 @@ pub struct DecodeArgs {
     #[arg(long)]
     pub schedule: Option<String>,
     /// Fast-dLLM parallel decoding: commit every masked position of the block whose confidence
-    /// is at least this, in (0, 1] (always at least the best one); 0 turns it off.
+    /// is at least this, in (0, 1] (always at least the best one); 0 turns it off (and a
+    /// threshold the file stores).
     #[arg(long)]
     pub threshold: Option<f64>,
+    /// With --threshold: commit at least this many positions per step (1 = Fast-dLLM), so a
+    /// block of B tokens takes at most B/N steps; a step-distilled model stores its own.
+    #[arg(long)]
+    pub min_per_step: Option<usize>,
     /// Fast-dLLM factor rule: commit the n-th best while confidence ≥ 1 - factor/(n+1); 0 turns
     /// it off.
     #[arg(long)]
@@ -144,11 +149,23 @@ impl DecodeArgs {
             p.block_length = self.block_length;
         }
         if let Some(t) = self.threshold {
-            // 0 means off, as llama.cpp-style tools read a zero threshold.
+            // 0 means off, as llama.cpp-style tools read a zero threshold; it also turns off a
+            // threshold the file stores (a step-distilled model's) and the minimum bounding it.
             p.threshold = (t != 0.0).then_some(t);
+            if t == 0.0 {
+                p.min_per_step = None;
+            }
         }
         if let Some(f) = self.factor {
             p.factor = (f != 0.0).then_some(f);
+            if f != 0.0 && self.threshold.is_none() {
+                // --factor replaces the file's threshold rule (and its minimum per step).
+                p.threshold = None;
+                p.min_per_step = None;
+            }
+        }
+        if let Some(m) = self.min_per_step {
+            p.min_per_step = (m != 1).then_some(m);
         }
         if let Some(c) = &self.cache {
             p.cache = CacheMode::from_name(c).ok_or_else(|| {
@@ -192,5 +209,71 @@ impl DecodeArgs {
             p.stop_early = false;
         }
         Ok(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A step-distilled model's stored defaults: threshold 0.9, at least 8 per step.
+    fn few_step() -> DecodeParams {
+        DecodeParams {
+            steps: 4,
+            gen_length: 32,
+            block_length: Some(32),
+            threshold: Some(0.9),
+            min_per_step: Some(8),
+            ..DecodeParams::default()
+        }
+    }
+
+    #[test]
+    fn no_flags_keep_the_stored_few_step_schedule() {
+        let d = few_step();
+        assert_eq!(DecodeArgs::default().apply(&d).unwrap(), d);
+    }
+
+    #[test]
+    fn threshold_zero_turns_the_stored_rule_off() {
+        let a = DecodeArgs {
+            threshold: Some(0.0),
+            ..DecodeArgs::default()
+        };
+        let p = a.apply(&few_step()).unwrap();
+        assert_eq!((p.threshold, p.min_per_step), (None, None));
+        assert!(p.validate(3, None).is_ok());
+    }
+
+    #[test]
+    fn factor_replaces_the_stored_threshold_and_min_per_step_overrides() {
+        let a = DecodeArgs {
+            factor: Some(1.0),
+            ..DecodeArgs::default()
+        };
+        let p = a.apply(&few_step()).unwrap();
+        assert_eq!(
+            (p.threshold, p.min_per_step, p.factor),
+            (None, None, Some(1.0))
+        );
+        assert!(p.validate(3, None).is_ok());
+        let a = DecodeArgs {
+            min_per_step: Some(16),
+            ..DecodeArgs::default()
+        };
+        assert_eq!(a.apply(&few_step()).unwrap().min_per_step, Some(16));
+        // 1 is Fast-dLLM's own rule.
+        let a = DecodeArgs {
+            min_per_step: Some(1),
+            ..DecodeArgs::default()
+        };
+        assert_eq!(a.apply(&few_step()).unwrap().min_per_step, None);
+        // 0 is carried to validation, which names it.
+        let a = DecodeArgs {
+            min_per_step: Some(0),
+            ..DecodeArgs::default()
+        };
+        let e = a.apply(&few_step()).unwrap().validate(3, None).unwrap_err();
+        assert!(e.to_string().contains("min_per_step"), "{e}");
     }
 }

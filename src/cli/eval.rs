@@ -258,7 +258,7 @@ fn eval_text(
 
 fn describe(p: &DecodeParams) -> String {
     format!(
-        "{} steps {} gen {} block {} cache {}{}",
+        "{} steps {} gen {} block {} cache {}{}{}",
         p.algorithm.name(),
         p.steps,
         p.gen_length,
@@ -266,6 +266,9 @@ fn describe(p: &DecodeParams) -> String {
         p.cache.name(),
         p.threshold
             .map(|t| format!(" threshold {t}"))
+            .unwrap_or_default(),
+        p.min_per_step
+            .map(|m| format!(" min_per_step {m}"))
             .unwrap_or_default()
     )
 }

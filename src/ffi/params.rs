@@ -250,6 +250,9 @@ impl dlm_params {
             gen_length: self.gen_length as usize,
             block_length: (self.block_length != 0).then_some(self.block_length as usize),
             threshold: off_if_zero(self.threshold),
+            // Not in the C struct yet (a field to append in a later layout version): C callers
+            // get Fast-dLLM's "at least one" under a threshold.
+            min_per_step: None,
             factor: off_if_zero(self.factor),
             cache,
             temperature: self.temperature,
@@ -298,6 +301,7 @@ mod tests {
             gen_length: 32,
             block_length: Some(8),
             threshold: Some(0.9),
+            min_per_step: None,
             factor: None,
             cache: CacheMode::Dual,
             temperature: 0.7,

@@ -175,6 +175,11 @@ pub struct DecodeParams {
     /// Fast-dLLM parallel decoding: commit every masked position of the active block whose
     /// confidence is at least τ ∈ (0, 1], and always the most confident one.
     pub threshold: Option<f64>,
+    /// With `threshold`: each step commits at least this many positions (the most confident),
+    /// instead of one, so a block of `b` masks takes at most `ceil(b / min)` steps whatever
+    /// the confidences: the rule a step-distilled model decodes with (`diffusion.min_per_step`).
+    /// `None` is Fast-dLLM's "at least one".
+    pub min_per_step: Option<usize>,
     /// Fast-dLLM factor rule: the n-th best is committed while its confidence is at least
     /// `1 - factor / (n + 1)`.
     pub factor: Option<f64>,
@@ -217,6 +222,7 @@ impl Default for DecodeParams {
             gen_length: 128,
             block_length: Some(32),
             threshold: None,
+            min_per_step: None,
             factor: None,
             schedule: None,
             cache: CacheMode::None,
@@ -326,6 +332,16 @@ impl DecodeParams {
             return Err(invalid(format!(
                 "factor must be positive and finite, got {f}"
             )));
+        }
+        if let Some(m) = self.min_per_step {
+            if m == 0 {
+                return Err(invalid("min_per_step must be at least 1"));
+            }
+            if self.threshold.is_none() {
+                return Err(invalid(
+                    "min_per_step bounds the threshold rule: give a threshold with it",
+                ));
+            }
         }
         if self.threshold.is_some() && self.factor.is_some() {
             return Err(invalid("give threshold or factor, not both"));

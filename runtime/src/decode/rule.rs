@@ -13,8 +13,9 @@ use super::{Algorithm, DecodeParams};
 pub(super) enum Select {
     /// The schedule's count, most confident first.
     TopK,
-    /// Fast-dLLM: every candidate at or above τ, and always the best.
-    Threshold(f64),
+    /// Fast-dLLM: every candidate at or above τ, and always the `min` best (Fast-dLLM: 1; a
+    /// step-distilled model's `min_per_step`).
+    Threshold { tau: f64, min: usize },
     /// Fast-dLLM's factor rule.
     Factor(f64),
     /// Dream `alg_temp`: the schedule's count drawn by `softmax(confidence / alg_temp)`.
@@ -46,7 +47,10 @@ impl Rule {
         let select = if p.algorithm == Algorithm::Origin {
             Select::Revealed
         } else if let Some(t) = p.threshold {
-            Select::Threshold(t)
+            Select::Threshold {
+                tau: t,
+                min: p.min_per_step.unwrap_or(1),
+            }
         } else if let Some(f) = p.factor {
             Select::Factor(f)
         } else if p.alg_temp > 0.0 {
@@ -77,14 +81,14 @@ impl Rule {
     /// Whether the rule may finish a block in fewer steps than scheduled (so the loop runs
     /// until the block has no mask rather than for a fixed number of steps).
     pub fn is_adaptive(&self) -> bool {
-        matches!(self.select, Select::Threshold(_) | Select::Factor(_))
+        matches!(self.select, Select::Threshold { .. } | Select::Factor(_))
     }
 
     /// Indices into `cands` to commit, given the schedule's count `k`.
     pub fn choose(&self, cands: &[Candidate], k: usize, rng: &mut Rng) -> Vec<usize> {
         match self.select {
             Select::TopK => select::top_k(cands, k),
-            Select::Threshold(t) => select::threshold(cands, t),
+            Select::Threshold { tau, min } => select::threshold(cands, tau, min),
             Select::Factor(f) => select::factor(cands, f),
             Select::AlgTemp(t) => select::sample_by_confidence(cands, k, t, rng),
             Select::Revealed => (0..cands.len()).collect(),

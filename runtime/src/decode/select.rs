@@ -47,13 +47,13 @@ pub fn top_k(cands: &[Candidate], k: usize) -> Vec<usize> {
     order
 }
 
-/// Fast-dLLM threshold: the most confident candidate always, and every other one whose
-/// confidence is at least `threshold`.
-pub fn threshold(cands: &[Candidate], threshold: f64) -> Vec<usize> {
+/// Fast-dLLM threshold: the `min` most confident candidates always (Fast-dLLM: `min` = 1),
+/// and every other one whose confidence is at least `threshold`.
+pub fn threshold(cands: &[Candidate], threshold: f64, min: usize) -> Vec<usize> {
     let order = ranked(cands);
     let mut out = Vec::new();
     for (r, &i) in order.iter().enumerate() {
-        if r == 0 || cands[i].confidence >= threshold {
+        if r < min.max(1) || cands[i].confidence >= threshold {
             out.push(i);
         }
     }
@@ -155,14 +155,31 @@ mod tests {
     #[test]
     fn threshold_keeps_best_and_those_above() {
         let c = cands(&[0.2, 0.95, 0.9, 0.5]);
-        assert_eq!(threshold(&c, 0.9), vec![1, 2]);
+        assert_eq!(threshold(&c, 0.9, 1), vec![1, 2]);
         // Nothing reaches tau: the best one anyway.
-        assert_eq!(threshold(&c, 0.99), vec![1]);
+        assert_eq!(threshold(&c, 0.99, 1), vec![1]);
+        // A minimum of 0 is read as Fast-dLLM's 1.
+        assert_eq!(threshold(&c, 0.99, 0), vec![1]);
         // tau = 1 commits only certainties (and the best).
         let d = cands(&[1.0, 0.3, 1.0]);
-        assert_eq!(threshold(&d, 1.0), vec![0, 2]);
-        assert_eq!(threshold(&cands(&[0.1]), 1.0), vec![0]);
-        assert!(threshold(&[], 0.5).is_empty());
+        assert_eq!(threshold(&d, 1.0, 1), vec![0, 2]);
+        assert_eq!(threshold(&cands(&[0.1]), 1.0, 1), vec![0]);
+        assert!(threshold(&[], 0.5, 1).is_empty());
+        assert!(threshold(&[], 0.5, 4).is_empty());
+    }
+
+    #[test]
+    fn threshold_with_a_minimum_commits_at_least_min_in_rank_order() {
+        let c = cands(&[0.2, 0.95, 0.9, 0.5, f64::NAN]);
+        // Fewer than `min` reach tau: the `min` best.
+        assert_eq!(threshold(&c, 0.99, 3), vec![1, 2, 3]);
+        // More than `min` reach tau: all of those.
+        assert_eq!(threshold(&c, 0.4, 2), vec![1, 2, 3]);
+        // A minimum beyond the candidates takes them all, NaN last.
+        assert_eq!(threshold(&c, 0.99, 9), vec![1, 2, 3, 0, 4]);
+        // Ties at the cut go to the lowest position.
+        let e = cands(&[0.5; 4]);
+        assert_eq!(threshold(&e, 0.9, 2), vec![0, 1]);
     }
 
     #[test]

@@ -381,6 +381,44 @@ fn threshold_commits_all_confident_and_always_one() {
 }
 
 #[test]
+fn threshold_with_a_minimum_bounds_the_steps_of_every_cache() {
+    // Confidences below tau everywhere: Fast-dLLM's rule would take one step per token; with
+    // a minimum of 2 per step a block of 4 takes 2 steps, committing the 2 most confident.
+    let model = Fake::new(|p, _, _| peaked(p, level(p)));
+    let mut p = params(8, 8, 4);
+    p.threshold = Some(1.0);
+    p.min_per_step = Some(2);
+    let (out, seen) = run_recorded(&model, &tokens(false), &PROMPT, &p);
+    assert_eq!(out.nfe, 4);
+    assert_eq!(
+        seen.iter().map(|s| s.1.len()).collect::<Vec<_>>(),
+        vec![2, 2, 2, 2]
+    );
+    // The same commits as the fixed schedule of 2 per step (top-2 by confidence).
+    let mut fixed = params(4, 8, 4);
+    fixed.cache = CacheMode::None;
+    let (fixed_out, fixed_seen) = run_recorded(&model, &tokens(false), &PROMPT, &fixed);
+    assert_eq!(out.canvas, fixed_out.canvas);
+    assert_eq!(
+        seen.iter().map(|s| s.1.clone()).collect::<Vec<_>>(),
+        fixed_seen.iter().map(|s| s.1.clone()).collect::<Vec<_>>()
+    );
+    for cache in [CacheMode::Prefix, CacheMode::Dual] {
+        p.cache = cache;
+        let (c_out, c_seen) = run_recorded(&model, &tokens(false), &PROMPT, &p);
+        assert_eq!(c_out.canvas, out.canvas, "{cache:?}");
+        assert_eq!(c_out.nfe, 4, "{cache:?}");
+        assert!(c_seen.iter().all(|s| s.1.len() == 2), "{cache:?}");
+    }
+    // Confident positions beyond the minimum are still committed together.
+    let sure = Fake::new(|p, _, _| peaked(p, 40.0));
+    p.cache = CacheMode::None;
+    p.threshold = Some(0.9);
+    let out = generate(&sure, &tokens(false), &PROMPT, &p, &mut |_| true).expect("generate");
+    assert_eq!(out.nfe, 2);
+}
+
+#[test]
 fn factor_rule_runs_and_finishes_blocks() {
     let model = Fake::new(|p, _, _| peaked(p, 40.0));
     let mut p = params(8, 8, 4);
@@ -625,6 +663,13 @@ fn validation_rejects_bad_requests() {
     p.threshold = Some(0.9);
     p.factor = Some(1.0);
     bad(p, 3, None);
+    let mut p = ok.clone();
+    p.min_per_step = Some(2);
+    assert!(bad(p.clone(), 3, None).contains("threshold"));
+    p.threshold = Some(0.9);
+    assert!(p.validate(3, None).is_ok());
+    p.min_per_step = Some(0);
+    assert!(bad(p, 3, None).contains("min_per_step"));
 }
 
 #[test]
