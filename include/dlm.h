@@ -37,7 +37,9 @@ enum dlm_status {
     DLM_ERR_PANIC = 9,            /* a bug inside dlm; see dlm_last_error() */
     DLM_ERR_TOKENIZER = 10,       /* text cannot be tokenized or an id cannot be decoded */
     DLM_ERR_INVALID_HANDLE = 11,  /* not a live handle of that type (freed, wrong type) */
-    DLM_ERR_BUSY = 12             /* the session is in use by another call */
+    DLM_ERR_BUSY = 12,            /* the session is in use by another call */
+    DLM_ERR_OUT_OF_MEMORY = 13,   /* a buffer the file or request needs cannot be allocated */
+    DLM_ERR_CORRUPT = 14          /* corrupt weights: a checksum fails, NaN/Inf norm weights */
 };
 
 /* Position choice rules (dlm_params.algorithm). By default the first two run LLaDA's block

@@ -306,6 +306,10 @@ pub(crate) fn tokenizer_meta(
         MetaValue::ArrU32(tok.added_ids.clone()),
     );
     put(
+        keys::tokenizer::ADDED_FLAGS,
+        MetaValue::ArrU32(tok.added_flags.clone()),
+    );
+    put(
         keys::tokenizer::SPECIAL_IDS,
         MetaValue::ArrU32(tok.special_ids.clone()),
     );

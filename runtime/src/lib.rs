@@ -1,6 +1,7 @@
 //! Tokenizer, model, forward pass, KV caches and decoders for diffusion language models.
 #![forbid(unsafe_code)]
 
+mod alloc;
 pub mod backend;
 pub mod chat;
 pub mod decode;
@@ -9,6 +10,6 @@ mod error;
 pub mod model;
 pub mod tokenizer;
 
-pub use engine::Engine;
+pub use engine::{Answer, Engine, clamp_steps};
 pub use error::RuntimeError;
 pub use tokenizer::Tokenizer;

@@ -75,29 +75,32 @@ impl ModelConfig {
             mask_id: file.get_u32(diffusion::MASK_ID)?,
         };
         cfg.check()?;
+        // The RoPE tables are built at load: ask for their memory fallibly first, so a process
+        // under a memory limit gets an error instead of an abort.
+        crate::alloc::check_bytes(
+            cfg.seq_len * cfg.head_dim() * 4,
+            "the RoPE tables (max_seq_len × head_dim f32)",
+        )?;
         Ok(cfg)
     }
 
     fn check(&self) -> Result<(), RuntimeError> {
         let bad = |what: String| Err(RuntimeError::Unsupported(what));
-        // Limits keep every later size computation far from overflow.
-        const MAX_DIM: usize = 1 << 16;
-        for (name, v) in [
-            ("dim", self.dim),
-            ("hidden_dim", self.hidden_dim),
-            ("n_layers", self.n_layers),
-            ("n_heads", self.n_heads),
-            ("n_kv_heads", self.n_kv_heads),
-        ] {
-            if v == 0 || v > MAX_DIM {
-                return bad(format!("model.{name} = {v} (must be 1..={MAX_DIM})"));
-            }
+        // Limits shared with the converter keep every later size computation far from
+        // overflow and the per-position tables small; checked before anything is allocated.
+        if self.n_heads == 0 {
+            return bad("model.n_heads = 0".into());
         }
-        if self.vocab_size == 0 || self.vocab_size > 1 << 24 {
-            return bad(format!("model.vocab_size = {}", self.vocab_size));
-        }
-        if self.seq_len == 0 || self.seq_len > 1 << 20 {
-            return bad(format!("model.max_seq_len = {}", self.seq_len));
+        if let Err(e) = dlm_formats::limits::check_shape(
+            self.dim as u64,
+            self.hidden_dim as u64,
+            self.n_layers as u64,
+            self.n_heads as u64,
+            self.n_kv_heads as u64,
+            self.vocab_size as u64,
+            self.seq_len as u64,
+        ) {
+            return bad(format!("model.{e}"));
         }
         if !self.dim.is_multiple_of(self.n_heads) || !self.head_dim().is_multiple_of(2) {
             return bad(format!(
