@@ -26,6 +26,17 @@ impl Engine {
         Self::new(Model::open(path)?)
     }
 
+    /// Map and load the `.dlm` file at `path`, with `verify` also checking every tensor
+    /// against its checksum first (reads the whole file once: `run --verify`,
+    /// `dlm_model_open_verified`).
+    pub fn open_with(path: &Path, verify: bool) -> Result<Self, RuntimeError> {
+        let model = Model::open(path)?;
+        if verify {
+            crate::integrity::verify_checksums(model.file(), model.bytes())?;
+        }
+        Self::new(model)
+    }
+
     /// Wrap a loaded model, reading its tokenizer, chat format and defaults.
     pub fn new(model: Model) -> Result<Self, RuntimeError> {
         let file = model.file();

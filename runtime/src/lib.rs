@@ -7,6 +7,7 @@ pub mod chat;
 pub mod decode;
 mod engine;
 mod error;
+pub mod integrity;
 pub mod model;
 pub mod tokenizer;
 

@@ -35,19 +35,24 @@ pub struct Args {
     /// Use the prompt as plain text, without the chat template.
     #[arg(long)]
     raw: bool,
-    /// Print `{"output_ids", "text", "nfe", "seconds", "tokens_per_s"}` as JSON.
+    /// Print `{"output_ids", "text", "nfe", "seconds", "tokens_per_s", ..., "unknown_ids"}` as JSON
+    /// (`unknown_ids`: generated ids the tokenizer has no token for).
     #[arg(long)]
     json: bool,
     /// Redraw the canvas in the terminal as it denoises.
     #[arg(long)]
     visual: bool,
+    /// Check every tensor of the model file against its checksum before running (reads the
+    /// whole file once).
+    #[arg(long)]
+    verify: bool,
     #[command(flatten)]
     decode: DecodeArgs,
 }
 
 pub fn run(a: Args) -> CliResult {
     let path = a.model.clone().unwrap_or_else(model_path::default_model);
-    let engine = model_path::load_engine(&path)?;
+    let engine = model_path::load_engine_with(&path, a.verify)?;
     let params = a.decode.apply(engine.defaults())?;
     let prompt = match (&a.prompt_ids, a.prompt.as_ref().or(a.text.as_ref())) {
         (Some(ids), _) => ids.clone(),
@@ -70,11 +75,27 @@ pub fn run(a: Args) -> CliResult {
         true
     })?;
     let seconds = start.elapsed().as_secs_f64();
-    let text = engine.answer_text(&out)?;
+    let answer = engine.answer(&out);
+    let text = answer.text;
+    if !answer.unknown_ids.is_empty() {
+        // Padded embedding rows (LLaDA-8B has 126,464 rows for fewer tokens) can be generated;
+        // the answer is kept, and they are shown as placeholders.
+        eprintln!(
+            "warning: {} generated id(s) have no token in the tokenizer ({}); shown as {}",
+            answer.unknown_ids.len(),
+            answer
+                .unknown_ids
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            dlm_runtime::tokenizer::unknown_placeholder(answer.unknown_ids[0])
+        );
+    }
     let tokens_per_s = params.gen_length as f64 / seconds;
     if a.json {
         println!(
-            "{{\"output_ids\":{},\"text\":{},\"nfe\":{},\"seconds\":{},\"tokens_per_s\":{},\"layer_forwards\":{},\"query_rows\":{},\"refreshes\":{}}}",
+            "{{\"output_ids\":{},\"text\":{},\"nfe\":{},\"seconds\":{},\"tokens_per_s\":{},\"layer_forwards\":{},\"query_rows\":{},\"refreshes\":{},\"unknown_ids\":{}}}",
             json::numbers(&out.canvas),
             json::string(&text),
             out.nfe,
@@ -82,7 +103,8 @@ pub fn run(a: Args) -> CliResult {
             json::float(tokens_per_s),
             out.layer_forwards,
             out.query_rows,
-            out.refreshes
+            out.refreshes,
+            json::numbers(&answer.unknown_ids)
         );
     } else {
         println!("{text}");
