@@ -15,6 +15,7 @@ pub use error::{ConvertError, Result};
 pub use hf::Family;
 pub use progress::{Progress, StderrProgress};
 pub use quant::{QuantMix, QuantPolicy, TensorRole, encode_tensor};
+pub use safetensors::check_safetensors_bytes;
 
 use dlm_formats::{DlmWriter, MetaValue, QuantType, TensorDecl, keys};
 use error::io_err;

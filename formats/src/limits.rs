@@ -46,8 +46,8 @@ pub fn check_shape(
     if seq_len.saturating_mul(head_dim) > MAX_ROPE_ENTRIES {
         return Err(format!(
             "max_seq_len {seq_len} × head_dim {head_dim} needs RoPE tables of {} MiB (the limit is {} MiB)",
-            seq_len.saturating_mul(head_dim) * 4 >> 20,
-            MAX_ROPE_ENTRIES * 4 >> 20
+            (seq_len.saturating_mul(head_dim) * 4) >> 20,
+            (MAX_ROPE_ENTRIES * 4) >> 20
         ));
     }
     Ok(())

@@ -44,11 +44,17 @@ fn data_from_tokenizer_json(json: &Value) -> TokenizerData {
         tokens[id as usize] = a["content"].as_str().expect("content").to_string();
         added_ids.push(id);
         let on = |key: &str| a[key].as_bool() == Some(true);
+        let flags = [
+            ("lstrip", f::LSTRIP),
+            ("rstrip", f::RSTRIP),
+            ("single_word", f::SINGLE_WORD),
+            ("normalized", f::NORMALIZED),
+        ];
         added_flags.push(
-            u32::from(on("lstrip")) * f::LSTRIP
-                | u32::from(on("rstrip")) * f::RSTRIP
-                | u32::from(on("single_word")) * f::SINGLE_WORD
-                | u32::from(on("normalized")) * f::NORMALIZED,
+            flags
+                .iter()
+                .filter(|(k, _)| on(k))
+                .fold(0, |acc, (_, bit)| acc | bit),
         );
         if a["special"].as_bool() == Some(true) {
             special_ids.push(id);

@@ -126,3 +126,62 @@ impl ModelConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> ModelConfig {
+        ModelConfig {
+            family: Family::Llada,
+            dim: 64,
+            hidden_dim: 128,
+            n_layers: 2,
+            n_heads: 4,
+            n_kv_heads: 4,
+            vocab_size: 100,
+            seq_len: 64,
+            rope_theta: 1e4,
+            norm_eps: 1e-5,
+            qkv_bias: false,
+            tied_head: false,
+            shift_logits: false,
+            mask_id: 1,
+        }
+    }
+
+    #[test]
+    fn sizes_that_would_allocate_gigabytes_are_refused_before_any_table() {
+        cfg().check().unwrap();
+        // Each within its own bound, together a 256 GiB RoPE table.
+        let huge = ModelConfig {
+            dim: 1 << 16,
+            n_heads: 1,
+            n_kv_heads: 1,
+            seq_len: 1 << 20,
+            ..cfg()
+        };
+        let e = huge.check().unwrap_err().to_string();
+        assert!(e.contains("RoPE"), "{e}");
+        for bad in [
+            ModelConfig {
+                n_layers: 1 << 13,
+                ..cfg()
+            },
+            ModelConfig {
+                vocab_size: (1 << 24) + 1,
+                ..cfg()
+            },
+            ModelConfig {
+                seq_len: (1 << 20) + 1,
+                ..cfg()
+            },
+            ModelConfig {
+                n_heads: 0,
+                ..cfg()
+            },
+        ] {
+            assert!(bad.check().is_err(), "{bad:?}");
+        }
+    }
+}
