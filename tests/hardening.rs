@@ -149,6 +149,37 @@ fn verify_at_load_and_nan_norms() {
         err.contains("corrupt") && err.contains("blk.2.w_up"),
         "{err}"
     );
+    // A NaN block scale written with a valid checksum (a faulty writer): only --verify sees it.
+    let q8 = common::convert_reference(&reference, "llada-tiny", "q8_0", &dir);
+    let rewritten = dir.join("nan-scale.dlm");
+    {
+        let bytes = std::fs::read(&q8).unwrap();
+        let file = dlm_formats::DlmFile::parse(&bytes).unwrap();
+        let tensors: Vec<(dlm_formats::TensorDecl, Vec<u8>)> = file
+            .tensors
+            .iter()
+            .map(|t| {
+                let mut data = bytes[t.offset as usize..(t.offset + t.len_bytes) as usize].to_vec();
+                if t.name == "blk.1.wk" {
+                    assert_eq!(t.quant, dlm_formats::QuantType::Q8_0);
+                    data[0..2].copy_from_slice(&0x7E00u16.to_le_bytes()); // f16 NaN
+                }
+                let decl = dlm_formats::TensorDecl {
+                    name: t.name.clone(),
+                    quant: t.quant,
+                    shape: t.shape.clone(),
+                };
+                (decl, data)
+            })
+            .collect();
+        let out = dlm_formats::write_to_vec(&file.meta, &tensors).unwrap();
+        std::fs::write(&rewritten, out).unwrap();
+    }
+    ok(&run(&rewritten, &[]));
+    let o = run(&rewritten, &["--verify"]);
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(err.contains("blk.1.wk") && err.contains("row 0"), "{err}");
     let nan = dir.join("nan.dlm");
     damaged(&model, "blk.0.ffn_norm", &nan, |d| {
         d[..4].copy_from_slice(&f32::INFINITY.to_le_bytes())

@@ -27,12 +27,13 @@ impl Engine {
     }
 
     /// Map and load the `.dlm` file at `path`, with `verify` also checking every tensor
-    /// against its checksum first (reads the whole file once: `run --verify`,
-    /// `dlm_model_open_verified`).
+    /// against its checksum and every matrix for NaN/Inf values (reads the whole file:
+    /// `run --verify`, `dlm_model_open_verified`).
     pub fn open_with(path: &Path, verify: bool) -> Result<Self, RuntimeError> {
         let model = Model::open(path)?;
         if verify {
             crate::integrity::verify_checksums(model.file(), model.bytes())?;
+            crate::integrity::check_all_matrices(model.weights(), model.bytes())?;
         }
         Self::new(model)
     }
