@@ -138,7 +138,8 @@ pub struct Answer {
 /// original's split (`b / steps`, one more for the first `b % steps`) gives the steps past
 /// `b` nothing to commit, so at most `gen_length` steps (`b` per block) run and the canvas is
 /// the one the original computes (only its useless forward passes are left out). Dream's
-/// timestep schedule depends on `steps` itself, so it is not clamped; `validate` bounds it.
+/// timestep schedule (alone or inside blocks) depends on `steps` itself, so it is not
+/// clamped; `validate` bounds it.
 pub fn clamp_steps(params: &DecodeParams) -> DecodeParams {
     let mut p = params.clone();
     let block = p.effective_block_length();
@@ -146,7 +147,11 @@ pub fn clamp_steps(params: &DecodeParams) -> DecodeParams {
     let divides = block > 0
         && p.gen_length.is_multiple_of(block)
         && p.steps.is_multiple_of(p.gen_length / block);
-    if p.algorithm.schedule() == decode::Schedule::Blocks && divides && p.steps > p.gen_length {
+    // LLaDA's rules under LLaDA's split; Dream's rules inside blocks run timesteps per
+    // block, which depend on the step count.
+    let llada_split = p.schedule() == decode::Schedule::Blocks
+        && matches!(p.algorithm, Algorithm::LowConfidence | Algorithm::Random);
+    if llada_split && divides && p.steps > p.gen_length {
         p.steps = p.gen_length;
     }
     p
