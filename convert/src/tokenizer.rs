@@ -57,6 +57,8 @@ impl Tokenizer {
             tokens,
             merges,
             added_ids,
+            // GGUF stores no added-token flags: none set (an empty list means all zero).
+            added_flags: Vec::new(),
             special_ids,
             pre,
             normalizer,

@@ -14,8 +14,8 @@ mod mmap;
 pub mod quant;
 mod quant_type;
 mod reader;
-pub mod tensors;
 mod tempfile;
+pub mod tensors;
 mod text;
 mod writer;
 

@@ -681,7 +681,11 @@ impl Forward for Drifting {
                 let mut columns = Vec::new();
                 for _ in probe.keys {
                     for i in 0..n {
-                        let swing = if (i + n_calls).is_multiple_of(2) { 0.9 } else { 0.1 };
+                        let swing = if (i + n_calls).is_multiple_of(2) {
+                            0.9
+                        } else {
+                            0.1
+                        };
                         columns.push(if l == 2 { swing } else { 0.5 });
                     }
                 }
