@@ -10,8 +10,10 @@
  *   is used by one thread at a time (a concurrent call gets DLM_ERR_BUSY).
  * - Every pointer is checked for NULL, every string for UTF-8, every length for limits, and no
  *   Rust panic crosses into C (it becomes DLM_ERR_PANIC).
- * - A freed handle is usually detected (DLM_ERR_INVALID_HANDLE; _free of it does nothing),
- *   but only best-effort: using a freed pointer is still undefined behaviour in C.
+ * - Using a handle after it was freed is undefined behaviour. The tag check inside (which
+ *   makes many such calls return DLM_ERR_INVALID_HANDLE, and a second _free do nothing) is
+ *   a debugging aid, not a guarantee: once the allocator reuses the address for a new handle,
+ *   the stale pointer IS the new handle and calls on it act on the new object.
  */
 #ifndef DLM_H
 #define DLM_H
@@ -37,7 +39,9 @@ enum dlm_status {
     DLM_ERR_PANIC = 9,            /* a bug inside dlm; see dlm_last_error() */
     DLM_ERR_TOKENIZER = 10,       /* text cannot be tokenized or an id cannot be decoded */
     DLM_ERR_INVALID_HANDLE = 11,  /* not a live handle of that type (freed, wrong type) */
-    DLM_ERR_BUSY = 12             /* the session is in use by another call */
+    DLM_ERR_BUSY = 12,            /* the session is in use by another call */
+    DLM_ERR_OUT_OF_MEMORY = 13,   /* a buffer the file or request needs cannot be allocated */
+    DLM_ERR_CORRUPT = 14          /* corrupt weights: a checksum fails, NaN/Inf norm weights */
 };
 
 /* Position choice rules (dlm_params.algorithm). By default the first two run LLaDA's block
@@ -121,8 +125,16 @@ const char *dlm_version(void);
  * failing call on this thread; successful calls leave it unchanged. */
 const char *dlm_last_error(void);
 
-/* Open a .dlm file; *out is the new model, or NULL on failure. */
+/* Open a .dlm file; *out is the new model, or NULL on failure. Norm weights that are NaN or
+ * infinite are DLM_ERR_CORRUPT (checked on every open; they are tiny). */
 int dlm_model_open(const char *path, dlm_model **out);
+
+/* Flags of dlm_model_open_verified. */
+#define DLM_OPEN_VERIFY 1u /* check every tensor against its checksum (reads the whole file) */
+
+/* dlm_model_open with flags (0 or DLM_OPEN_VERIFY); corrupt data gives DLM_ERR_CORRUPT,
+ * unknown flag bits DLM_ERR_INVALID_ARG. */
+int dlm_model_open_verified(const char *path, uint32_t flags, dlm_model **out);
 
 /* Free a model (NULL: no-op). Sessions made from it stay usable. */
 void dlm_model_free(dlm_model *model);

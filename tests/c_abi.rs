@@ -1009,3 +1009,91 @@ fn one_model_shared_by_threads() {
     // SAFETY: live, freed once.
     unsafe { dlm_model_free(m) };
 }
+
+// ---------------------------------------------------------------------------------------
+// Hardening (issue 15).
+
+/// A copy of the converted model with `f` applied to the bytes of tensor `name`.
+fn damaged_copy(name: &str, tag: &str, f: impl FnOnce(&mut [u8])) -> Option<PathBuf> {
+    let model = model_path()?;
+    let mut bytes = std::fs::read(&model).unwrap();
+    let file = dlm_formats::DlmFile::parse(&bytes).unwrap();
+    let t = file.tensor(name).unwrap().clone();
+    f(&mut bytes[t.offset as usize..(t.offset + t.len_bytes) as usize]);
+    let out = common::temp_dir(&format!("c-abi-{tag}")).join("damaged.dlm");
+    std::fs::write(&out, bytes).unwrap();
+    Some(out)
+}
+
+#[test]
+fn open_verified_catches_flipped_bytes_and_nan_norms_are_caught_always() {
+    let _g = serial();
+    let Some(good) = model_path() else { return };
+    let Some(flipped) = damaged_copy("blk.1.wq", "flip", |d| d[100] ^= 0x40) else {
+        return;
+    };
+    let Some(nan) = damaged_copy("out_norm", "nan", |d| {
+        d[8..12].copy_from_slice(&f32::NAN.to_le_bytes())
+    }) else {
+        return;
+    };
+    // SAFETY: valid strings and out pointers; every opened model is freed.
+    unsafe {
+        let mut m = null_mut();
+        let st = dlm_model_open_verified(cstring(&good).as_ptr(), DLM_OPEN_VERIFY, &mut m);
+        assert_eq!(st, DLM_OK, "{}", last_error());
+        dlm_model_free(m);
+        // Flipped weight bytes: found only when asked (the file is otherwise well-formed).
+        assert_eq!(dlm_model_open(cstring(&flipped).as_ptr(), &mut m), DLM_OK);
+        dlm_model_free(m);
+        let st = dlm_model_open_verified(cstring(&flipped).as_ptr(), DLM_OPEN_VERIFY, &mut m);
+        assert_eq!(st, DLM_ERR_CORRUPT, "{}", last_error());
+        assert!(m.is_null());
+        assert!(last_error().contains("blk.1.wq"), "{}", last_error());
+        // A NaN norm weight: refused on every open.
+        assert_eq!(
+            dlm_model_open(cstring(&nan).as_ptr(), &mut m),
+            DLM_ERR_CORRUPT
+        );
+        assert!(last_error().contains("out_norm"), "{}", last_error());
+        assert_eq!(
+            dlm_model_open_verified(cstring(&good).as_ptr(), 0x80, &mut m),
+            DLM_ERR_INVALID_ARG
+        );
+    }
+    let h = std::fs::read_to_string(root().join("include/dlm.h")).unwrap();
+    assert!(h.contains(&format!("#define DLM_OPEN_VERIFY {DLM_OPEN_VERIFY}u")));
+}
+
+#[test]
+fn huge_step_counts_are_clamped_or_refused_at_once() {
+    let _g = serial();
+    let Some(path) = model_path() else { return };
+    let m = open(&path);
+    let s = new_session(m);
+    let mut p = defaults(m);
+    p.gen_length = 8;
+    p.block_length = 8;
+    p.steps = u32::MAX;
+    let ids = [2042u32, 39, 906];
+    let t0 = std::time::Instant::now();
+    // SAFETY: live session, valid ids and params.
+    let st = unsafe { dlm_generate_ids(s, ids.as_ptr(), ids.len(), &p, None, null_mut()) };
+    assert_eq!(st, DLM_OK, "{}", last_error());
+    assert!(t0.elapsed().as_secs() < 30, "{:?}", t0.elapsed());
+    // SAFETY: handles from above, freed once.
+    unsafe {
+        dlm_session_free(s);
+        dlm_model_free(m);
+    }
+}
+
+#[test]
+fn the_header_says_plainly_that_a_stale_handle_is_undefined_behaviour() {
+    let h = std::fs::read_to_string(root().join("include/dlm.h")).unwrap();
+    assert!(
+        h.contains("Using a handle after it was freed is undefined behaviour")
+            && h.contains("the stale pointer IS the new handle"),
+        "dlm.h must document stale handles as UB"
+    );
+}

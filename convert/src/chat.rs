@@ -27,6 +27,11 @@ impl Template {
         // transformers compiles chat templates with trim_blocks and lstrip_blocks.
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
+        // A chat template runs a handful of loops over a few messages. Bounding the
+        // instructions and the nesting turns a runaway template into an error instead of a
+        // hang (or an abort), in well under a second.
+        env.set_fuel(Some(MAX_FUEL));
+        env.set_recursion_limit(MAX_RECURSION);
         env.add_function("raise_exception", |msg: String| -> Result<Value, Error> {
             Err(Error::new(ErrorKind::InvalidOperation, msg))
         });
@@ -53,13 +58,55 @@ impl Template {
             .env
             .get_template("chat")
             .map_err(|e| format!("{e:#}"))?;
-        tmpl.render(context! {
-            messages => msgs,
-            add_generation_prompt => add_generation_prompt,
-            bos_token => self.bos.as_str(),
-            eos_token => self.eos.as_str(),
-        })
-        .map_err(|e| format!("does not render: {e:#}"))
+        let mut out = Bounded::default();
+        tmpl.render_captured_to(
+            context! {
+                messages => msgs,
+                add_generation_prompt => add_generation_prompt,
+                bos_token => self.bos.as_str(),
+                eos_token => self.eos.as_str(),
+            },
+            &mut out,
+        )
+        .map_err(|e| {
+            if out.overflowed {
+                format!("renders more than {MAX_OUTPUT} bytes for a short conversation")
+            } else if e.kind() == ErrorKind::OutOfFuel {
+                format!("does not finish within {MAX_FUEL} steps for a short conversation")
+            } else {
+                format!("does not render: {e:#}")
+            }
+        })?;
+        String::from_utf8(out.bytes).map_err(|_| "renders invalid UTF-8".to_string())
+    }
+}
+
+/// Instructions one render may run (real templates use a few thousand).
+const MAX_FUEL: u64 = 2_000_000;
+/// Nesting depth of macro calls and includes.
+const MAX_RECURSION: usize = 64;
+/// Bytes one render may produce (real ones are a few hundred).
+const MAX_OUTPUT: usize = 1 << 20;
+
+/// A render's output, refusing to grow past [`MAX_OUTPUT`].
+#[derive(Default)]
+struct Bounded {
+    bytes: Vec<u8>,
+    overflowed: bool,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > MAX_OUTPUT {
+            self.overflowed = true;
+            return Err(std::io::Error::other("chat template output too large"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -228,5 +275,22 @@ mod tests {
         let e = reduce(&Template::new(raising, "", "").unwrap()).unwrap_err();
         assert!(e.contains("no system allowed"), "{e}");
         assert!(Template::new("{% for %}", "", "").is_err());
+    }
+
+    #[test]
+    fn runaway_templates_are_bounded_errors() {
+        let t0 = std::time::Instant::now();
+        // Nested loops: 10^15 iterations unbounded.
+        let nested = "{% for a in range(100000) %}{% for b in range(100000) %}{% for c in range(100000) %}x{% endfor %}{% endfor %}{% endfor %}";
+        let e = reduce(&Template::new(nested, "", "").unwrap()).unwrap_err();
+        assert!(e.contains("steps") || e.contains("bytes"), "{e}");
+        // Huge output from few instructions.
+        let big = "{% for a in range(100000) %}{{ 'y' * 1000 }}{% endfor %}";
+        let e = reduce(&Template::new(big, "", "").unwrap()).unwrap_err();
+        assert!(e.contains("bytes"), "{e}");
+        // Unbounded recursion.
+        let rec = "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}";
+        assert!(reduce(&Template::new(rec, "", "").unwrap()).is_err());
+        assert!(t0.elapsed().as_secs() < 20, "{:?}", t0.elapsed());
     }
 }

@@ -109,6 +109,13 @@ pub enum ConvertError {
         /// What is wrong.
         reason: String,
     },
+    /// The output path names one of the input files (writing it would destroy the checkpoint).
+    OutputIsInput {
+        /// The output path given.
+        output: PathBuf,
+        /// The input file it names.
+        input: PathBuf,
+    },
     /// The chat template cannot be rendered or cut into literal pieces.
     ChatTemplate {
         /// The file holding it.
@@ -218,9 +225,17 @@ impl fmt::Display for ConvertError {
             ConvertError::Tokenizer { path, reason } => {
                 write!(f, "{}: tokenizer: {reason}", path.display())
             }
-            ConvertError::ChatTemplate { path, reason } => {
-                write!(f, "{}: chat template: {reason}", path.display())
-            }
+            ConvertError::OutputIsInput { output, input } => write!(
+                f,
+                "the output {} is the input file {}; writing it would destroy the checkpoint (choose another -o)",
+                output.display(),
+                input.display()
+            ),
+            ConvertError::ChatTemplate { path, reason } => write!(
+                f,
+                "{}: chat template: {reason} (dlm convert --chat-template FILE gives another template, --no-chat-template none)",
+                path.display()
+            ),
             ConvertError::QuantUnavailable { quant } => write!(
                 f,
                 "quant type {quant} has no encoder in this build yet (use f32, f16 or bf16)"

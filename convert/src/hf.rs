@@ -299,6 +299,21 @@ pub fn model_config(config: &Value, path: &Path) -> Result<ModelConfig> {
         qkv_bias: vals["qkv_bias"] != 0.0,
         tied_head: vals["tied_head"] != 0.0,
     };
+    // The runtime's limits, checked before anything is sized by these numbers (the tensor
+    // plan has n_layers entries, the tokenizer vocab_size slots).
+    dlm_formats::limits::check_shape(
+        cfg.dim,
+        cfg.hidden_dim,
+        cfg.n_layers,
+        cfg.n_heads,
+        cfg.n_kv_heads,
+        cfg.vocab_size,
+        cfg.max_seq_len,
+    )
+    .map_err(|e| {
+        let key = e.split(' ').next().unwrap_or("config").to_string();
+        bad(&key, e)
+    })?;
     if !cfg.dim.is_multiple_of(cfg.n_heads) {
         return Err(bad(
             "n_heads",
@@ -630,7 +645,12 @@ pub struct DiffusionDefaults {
     pub temperature: f32,
     /// Dream's final timestep.
     pub eps: f32,
+    /// Top-k filter before every softmax (0 = off).
+    pub top_k: u32,
 }
+
+/// The top-k the original Dream sampler applies when the caller gives none.
+pub const DREAM_TOP_K: u32 = 50;
 
 /// Dream algorithms the runtime knows (`generation_config.alg`).
 const DREAM_ALGS: &[&str] = &["origin", "maskgit_plus", "topk_margin", "entropy"];
@@ -654,6 +674,20 @@ pub fn diffusion_defaults(
                     path: gen_path.to_path_buf(),
                     key: key.into(),
                     reason: format!("{v} is not a positive integer"),
+                }),
+        }
+    };
+    // Optional non-negative integer, 0 when absent.
+    let count_or_zero = |key: &str| -> Result<u32> {
+        match gen_config.get(key) {
+            None | Some(Value::Null) => Ok(0),
+            Some(v) => v
+                .as_u64()
+                .and_then(|s| u32::try_from(s).ok())
+                .ok_or_else(|| ConvertError::BadConfigValue {
+                    path: gen_path.to_path_buf(),
+                    key: key.into(),
+                    reason: format!("{v} is not a non-negative integer"),
                 }),
         }
     };
@@ -689,6 +723,7 @@ pub fn diffusion_defaults(
                 min_per_step,
                 temperature,
                 eps,
+                top_k: count_or_zero("top_k")?,
             }
         }
         Family::Dream => {
@@ -712,6 +747,14 @@ pub fn diffusion_defaults(
                 min_per_step,
                 temperature,
                 eps,
+                // Dream's `diffusion_generate` builds its config from the model config, which
+                // under the transformers releases Dream pins carries the generation default
+                // top_k = 50: the original filters to 50 tokens before every softmax, also at
+                // temperature 0 (shared/reference/README.md). A generation_config value wins.
+                top_k: match gen_config.get("top_k") {
+                    None | Some(Value::Null) => DREAM_TOP_K,
+                    Some(_) => count_or_zero("top_k")?,
+                },
             }
         }
     })

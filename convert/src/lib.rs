@@ -15,6 +15,7 @@ pub use error::{ConvertError, Result};
 pub use hf::Family;
 pub use progress::{Progress, StderrProgress};
 pub use quant::{QuantMix, QuantPolicy, TensorRole, encode_tensor};
+pub use safetensors::check_safetensors_bytes;
 
 use dlm_formats::{DlmWriter, MetaValue, QuantType, TensorDecl, keys};
 use error::io_err;
@@ -27,12 +28,28 @@ use std::time::Instant;
 pub struct ConvertOptions {
     /// The Hugging Face checkpoint folder.
     pub input: PathBuf,
-    /// The `.dlm` file to write (through `<output>.tmp`, renamed when complete).
+    /// The `.dlm` file to write (through a unique temporary file beside it, renamed when
+    /// complete and read back).
     pub output: PathBuf,
     /// Storage type per tensor (`--dtype` / `--quant`).
     pub policy: QuantPolicy,
     /// `general.name`; the input folder's name when `None`.
     pub name: Option<String>,
+    /// Where the chat template comes from.
+    pub chat_template: ChatTemplateSource,
+}
+
+/// The chat template to reduce into the file's `chat.*` keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ChatTemplateSource {
+    /// `chat_template` of `tokenizer_config.json` (none when it has none).
+    #[default]
+    TokenizerConfig,
+    /// A Jinja template read from this file (`--chat-template FILE`), for a checkpoint whose
+    /// own template cannot be reduced.
+    File(PathBuf),
+    /// No chat template (`--no-chat-template`): the file gets no `chat.*` keys.
+    None,
 }
 
 impl ConvertOptions {
@@ -43,6 +60,7 @@ impl ConvertOptions {
             output: output.into(),
             policy: QuantPolicy::Uniform(QuantType::F32),
             name: None,
+            chat_template: ChatTemplateSource::TokenizerConfig,
         }
     }
 }
@@ -105,6 +123,7 @@ pub fn convert(
         return gguf::convert_gguf(opts, progress);
     }
     let start = Instant::now();
+    refuse_output_naming_an_input(opts)?;
     let files = hf::FolderFiles::in_dir(&opts.input);
     let config = read_required_json(&files.config, "the model's shape")?;
     let cfg = hf::model_config(&config, &files.config)?;
@@ -140,8 +159,19 @@ pub fn convert(
     tokenizer_meta(&tok, &specials, &mut put);
 
     // Chat template.
-    match chat_pieces(&tok_config, &tok, &specials, &files.tokenizer_config)? {
+    let chat = match &opts.chat_template {
+        ChatTemplateSource::TokenizerConfig => {
+            chat_pieces(&tok_config, &tok, &specials, &files.tokenizer_config, None)?
+        }
+        ChatTemplateSource::File(path) => {
+            let source = std::fs::read_to_string(path).map_err(io_err(path))?;
+            chat_pieces(&tok_config, &tok, &specials, path, Some(source))?
+        }
+        ChatTemplateSource::None => None,
+    };
+    match chat {
         Some(p) => chat_meta(&p, &mut put),
+        None if opts.chat_template == ChatTemplateSource::None => {}
         None => warnings.push(format!(
             "{}: no chat template; the file has no chat.* keys",
             files.tokenizer_config.display()
@@ -306,6 +336,10 @@ pub(crate) fn tokenizer_meta(
         MetaValue::ArrU32(tok.added_ids.clone()),
     );
     put(
+        keys::tokenizer::ADDED_FLAGS,
+        MetaValue::ArrU32(tok.added_flags.clone()),
+    );
+    put(
         keys::tokenizer::SPECIAL_IDS,
         MetaValue::ArrU32(tok.special_ids.clone()),
     );
@@ -361,6 +395,7 @@ pub(crate) fn diffusion_meta(
     put(keys::diffusion::THRESHOLD, MetaValue::F32(d.threshold));
     put(keys::diffusion::TEMPERATURE, MetaValue::F32(d.temperature));
     put(keys::diffusion::EPS, MetaValue::F32(d.eps));
+    put(keys::diffusion::TOP_K, MetaValue::U32(d.top_k));
     put(
         keys::diffusion::MIN_PER_STEP,
         MetaValue::U32(d.min_per_step),
@@ -468,32 +503,79 @@ fn special_ids(
     })
 }
 
+/// Refuse an output path that is one of the files of the input folder: the rename would put
+/// the `.dlm` in its place. Compared by device and inode where the platform has them (a
+/// symlink or hard link to an input counts), by canonical path elsewhere.
+fn refuse_output_naming_an_input(opts: &ConvertOptions) -> Result<()> {
+    let Ok(out_md) = std::fs::metadata(&opts.output) else {
+        // Nothing there yet: it cannot be an input.
+        return Ok(());
+    };
+    let Ok(entries) = std::fs::read_dir(&opts.input) else {
+        // The folder's own errors are reported where it is read.
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let Ok(md) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if same_file(&out_md, &md, &opts.output, &path) {
+            return Err(ConvertError::OutputIsInput {
+                output: opts.output.clone(),
+                input: path,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata, _: &Path, _: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    a.dev() == b.dev() && a.ino() == b.ino()
+}
+
+#[cfg(not(unix))]
+fn same_file(_: &std::fs::Metadata, _: &std::fs::Metadata, a: &Path, b: &Path) -> bool {
+    matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+}
+
 fn chat_pieces(
     tok_config: &Value,
     tok: &tokenizer::Tokenizer,
     specials: &Specials,
     path: &Path,
+    given: Option<String>,
 ) -> Result<Option<chat::ChatPieces>> {
-    let source = match tok_config.get(hf::CHAT_TEMPLATE_KEY) {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::String(s)) => s.clone(),
-        // Newer files hold a list of named templates; the runtime uses the default one.
-        Some(Value::Array(list)) => list
-            .iter()
-            .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
-            .and_then(|t| t.get("template"))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| ConvertError::ChatTemplate {
-                path: path.to_path_buf(),
-                reason: "a list of templates without one named \"default\"".into(),
-            })?,
-        Some(v) => {
-            return Err(ConvertError::ChatTemplate {
-                path: path.to_path_buf(),
-                reason: format!("chat_template is neither a string nor a list: {v}"),
-            });
-        }
+    let from_config = if given.is_some() {
+        None
+    } else {
+        tok_config.get(hf::CHAT_TEMPLATE_KEY)
+    };
+    let source = match (given, from_config) {
+        (Some(s), _) => s,
+        (None, v) => match v {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::String(s)) => s.clone(),
+            // Newer files hold a list of named templates; the runtime uses the default one.
+            Some(Value::Array(list)) => list
+                .iter()
+                .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
+                .and_then(|t| t.get("template"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| ConvertError::ChatTemplate {
+                    path: path.to_path_buf(),
+                    reason: "a list of templates without one named \"default\"".into(),
+                })?,
+            Some(v) => {
+                return Err(ConvertError::ChatTemplate {
+                    path: path.to_path_buf(),
+                    reason: format!("chat_template is neither a string nor a list: {v}"),
+                });
+            }
+        },
     };
     let text = |key: &str, id: u32| {
         hf::text_from(tok_config, key)

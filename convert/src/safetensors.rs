@@ -125,11 +125,7 @@ impl SafetensorsFile {
         let mut len_buf = [0u8; 8];
         f.read_exact(&mut len_buf).map_err(io_err(path))?;
         let header_len = u64::from_le_bytes(len_buf);
-        if header_len > MAX_HEADER_BYTES || header_len > file_len - 8 {
-            return Err(bad(format!(
-                "header length {header_len} runs past the end of the {file_len}-byte file"
-            )));
-        }
+        check_header_len(header_len, file_len).map_err(bad)?;
         let mut header = vec![0u8; header_len as usize];
         f.read_exact(&mut header).map_err(io_err(path))?;
         let tensors = parse_header(&header, header_len, file_len).map_err(bad)?;
@@ -152,6 +148,28 @@ impl SafetensorsFile {
         f.read_exact(&mut buf).map_err(io_err(&self.path))?;
         Ok(buf)
     }
+}
+
+fn check_header_len(header_len: u64, file_len: u64) -> std::result::Result<(), String> {
+    if header_len > MAX_HEADER_BYTES || header_len > file_len - 8 {
+        return Err(format!(
+            "header length {header_len} runs past the end of the {file_len}-byte file"
+        ));
+    }
+    Ok(())
+}
+
+/// The checks `dlm convert` makes of a safetensors file's header, over a whole file held in
+/// memory: the number of tensors it declares, or what is wrong (for fuzzing and tests).
+pub fn check_safetensors_bytes(file: &[u8]) -> std::result::Result<usize, String> {
+    let file_len = file.len() as u64;
+    if file_len < 8 {
+        return Err(format!("file is {file_len} bytes, too short"));
+    }
+    let header_len = u64::from_le_bytes(file[..8].try_into().map_err(|_| "short")?);
+    check_header_len(header_len, file_len)?;
+    let header = &file[8..8 + header_len as usize];
+    parse_header(header, header_len, file_len).map(|t| t.len())
 }
 
 /// Parse and check a header's JSON against a file of `file_len` bytes.

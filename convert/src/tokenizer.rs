@@ -21,6 +21,9 @@ pub struct Tokenizer {
     pub merges: Vec<String>,
     /// Ids of added tokens (matched verbatim in text).
     pub added_ids: Vec<u32>,
+    /// Per added id, its `lstrip` / `rstrip` / `single_word` / `normalized` flags as the bits
+    /// of `dlm_formats::keys::tokenizer::added_flags`.
+    pub added_flags: Vec<u32>,
     /// Ids of special added tokens.
     pub special_ids: Vec<u32>,
     /// `llama3` or `qwen2`.
@@ -54,6 +57,8 @@ impl Tokenizer {
             tokens,
             merges,
             added_ids,
+            // GGUF stores no added-token flags: none set (an empty list means all zero).
+            added_flags: Vec::new(),
             special_ids,
             pre,
             normalizer,
@@ -137,6 +142,7 @@ pub fn parse(json: &Value, path: &Path, vocab_size: u64) -> Result<Tokenizer> {
         put(text, id, &mut tokens)?;
     }
     let mut added_ids = Vec::new();
+    let mut added_flags = Vec::new();
     let mut special_ids = Vec::new();
     for t in json
         .get("added_tokens")
@@ -152,6 +158,7 @@ pub fn parse(json: &Value, path: &Path, vocab_size: u64) -> Result<Tokenizer> {
         };
         put(text, id, &mut tokens)?;
         added_ids.push(id as u32);
+        added_flags.push(added_token_flags(t, &cx)?);
         if t.get("special").and_then(Value::as_bool) == Some(true) {
             special_ids.push(id as u32);
         }
@@ -189,6 +196,7 @@ pub fn parse(json: &Value, path: &Path, vocab_size: u64) -> Result<Tokenizer> {
         tokens: tokens.into_iter().map(Option::unwrap_or_default).collect(),
         merges,
         added_ids,
+        added_flags,
         special_ids,
         pre,
         normalizer,
@@ -198,6 +206,30 @@ pub fn parse(json: &Value, path: &Path, vocab_size: u64) -> Result<Tokenizer> {
             .unwrap_or(false),
         ids,
     })
+}
+
+/// The flags of one `added_tokens` entry. `tokenizers` defaults `normalized` to the opposite of
+/// `special` when absent; the others to false. A present flag that is not a bool is an error.
+fn added_token_flags(t: &Value, cx: &Ctx) -> Result<u32> {
+    use dlm_formats::keys::tokenizer::added_flags as f;
+    let special = t.get("special").and_then(Value::as_bool).unwrap_or(false);
+    let mut bits = 0;
+    for (key, bit, default) in [
+        ("lstrip", f::LSTRIP, false),
+        ("rstrip", f::RSTRIP, false),
+        ("single_word", f::SINGLE_WORD, false),
+        ("normalized", f::NORMALIZED, !special),
+    ] {
+        let on = match t.get(key) {
+            None | Some(Value::Null) => default,
+            Some(Value::Bool(b)) => *b,
+            Some(v) => return Err(cx.err(format!("added token {t}: {key} = {v} is not a bool"))),
+        };
+        if on {
+            bits |= bit;
+        }
+    }
+    Ok(bits)
 }
 
 /// `Sequence[Split(regex, Isolated), ByteLevel(use_regex=false)]` with LLaMA-3's or Qwen2's

@@ -379,10 +379,18 @@ fn fails(dir: &Path, tmp: &TempDir) -> ConvertError {
     let e = run(dir, &out, "f32").expect_err("conversion should fail");
     assert!(!out.exists(), "a failed conversion left {}", out.display());
     assert!(
-        !tmp.0.join("out.dlm.tmp").exists(),
-        "a failed conversion left its .tmp"
+        no_temp_files(&tmp.0),
+        "a failed conversion left its temporary file"
     );
     e
+}
+
+/// No `.tmp` file in `dir` (the writer's temporary names end in `.tmp`).
+fn no_temp_files(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .all(|e| !e.file_name().to_string_lossy().ends_with(".tmp"))
 }
 
 #[test]
@@ -623,10 +631,7 @@ fn interrupted_conversion_leaves_no_file() {
         b"old file",
         "the old file was replaced"
     );
-    assert!(
-        !tmp.0.join("out.dlm.tmp").exists(),
-        "the .tmp file was left behind"
-    );
+    assert!(no_temp_files(&tmp.0), "the temporary file was left behind");
     // A conversion that finishes replaces it.
     run(&src, &out, "f16").unwrap();
     assert!(DlmFile::parse(&std::fs::read(&out).unwrap()).is_ok());
@@ -661,4 +666,189 @@ fn reference_chat_templates_reassemble_exactly() {
             }
         }
     }
+}
+
+#[test]
+fn output_naming_an_input_is_refused() {
+    let Some(src) = reference("dream-tiny") else {
+        return;
+    };
+    let tmp = TempDir::new("out-is-in");
+    let dir = copy_of(&src, &tmp);
+    let config = std::fs::read(dir.join("config.json")).unwrap();
+    for name in ["config.json", "model-00001-of-00004.safetensors"] {
+        let out = dir.join(name);
+        if !out.exists() {
+            continue;
+        }
+        let before = std::fs::read(&out).unwrap();
+        let e = run(&dir, &out, "f32").expect_err("must refuse");
+        assert!(matches!(e, ConvertError::OutputIsInput { .. }), "{e:?}");
+        assert!(e.to_string().contains("destroy"), "{e}");
+        assert_eq!(std::fs::read(&out).unwrap(), before);
+    }
+    // Through a symlink too.
+    #[cfg(unix)]
+    {
+        let link = tmp.0.join("link.dlm");
+        std::os::unix::fs::symlink(dir.join("config.json"), &link).unwrap();
+        let e = run(&dir, &link, "f32").expect_err("must refuse");
+        assert!(matches!(e, ConvertError::OutputIsInput { .. }), "{e:?}");
+    }
+    assert_eq!(std::fs::read(dir.join("config.json")).unwrap(), config);
+}
+
+#[test]
+fn absurd_config_sizes_are_rejected_before_allocating() {
+    let Some(src) = reference("llada-tiny") else {
+        return;
+    };
+    for (key, v) in [
+        ("n_layers", json!(4294967295u64)),
+        ("d_model", json!(4294967295u64)),
+        ("embedding_size", json!(4294967295u64)),
+        ("max_sequence_length", json!(1u64 << 22)),
+    ] {
+        let tmp = TempDir::new("absurd");
+        let dir = copy_of(&src, &tmp);
+        edit_json(&dir.join("config.json"), |c| c[key] = v.clone());
+        let t0 = std::time::Instant::now();
+        let e = fails(&dir, &tmp);
+        assert!(
+            matches!(e, ConvertError::BadConfigValue { .. }),
+            "{key}: {e:?}"
+        );
+        assert!(t0.elapsed().as_secs() < 5, "{key}: {:?}", t0.elapsed());
+    }
+}
+
+#[test]
+fn dream_stores_its_effective_top_k_and_llada_none() {
+    for (name, want) in [("dream-tiny", 50), ("llada-tiny", 0)] {
+        let Some(src) = reference(name) else { return };
+        let tmp = TempDir::new("topk");
+        let out = tmp.0.join("m.dlm");
+        run(&src, &out, "f32").unwrap();
+        let f = DlmFile::parse(&std::fs::read(&out).unwrap()).unwrap();
+        assert_eq!(f.get_u32(keys::diffusion::TOP_K).unwrap(), want, "{name}");
+        // Added-token flags are stored, one per added id.
+        let n_added = match f.meta_get(keys::tokenizer::ADDED_IDS) {
+            Some(dlm_formats::MetaValue::ArrU32(v)) => v.len(),
+            other => panic!("{other:?}"),
+        };
+        match f.meta_get(keys::tokenizer::ADDED_FLAGS) {
+            Some(dlm_formats::MetaValue::ArrU32(v)) => assert_eq!(v.len(), n_added),
+            other => panic!("{other:?}"),
+        }
+    }
+    // A generation_config top_k wins.
+    let Some(src) = reference("dream-tiny") else {
+        return;
+    };
+    let tmp = TempDir::new("topk-gc");
+    let dir = copy_of(&src, &tmp);
+    let gc = dir.join("generation_config.json");
+    if !gc.exists() {
+        std::fs::write(&gc, "{}").unwrap();
+    }
+    edit_json(&gc, |c| c["top_k"] = json!(7));
+    let out = tmp.0.join("m.dlm");
+    run(&dir, &out, "f32").unwrap();
+    let f = DlmFile::parse(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(f.get_u32(keys::diffusion::TOP_K).unwrap(), 7);
+}
+
+#[test]
+fn added_token_flags_are_read_from_tokenizer_json() {
+    let Some(src) = reference("dream-tiny") else {
+        return;
+    };
+    let tmp = TempDir::new("flags");
+    let dir = copy_of(&src, &tmp);
+    edit_json(&dir.join("tokenizer.json"), |t| {
+        let added = t["added_tokens"].as_array_mut().unwrap();
+        added[0]["lstrip"] = json!(true);
+        added[0]["single_word"] = json!(true);
+        added[1]["rstrip"] = json!(true);
+        added[1]["normalized"] = json!(true);
+    });
+    let out = tmp.0.join("m.dlm");
+    run(&dir, &out, "f32").unwrap();
+    let f = DlmFile::parse(&std::fs::read(&out).unwrap()).unwrap();
+    use keys::tokenizer::added_flags as fl;
+    match f.meta_get(keys::tokenizer::ADDED_FLAGS) {
+        Some(dlm_formats::MetaValue::ArrU32(v)) => {
+            assert_eq!(v[0], fl::LSTRIP | fl::SINGLE_WORD);
+            assert_eq!(v[1], fl::RSTRIP | fl::NORMALIZED);
+        }
+        other => panic!("{other:?}"),
+    }
+    edit_json(&dir.join("tokenizer.json"), |t| {
+        t["added_tokens"][0]["lstrip"] = json!("yes");
+    });
+    let e = fails(&dir, &tmp);
+    assert!(matches!(e, ConvertError::Tokenizer { .. }), "{e:?}");
+}
+
+#[test]
+fn runaway_chat_template_is_an_error_and_the_flags_get_past_it() {
+    use dlm_convert::ChatTemplateSource;
+    let Some(src) = reference("dream-tiny") else {
+        return;
+    };
+    let tmp = TempDir::new("runaway");
+    let dir = copy_of(&src, &tmp);
+    let good = {
+        let tc: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("tokenizer_config.json")).unwrap())
+                .unwrap();
+        tc["chat_template"].as_str().unwrap().to_string()
+    };
+    edit_json(&dir.join("tokenizer_config.json"), |c| {
+        c["chat_template"] = json!(
+            "{% for a in range(100000) %}{% for b in range(100000) %}{{ a }}{% endfor %}{% endfor %}"
+        );
+    });
+    let t0 = std::time::Instant::now();
+    let e = fails(&dir, &tmp);
+    assert!(matches!(e, ConvertError::ChatTemplate { .. }), "{e:?}");
+    assert!(e.to_string().contains("--chat-template"), "{e}");
+    assert!(t0.elapsed().as_secs() < 20, "{:?}", t0.elapsed());
+
+    let out = tmp.0.join("m.dlm");
+    let mut opts = ConvertOptions::new(&dir, &out);
+    opts.chat_template = ChatTemplateSource::None;
+    let report = convert(&opts, &mut |_| {}).unwrap();
+    assert!(report.warnings.iter().all(|w| !w.contains("chat template")));
+    let f = DlmFile::parse(&std::fs::read(&out).unwrap()).unwrap();
+    assert!(f.meta_get(keys::chat::USER_PREFIX).is_none());
+
+    let file = tmp.0.join("chat.jinja");
+    std::fs::write(&file, &good).unwrap();
+    opts.chat_template = ChatTemplateSource::File(file);
+    convert(&opts, &mut |_| {}).unwrap();
+    let f = DlmFile::parse(&std::fs::read(&out).unwrap()).unwrap();
+    assert!(f.get_str(keys::chat::USER_PREFIX).unwrap().contains("user"));
+    opts.chat_template = ChatTemplateSource::File(tmp.0.join("missing.jinja"));
+    let e = convert(&opts, &mut |_| {}).unwrap_err();
+    assert!(e.to_string().contains("missing.jinja"), "{e}");
+}
+
+#[test]
+fn concurrent_converts_to_one_output_all_succeed_with_a_whole_file() {
+    let Some(src) = reference("dream-tiny") else {
+        return;
+    };
+    let tmp = TempDir::new("concurrent");
+    let out = tmp.0.join("m.dlm");
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..3).map(|_| s.spawn(|| run(&src, &out, "f16"))).collect();
+        for h in hs {
+            h.join().unwrap().unwrap();
+        }
+    });
+    let bytes = std::fs::read(&out).unwrap();
+    let f = DlmFile::parse(&bytes).unwrap();
+    f.verify_checksums(&bytes).unwrap();
+    assert!(no_temp_files(&tmp.0));
 }

@@ -65,6 +65,9 @@ pub mod tokenizer {
     pub const PRE: &str = "tokenizer.pre";
     /// str: normalizer: `none` or `nfc`.
     pub const NORMALIZER: &str = "tokenizer.normalizer";
+    /// [u32]: per entry of `ADDED_IDS`, the added-token flags as bits ([`added_flags`]);
+    /// absent = all zero.
+    pub const ADDED_FLAGS: &str = "tokenizer.added_flags";
     /// bool: a pre-tokenized piece that is itself in the vocabulary is taken whole before any
     /// merge (Hugging Face BPE `ignore_merges`, set by LLaMA-3's tokenizer); absent = false.
     pub const IGNORE_MERGES: &str = "tokenizer.ignore_merges";
@@ -76,6 +79,18 @@ pub mod tokenizer {
     pub const PAD_ID: &str = "tokenizer.pad_id";
     /// u32: end-of-turn id (`<|eot_id|>`, `<|im_end|>`), when the chat format has one.
     pub const EOT_ID: &str = "tokenizer.eot_id";
+
+    /// The bits of `ADDED_FLAGS` (Hugging Face `AddedToken` fields).
+    pub mod added_flags {
+        /// `lstrip`: the match also takes the whitespace before it.
+        pub const LSTRIP: u32 = 1;
+        /// `rstrip`: the match also takes the whitespace after it.
+        pub const RSTRIP: u32 = 2;
+        /// `single_word`: matched only when no word character touches either end.
+        pub const SINGLE_WORD: u32 = 4;
+        /// `normalized`: matched in the normalized text, after the other added tokens.
+        pub const NORMALIZED: u32 = 8;
+    }
 }
 
 /// The chat template, reduced at convert time to literal pieces around each message.
@@ -130,4 +145,7 @@ pub mod diffusion {
     /// u32: with a threshold, the fewest positions a step commits (0 or absent = 1, Fast-dLLM's
     /// rule); a step-distilled model's few-step schedule is `steps`, `threshold` and this.
     pub const MIN_PER_STEP: &str = "diffusion.min_per_step";
+    /// u32: default top-k filter before every step's softmax (confidences included); 0 = off.
+    /// Dream files carry 50, the original sampler's inherited default.
+    pub const TOP_K: &str = "diffusion.top_k";
 }

@@ -1,14 +1,16 @@
 //! Streaming writer: declares metadata and the tensor directory up front, then takes tensor data
-//! in declared order, writes to `<path>.tmp` and renames onto `path` only when finished, so a
-//! file under the final name is always complete.
+//! in declared order, writes to a unique temporary file beside `path` (created exclusively, see
+//! [`crate::TempFile`]) and renames it onto `path` only when finished and re-read: a file under
+//! the final name is always complete and passes its checksums.
 
+use crate::TempFile;
 use crate::checksum::dlmh64;
 use crate::layout::{self, header};
 use crate::{FormatError, MetaValue, QuantType};
 use std::collections::HashSet;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// A tensor to be written: name, type and shape; its bytes come later.
 #[derive(Debug, Clone)]
@@ -233,8 +235,8 @@ fn check_len(decl: &TensorDecl, data: &[u8], len: u64) -> Result<(), FormatError
 pub struct DlmWriter {
     /// The open temporary file; `None` once finished or after a failed write.
     out: Option<BufWriter<File>>,
-    tmp_path: PathBuf,
-    final_path: PathBuf,
+    /// The temporary name; removed when dropped unpublished.
+    tmp: Option<TempFile>,
     decls: Vec<TensorDecl>,
     plan: Plan,
     /// Index of the next tensor to write.
@@ -245,24 +247,25 @@ pub struct DlmWriter {
 }
 
 impl DlmWriter {
-    /// Start writing `path` (through `path` + `.tmp`) with this metadata and directory.
+    /// Start writing `path` (through a unique temporary file beside it) with this metadata and
+    /// directory.
     pub fn create(
         path: &Path,
         meta: &[(String, MetaValue)],
         tensors: &[TensorDecl],
     ) -> Result<Self, FormatError> {
         let plan = plan(meta, tensors)?;
-        let file_name = path.file_name().ok_or_else(|| {
-            bad_request(format!("output path {} has no file name", path.display()))
-        })?;
-        let mut tmp_name = file_name.to_os_string();
-        tmp_name.push(".tmp");
-        let tmp_path = path.with_file_name(tmp_name);
-        let file = File::create(&tmp_path)?;
+        if path.file_name().is_none() {
+            return Err(bad_request(format!(
+                "output path {} has no file name",
+                path.display()
+            )));
+        }
+        let mut tmp = TempFile::beside(path)?;
+        let file = tmp.take_file().ok_or_else(closed)?;
         let mut w = DlmWriter {
             out: Some(BufWriter::with_capacity(1 << 20, file)),
-            tmp_path,
-            final_path: path.to_path_buf(),
+            tmp: Some(tmp),
             decls: tensors.to_vec(),
             pos: 0,
             next: 0,
@@ -297,10 +300,9 @@ impl DlmWriter {
 
     /// Close and remove the temporary file.
     fn abandon(&mut self) {
-        if let Some(out) = self.out.take() {
-            drop(out);
-            let _ = fs::remove_file(&self.tmp_path);
-        }
+        self.out.take();
+        // Dropping the temporary name removes the file.
+        self.tmp.take();
     }
 
     /// Write the data of the next declared tensor, which must be `name`, of exactly its
@@ -337,7 +339,8 @@ impl DlmWriter {
         Ok(())
     }
 
-    /// Patch the checksums, flush, fsync and rename onto the final path; the file's size.
+    /// Patch the checksums, flush, fsync, re-read the whole file (parse and every checksum)
+    /// and only then rename onto the final path; the file's size.
     pub fn finish(mut self) -> Result<u64, FormatError> {
         if let Some(missing) = self.decls.get(self.next) {
             return Err(bad_request(format!(
@@ -346,33 +349,33 @@ impl DlmWriter {
             )));
         }
         let out = self.out.take().ok_or_else(closed)?;
-        let result = self.commit(out);
-        if result.is_err() {
-            let _ = fs::remove_file(&self.tmp_path);
-        }
-        result.map(|()| self.plan.file_bytes)
+        let tmp = self.tmp.take().ok_or_else(closed)?;
+        // On any error `tmp` is dropped, which removes the temporary file.
+        self.commit(out, tmp).map(|()| self.plan.file_bytes)
     }
 
-    fn commit(&self, out: BufWriter<File>) -> Result<(), FormatError> {
+    fn commit(&self, out: BufWriter<File>, tmp: TempFile) -> Result<(), FormatError> {
         let mut file = out.into_inner().map_err(|e| e.into_error())?;
         for (&at, &sum) in self.plan.checksum_at.iter().zip(&self.checksums) {
             file.seek(SeekFrom::Start(at))?;
             file.write_all(&sum.to_le_bytes())?;
         }
         file.sync_all()?;
-        drop(file);
-        fs::rename(&self.tmp_path, &self.final_path)?;
-        // Make the rename durable; not every platform can open a directory, so best effort.
-        if let Some(dir) = self.final_path.parent() {
-            let dir = if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            };
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
+        // Publish only what reads back whole: a short write, a disk error or another process
+        // writing the same temporary name (impossible with exclusive names, checked anyway)
+        // shows up here, before the final name changes.
+        let (map, parsed) = crate::DlmFile::open_mapped(tmp.path())?;
+        if map.bytes().len() as u64 != self.plan.file_bytes {
+            return Err(bad_request(format!(
+                "{} reads back {} bytes, {} were written",
+                tmp.path().display(),
+                map.bytes().len(),
+                self.plan.file_bytes
+            )));
         }
+        parsed.verify_checksums(map.bytes())?;
+        drop(map);
+        tmp.persist_file(file)?;
         Ok(())
     }
 }

@@ -17,10 +17,22 @@ fn scratch(test: &str) -> PathBuf {
     dir
 }
 
-fn tmp_of(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_os_string();
-    s.push(".tmp");
-    PathBuf::from(s)
+/// The temporary files beside `path` (named `.<name>.<pid>.<unique>.tmp`).
+fn temps_of(path: &Path) -> Vec<PathBuf> {
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            n.starts_with(&format!(".{name}.")) && n.ends_with(".tmp")
+        })
+        .collect()
+}
+
+fn has_temp(path: &Path) -> bool {
+    !temps_of(path).is_empty()
 }
 
 fn decls(t: &[(dlm_formats::TensorDecl, Vec<u8>)]) -> Vec<dlm_formats::TensorDecl> {
@@ -33,7 +45,7 @@ fn file_writer_matches_write_to_vec_and_maps() {
     let path = dir.join("model.dlm");
     let (meta, tensors) = (sample_meta(), sample_tensors());
     let mut w = DlmWriter::create(&path, &meta, &decls(&tensors)).unwrap();
-    assert!(tmp_of(&path).exists() && !path.exists());
+    assert!(has_temp(&path) && !path.exists());
     assert_eq!(w.next_tensor(), Some("blk.0.wq"));
     for (d, data) in &tensors {
         w.write_tensor(&d.name, data).unwrap();
@@ -42,7 +54,7 @@ fn file_writer_matches_write_to_vec_and_maps() {
     let planned = w.file_bytes();
     let size = w.finish().unwrap();
     assert_eq!(size, planned);
-    assert!(!tmp_of(&path).exists());
+    assert!(!has_temp(&path));
     let on_disk = std::fs::read(&path).unwrap();
     assert_eq!(on_disk, write_to_vec(&meta, &tensors).unwrap());
     assert_eq!(on_disk.len() as u64, size);
@@ -75,16 +87,16 @@ fn dropped_writer_leaves_nothing() {
     {
         let mut w = DlmWriter::create(&path, &sample_meta(), &decls(&tensors)).unwrap();
         w.write_tensor(&tensors[0].0.name, &tensors[0].1).unwrap();
-        assert!(tmp_of(&path).exists());
+        assert!(has_temp(&path));
     }
-    assert!(!path.exists() && !tmp_of(&path).exists());
+    assert!(!path.exists() && !has_temp(&path));
     // finish() with a tensor never written fails and also cleans up.
     let mut w = DlmWriter::create(&path, &[], &decls(&tensors)).unwrap();
     w.write_tensor(&tensors[0].0.name, &tensors[0].1).unwrap();
     assert!(
         matches!(w.finish(), Err(FormatError::Invalid { what, .. }) if what.contains("never written"))
     );
-    assert!(!path.exists() && !tmp_of(&path).exists());
+    assert!(!path.exists() && !has_temp(&path));
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -186,5 +198,48 @@ fn mapping_missing_or_empty_files() {
     let m = MappedFile::open(&empty).unwrap();
     assert!(m.is_empty());
     assert!(DlmFile::open_mapped(&empty).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn a_symlink_planted_at_the_old_temporary_name_is_not_followed() {
+    let dir = scratch("symlink");
+    let path = dir.join("m.dlm");
+    let victim = dir.join("victim.txt");
+    std::fs::write(&victim, b"precious").unwrap();
+    std::os::unix::fs::symlink(&victim, dir.join("m.dlm.tmp")).unwrap();
+    let tensors = sample_tensors();
+    let mut w = DlmWriter::create(&path, &sample_meta(), &decls(&tensors)).unwrap();
+    for (d, data) in &tensors {
+        w.write_tensor(&d.name, data).unwrap();
+    }
+    w.finish().unwrap();
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    let (map, f) = DlmFile::open_mapped(&path).unwrap();
+    f.verify_checksums(map.bytes()).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn concurrent_writers_of_one_path_publish_a_complete_file() {
+    let dir = scratch("concurrent");
+    let path = dir.join("m.dlm");
+    let tensors = sample_tensors();
+    let meta = sample_meta();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                let mut w = DlmWriter::create(&path, &meta, &decls(&tensors)).unwrap();
+                for (d, data) in &tensors {
+                    w.write_tensor(&d.name, data).unwrap();
+                }
+                w.finish().unwrap();
+            });
+        }
+    });
+    let on_disk = std::fs::read(&path).unwrap();
+    assert_eq!(on_disk, write_to_vec(&meta, &tensors).unwrap());
+    assert!(!has_temp(&path));
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -26,6 +26,18 @@ impl Engine {
         Self::new(Model::open(path)?)
     }
 
+    /// Map and load the `.dlm` file at `path`, with `verify` also checking every tensor
+    /// against its checksum and every matrix for NaN/Inf values (reads the whole file:
+    /// `run --verify`, `dlm_model_open_verified`).
+    pub fn open_with(path: &Path, verify: bool) -> Result<Self, RuntimeError> {
+        let model = Model::open(path)?;
+        if verify {
+            crate::integrity::verify_checksums(model.file(), model.bytes())?;
+            crate::integrity::check_all_matrices(model.weights(), model.bytes())?;
+        }
+        Self::new(model)
+    }
+
     /// Wrap a loaded model, reading its tokenizer, chat format and defaults.
     pub fn new(model: Model) -> Result<Self, RuntimeError> {
         let file = model.file();
@@ -76,7 +88,9 @@ impl Engine {
         Ok(self.tokenizer.encode(&chat.render(messages, true)))
     }
 
-    /// Generate after `prompt` (ids), checking the request against the model's context.
+    /// Generate after `prompt` (ids), checking the request against the model's context and
+    /// the memory it needs before any work. Steps beyond what can change the canvas are
+    /// clamped ([`clamp_steps`]).
     pub fn generate(
         &self,
         prompt: &[u32],
@@ -86,14 +100,85 @@ impl Engine {
         if prompt.is_empty() {
             return Err(RuntimeError::InvalidRequest("the prompt is empty".into()));
         }
+        let params = clamp_steps(params);
         params.validate(prompt.len(), Some(self.model.config().seq_len))?;
-        decode::generate(&self.model, &self.tokens, prompt, params, on_step)
+        check_request_memory(self.model.config(), prompt.len(), &params)?;
+        decode::generate(&self.model, &self.tokens, prompt, &params, on_step)
     }
 
     /// The answer of a run as text (up to the first stop token, special tokens left out).
+    /// Never fails once the work is done: an id the tokenizer lacks (a padded embedding row)
+    /// becomes a visible placeholder; [`Engine::answer`] also says which ids those were.
     pub fn answer_text(&self, out: &GenerateOutput) -> Result<String, RuntimeError> {
-        self.tokenizer.decode(out.answer_ids(), true)
+        Ok(self.answer(out).text)
     }
+
+    /// The answer of a run as text, and the ids in it that the tokenizer has no token for.
+    pub fn answer(&self, out: &GenerateOutput) -> Answer {
+        let d = self.tokenizer.decode_lossy(out.answer_ids(), true);
+        Answer {
+            text: d.text,
+            unknown_ids: d.unknown_ids,
+        }
+    }
+}
+
+/// An answer's text and what could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The text; an unknown id shows as [`crate::tokenizer::unknown_placeholder`].
+    pub text: String,
+    /// Ids of the answer that name no token (embedding rows past the tokenizer's vocabulary,
+    /// or holes), in order of appearance, repeated as they occur.
+    pub unknown_ids: Vec<u32>,
+}
+
+/// `params` with `steps` clamped to what can change the canvas under LLaDA's block schedule:
+/// a block of `b` masks commits at least one token per step that does anything, and the
+/// original's split (`b / steps`, one more for the first `b % steps`) gives the steps past
+/// `b` nothing to commit, so at most `gen_length` steps (`b` per block) run and the canvas is
+/// the one the original computes (only its useless forward passes are left out). Dream's
+/// timestep schedule (alone or inside blocks) depends on `steps` itself, so it is not
+/// clamped; `validate` bounds it.
+pub fn clamp_steps(params: &DecodeParams) -> DecodeParams {
+    let mut p = params.clone();
+    let block = p.effective_block_length();
+    // Only a request `validate` accepts as given is clamped, so a bad one keeps its error.
+    let divides = block > 0
+        && p.gen_length.is_multiple_of(block)
+        && p.steps.is_multiple_of(p.gen_length / block);
+    // LLaDA's rules under LLaDA's split; Dream's rules inside blocks run timesteps per
+    // block, which depend on the step count.
+    let llada_split = p.schedule() == decode::Schedule::Blocks
+        && matches!(p.algorithm, Algorithm::LowConfidence | Algorithm::Random);
+    if llada_split && divides && p.steps > p.gen_length {
+        p.steps = p.gen_length;
+    }
+    p
+}
+
+/// Ask for the largest buffers a run allocates before starting it: the logits of every
+/// position a step may commit (`[gen_length, vocab]` f32, copied once), the KV caches
+/// (`2 × n_layers × len × kv_dim` f32), and one forward's activations.
+fn check_request_memory(
+    cfg: &ModelConfig,
+    prompt_len: usize,
+    p: &DecodeParams,
+) -> Result<(), RuntimeError> {
+    use crate::alloc::{check_bytes, product};
+    let len = prompt_len.saturating_add(p.gen_length);
+    let logits = product(&[p.gen_length, cfg.vocab_size, 4, 2]);
+    check_bytes(logits, "the logits (gen_length × vocab f32)")?;
+    let cache = if p.cache == decode::CacheMode::None {
+        0
+    } else {
+        product(&[2, cfg.n_layers, len, cfg.kv_dim(), 4])
+    };
+    let acts = product(&[len, 4 * cfg.dim + 3 * cfg.hidden_dim + cfg.n_heads, 4]);
+    check_bytes(
+        cache.saturating_add(acts),
+        "the KV cache and activations (n_layers × context × kv_dim f32)",
+    )
 }
 
 fn decode_tokens(file: &DlmFile, cfg: &ModelConfig) -> Result<DecodeTokens, RuntimeError> {
@@ -149,5 +234,91 @@ fn default_params(file: &DlmFile) -> Result<DecodeParams, RuntimeError> {
     e.window = file.get_u32_or(diffusion::ELASTIC_WINDOW, e.window as u32)? as usize;
     e.gamma = file.get_f32_or(diffusion::ELASTIC_GAMMA, e.gamma as f32)? as f64;
     e.track = file.get_u32_or(diffusion::ELASTIC_TRACK, e.track as u32)? as usize;
+    // Dream's original sampler filters to its inherited top-k 50 before every softmax, which
+    // changes its confidences; the file says so (0 or absent = no filter).
+    let top_k = file.get_u32_or(diffusion::TOP_K, 0)?;
+    p.top_k = (top_k > 0).then_some(top_k as usize);
     Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::Algorithm;
+
+    fn cfg(vocab_size: usize, seq_len: usize) -> ModelConfig {
+        ModelConfig {
+            family: crate::model::Family::Llada,
+            dim: 64,
+            hidden_dim: 128,
+            n_layers: 2,
+            n_heads: 4,
+            n_kv_heads: 4,
+            vocab_size,
+            seq_len,
+            rope_theta: 1e4,
+            norm_eps: 1e-5,
+            qkv_bias: false,
+            tied_head: false,
+            shift_logits: false,
+            mask_id: 0,
+        }
+    }
+
+    #[test]
+    fn huge_block_steps_are_clamped_to_the_canvas() {
+        let p = DecodeParams {
+            steps: 1_000_000_000,
+            gen_length: 64,
+            block_length: Some(32),
+            ..DecodeParams::default()
+        };
+        let c = clamp_steps(&p);
+        assert_eq!(c.steps, 64);
+        c.validate(8, Some(128)).unwrap();
+        // Not divisible by the number of blocks: left alone, so validate still says why.
+        let odd = DecodeParams {
+            steps: 1_000_000_001,
+            ..p.clone()
+        };
+        assert_eq!(clamp_steps(&odd).steps, 1_000_000_001);
+        assert!(clamp_steps(&odd).validate(8, Some(128)).is_err());
+        // Dream's schedule depends on steps: not clamped, but bounded by validate, at once.
+        let dream = DecodeParams {
+            algorithm: Algorithm::MaskgitPlus,
+            block_length: None,
+            steps: 1_000_000_000,
+            gen_length: 8,
+            ..DecodeParams::default()
+        };
+        assert_eq!(clamp_steps(&dream).steps, 1_000_000_000);
+        let e = dream.validate(4, Some(64)).unwrap_err().to_string();
+        assert!(e.contains("steps 1000000000"), "{e}");
+        DecodeParams {
+            steps: 512,
+            ..dream
+        }
+        .validate(4, Some(64))
+        .unwrap();
+    }
+
+    #[test]
+    fn requests_too_large_for_memory_are_errors() {
+        let p = DecodeParams {
+            gen_length: 1 << 20,
+            steps: 1 << 20,
+            block_length: None,
+            ..DecodeParams::default()
+        };
+        // 2^20 positions of a 2^24 vocabulary: 2^47 bytes of logits.
+        let e = check_request_memory(&cfg(1 << 24, 1 << 21), 4, &p).unwrap_err();
+        assert!(matches!(e, RuntimeError::OutOfMemory { .. }), "{e}");
+        assert!(e.to_string().contains("logits"), "{e}");
+        let small = DecodeParams {
+            gen_length: 32,
+            steps: 32,
+            ..p
+        };
+        check_request_memory(&cfg(1000, 128), 4, &small).unwrap();
+    }
 }

@@ -17,6 +17,16 @@ pub enum RuntimeError {
     Tokenizer(String),
     /// The step callback asked to stop.
     Cancelled,
+    /// A buffer the request or the file needs could not be allocated.
+    OutOfMemory {
+        /// What the buffer is for.
+        what: String,
+        /// Its size in bytes.
+        bytes: usize,
+    },
+    /// Weights that are present and well-formed but hold unusable values (NaN or infinite
+    /// norm weights, data failing its checksum).
+    Corrupt(String),
 }
 
 impl fmt::Display for RuntimeError {
@@ -27,6 +37,12 @@ impl fmt::Display for RuntimeError {
             RuntimeError::InvalidRequest(s) => write!(f, "invalid request: {s}"),
             RuntimeError::Tokenizer(s) => write!(f, "tokenizer: {s}"),
             RuntimeError::Cancelled => write!(f, "cancelled"),
+            RuntimeError::OutOfMemory { what, bytes } => write!(
+                f,
+                "out of memory: {what} needs {:.1} MiB, which cannot be allocated",
+                *bytes as f64 / (1u64 << 20) as f64
+            ),
+            RuntimeError::Corrupt(s) => write!(f, "corrupt model file: {s}"),
         }
     }
 }

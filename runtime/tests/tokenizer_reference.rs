@@ -36,11 +36,26 @@ fn data_from_tokenizer_json(json: &Value) -> TokenizerData {
         tokens[v.as_u64().expect("vocab id") as usize] = t.clone();
     }
     let mut added_ids = Vec::new();
+    let mut added_flags = Vec::new();
     let mut special_ids = Vec::new();
     for a in added {
+        use dlm_formats::keys::tokenizer::added_flags as f;
         let id = a["id"].as_u64().expect("added id") as u32;
         tokens[id as usize] = a["content"].as_str().expect("content").to_string();
         added_ids.push(id);
+        let on = |key: &str| a[key].as_bool() == Some(true);
+        let flags = [
+            ("lstrip", f::LSTRIP),
+            ("rstrip", f::RSTRIP),
+            ("single_word", f::SINGLE_WORD),
+            ("normalized", f::NORMALIZED),
+        ];
+        added_flags.push(
+            flags
+                .iter()
+                .filter(|(k, _)| on(k))
+                .fold(0, |acc, (_, bit)| acc | bit),
+        );
         if a["special"].as_bool() == Some(true) {
             special_ids.push(id);
         }
@@ -76,6 +91,7 @@ fn data_from_tokenizer_json(json: &Value) -> TokenizerData {
         tokens,
         merges,
         added_ids,
+        added_flags,
         special_ids,
         pre,
         nfc,

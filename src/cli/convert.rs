@@ -1,7 +1,7 @@
 //! `dlm convert`: a Hugging Face checkpoint folder or a llama.cpp GGUF file to one `.dlm` file.
 
 use super::CliResult;
-use dlm_convert::{ConvertOptions, QuantPolicy, StderrProgress};
+use dlm_convert::{ChatTemplateSource, ConvertOptions, QuantPolicy, StderrProgress};
 use std::error::Error;
 use std::path::{Path, PathBuf};
 
@@ -13,8 +13,10 @@ use std::path::{Path, PathBuf};
 /// f32 with a notice); --quant re-quantizes. The folder holds `config.json`, `tokenizer.json`, `tokenizer_config.json`, optionally
 /// `generation_config.json`, and `model.safetensors` or shards with
 /// `model.safetensors.index.json` (bf16, f16 or f32). The output carries the weights, the
-/// tokenizer, the chat template and the decoding defaults. It is written to `<OUTPUT>.tmp` and
-/// renamed when complete, so an interrupted conversion leaves nothing under the final name.
+/// tokenizer, the chat template and the decoding defaults. It is written to a unique temporary
+/// file beside OUTPUT, read back, and renamed only when complete and intact, so an interrupted
+/// (or concurrent) conversion never leaves a partial file under the final name. OUTPUT may not
+/// be one of the input files.
 ///
 /// Examples:
 ///   dlm convert ./LLaDA-8B-Instruct -o llada-q4.dlm --quant q4_k
@@ -41,6 +43,13 @@ pub struct Args {
     /// Model name stored in the file (default: the folder's name).
     #[arg(long)]
     name: Option<String>,
+    /// Reduce this Jinja chat template file instead of tokenizer_config.json's (for a
+    /// checkpoint whose own template cannot be reduced).
+    #[arg(long, value_name = "FILE", conflicts_with = "no_chat_template")]
+    chat_template: Option<PathBuf>,
+    /// Store no chat template (run then uses prompts as plain text).
+    #[arg(long)]
+    no_chat_template: bool,
 }
 
 pub fn run(a: Args) -> CliResult {
@@ -50,7 +59,12 @@ pub fn run(a: Args) -> CliResult {
         "f32"
     };
     let policy = a.quant.or(a.dtype).unwrap_or_else(|| default.into());
-    let report = convert_with(&a.input, &a.output, &policy, a.name)?;
+    let chat = match (a.chat_template, a.no_chat_template) {
+        (Some(f), _) => ChatTemplateSource::File(f),
+        (None, true) => ChatTemplateSource::None,
+        (None, false) => ChatTemplateSource::TokenizerConfig,
+    };
+    let report = convert_with(&a.input, &a.output, &policy, a.name, chat)?;
     eprintln!("{report}");
     Ok(())
 }
@@ -62,6 +76,7 @@ fn convert_with(
     output: &Path,
     policy: &str,
     name: Option<String>,
+    chat_template: ChatTemplateSource,
 ) -> Result<String, Box<dyn Error>> {
     let mut opts = ConvertOptions::new(input, output);
     opts.policy = QuantPolicy::from_name(policy)?;
@@ -69,6 +84,7 @@ fn convert_with(
         eprintln!("{note}");
     }
     opts.name = name;
+    opts.chat_template = chat_template;
     let mut bar = StderrProgress::new();
     let report = dlm_convert::convert(&opts, &mut |p| bar.update(&p))?;
     bar.finish();
@@ -94,7 +110,7 @@ fn convert_with(
 
 /// Convert `input` to `output` (used when a command is given a folder or a GGUF file).
 pub fn convert_folder(input: &Path, output: &Path, policy: &str) -> Result<(), Box<dyn Error>> {
-    let summary = convert_with(input, output, policy, None)?;
+    let summary = convert_with(input, output, policy, None, ChatTemplateSource::default())?;
     eprintln!("{summary}");
     Ok(())
 }

@@ -58,7 +58,8 @@ pub struct DecodeArgs {
     /// Sampling temperature; 0 is greedy.
     #[arg(long, visible_alias = "temp")]
     pub temperature: Option<f64>,
-    /// Sample among the k most likely tokens only.
+    /// Keep only the k most likely tokens before each softmax (confidences included); 0 turns
+    /// off the model's default (Dream files default to 50, as the original sampler).
     #[arg(long)]
     pub top_k: Option<usize>,
     /// Sample among the most likely tokens whose probabilities sum to p.
@@ -187,8 +188,8 @@ impl DecodeArgs {
         if let Some(v) = self.temperature {
             p.temperature = v;
         }
-        if self.top_k.is_some() {
-            p.top_k = self.top_k;
+        if let Some(k) = self.top_k {
+            p.top_k = (k > 0).then_some(k);
         }
         if self.top_p.is_some() {
             p.top_p = self.top_p;

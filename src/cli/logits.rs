@@ -2,7 +2,6 @@
 
 use super::{CliResult, model_path};
 use dlm_runtime::model::Forward;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Run one full forward pass over the given ids and save every row's logits.
@@ -24,6 +23,16 @@ pub struct Args {
 
 pub fn run(a: Args) -> CliResult {
     let model = model_path::load(&a.model)?;
+    // `[len, vocab]` f32: asked for fallibly before the forward builds it.
+    let need = a.ids.len().saturating_mul(model.vocab_size());
+    Vec::<f32>::new().try_reserve_exact(need).map_err(|_| {
+        format!(
+            "the logits of {} ids × {} rows ({} MiB) cannot be allocated",
+            a.ids.len(),
+            model.vocab_size(),
+            need.saturating_mul(4) >> 20
+        )
+    })?;
     let rows: Vec<usize> = (0..a.ids.len()).collect();
     let logits = model.logits(&a.ids, &rows)?;
     write_npy(&a.output, &logits, a.ids.len(), model.vocab_size())?;
@@ -51,7 +60,7 @@ pub fn write_npy(path: &Path, data: &[f32], rows: usize, cols: usize) -> std::io
     for v in data {
         out.extend_from_slice(&v.to_le_bytes());
     }
-    let tmp = path.with_extension("npy.tmp");
-    std::fs::File::create(&tmp)?.write_all(&out)?;
-    std::fs::rename(&tmp, path)
+    // A unique temporary file beside `path`, renamed when whole; an error names the path and
+    // leaves nothing behind.
+    dlm_formats::write_atomic(path, &out)
 }

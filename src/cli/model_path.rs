@@ -25,11 +25,18 @@ pub fn load(path: &Path) -> Result<Model, Box<dyn Error>> {
 
 /// Open `path` as an engine (model, tokenizer, chat format, defaults).
 pub fn load_engine(path: &Path) -> Result<Engine, Box<dyn Error>> {
-    Ok(Engine::open(&resolve(path)?)?)
+    load_engine_with(path, false)
+}
+
+/// Open `path` as an engine; with `verify`, every tensor is checked against its checksum
+/// and every matrix for NaN/Inf first (`run --verify`).
+pub fn load_engine_with(path: &Path, verify: bool) -> Result<Engine, Box<dyn Error>> {
+    Ok(Engine::open_with(&resolve(path)?, verify)?)
 }
 
 /// The `.dlm` file for `path`, converting a Hugging Face folder at f32 (or a GGUF file with its
-/// own quantization) on first use.
+/// own quantization) on first use. Concurrent first uses each convert (to unique temporary
+/// files) and the last rename wins; every one of them gets a complete file.
 pub fn resolve(path: &Path) -> Result<PathBuf, Box<dyn Error>> {
     if !path.is_dir() {
         if !path.exists() {
@@ -68,29 +75,99 @@ pub fn resolve(path: &Path) -> Result<PathBuf, Box<dyn Error>> {
     Ok(cached)
 }
 
+/// The cache folder: `$DLM_CACHE` (taken as given), else `$XDG_CACHE_HOME/dlm`,
+/// `~/.cache/dlm`, or a per-user `dlm-cache-<uid>` under the temp dir, created private (0700);
+/// one of those that another user owns, or that others can write to, is refused: whoever
+/// controls it controls the models run.
 fn cache_dir() -> Result<PathBuf, Box<dyn Error>> {
-    let dir = if let Some(d) = std::env::var_os("DLM_CACHE") {
-        PathBuf::from(d)
-    } else if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+    if let Some(d) = std::env::var_os("DLM_CACHE") {
+        let dir = PathBuf::from(d);
+        create_private_dir(&dir)
+            .map_err(|e| format!("cannot create cache folder {}: {e}", dir.display()))?;
+        return Ok(dir);
+    }
+    let dir = if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
         PathBuf::from(d).join("dlm")
     } else if let Some(h) = std::env::var_os("HOME") {
         PathBuf::from(h).join(".cache/dlm")
     } else {
-        std::env::temp_dir().join("dlm-cache")
+        std::env::temp_dir().join(format!("dlm-cache-{}", user_id()?))
     };
-    std::fs::create_dir_all(&dir)
+    create_private_dir(&dir)
         .map_err(|e| format!("cannot create cache folder {}: {e}", dir.display()))?;
+    check_private_dir(&dir)?;
     Ok(dir)
 }
 
-/// A name that changes whenever the folder's files (or the one file) change (names, sizes,
-/// modification times) or the dlm binary changes.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir)
+}
+
+/// The calling user's id: the owner of `/proc/self`, or of a file this process creates (no
+/// libc call needed).
+#[cfg(unix)]
+fn user_id() -> Result<u32, Box<dyn Error>> {
+    use std::os::unix::fs::MetadataExt;
+    if let Ok(md) = std::fs::metadata("/proc/self") {
+        return Ok(md.uid());
+    }
+    let probe = dlm_formats::TempFile::beside(&std::env::temp_dir().join("dlm-uid-probe"))?;
+    Ok(std::fs::metadata(probe.path())?.uid())
+}
+
+#[cfg(not(unix))]
+fn user_id() -> Result<u32, Box<dyn Error>> {
+    Ok(0)
+}
+
+#[cfg(unix)]
+fn check_private_dir(dir: &Path) -> Result<(), Box<dyn Error>> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::symlink_metadata(dir)?;
+    let uid = user_id()?;
+    if !md.is_dir() {
+        return Err(format!(
+            "cache folder {} is not a directory (a symlink?); remove it or set DLM_CACHE",
+            dir.display()
+        )
+        .into());
+    }
+    if md.uid() != uid || md.mode() & 0o022 != 0 {
+        return Err(format!(
+            "cache folder {} is owned by uid {} with mode {:o}; it must be yours and not writable by others (remove it or set DLM_CACHE)",
+            dir.display(),
+            md.uid(),
+            md.mode() & 0o7777
+        )
+        .into());
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_private_dir(_: &Path) -> Result<(), Box<dyn Error>> {
+    Ok(())
+}
+
+/// A name that changes whenever the folder's files (or the one file) change: names, sizes,
+/// modification and status-change times (ctime cannot be set back by a user, so an edit that
+/// keeps size and mtime still changes it), inode and device (a file replaced by another); and
+/// whenever the converter, the `.dlm` format or the dlm binary changes. No file is hashed: a
+/// 16 GB checkpoint costs a `stat` per file.
 fn cache_name(folder: &Path) -> Result<String, Box<dyn Error>> {
     let mut entries: Vec<(std::ffi::OsString, std::fs::Metadata)> = if folder.is_dir() {
         std::fs::read_dir(folder)?
             .filter_map(|e| e.ok())
             .filter(|e| e.path().is_file())
-            .map(|e| Ok((e.file_name(), e.metadata()?)))
+            // Follows symlinks: the key is of the data the conversion reads.
+            .map(|e| Ok((e.file_name(), std::fs::metadata(e.path())?)))
             .collect::<std::io::Result<_>>()?
     } else {
         let name = folder.file_name().unwrap_or_default().to_os_string();
@@ -99,19 +176,14 @@ fn cache_name(folder: &Path) -> Result<String, Box<dyn Error>> {
     entries.sort_by(|a, b| a.0.cmp(&b.0));
     let mut h = std::collections::hash_map::DefaultHasher::new();
     env!("CARGO_PKG_VERSION").hash(&mut h);
+    dlm_formats::layout::VERSION.hash(&mut h);
     // A rebuilt dlm may convert differently: the binary's identity is part of the name.
     if let Ok(md) = std::env::current_exe().and_then(std::fs::metadata) {
-        md.len().hash(&mut h);
-        if let Ok(t) = md.modified() {
-            t.hash(&mut h);
-        }
+        stat_key(&md).hash(&mut h);
     }
     for (name, md) in entries {
         name.hash(&mut h);
-        md.len().hash(&mut h);
-        if let Ok(t) = md.modified() {
-            t.hash(&mut h);
-        }
+        stat_key(&md).hash(&mut h);
     }
     let canon = folder.canonicalize()?;
     let stem = if folder.is_dir() {
@@ -122,4 +194,26 @@ fn cache_name(folder: &Path) -> Result<String, Box<dyn Error>> {
     .map(|s| s.to_string_lossy().into_owned())
     .unwrap_or_else(|| "model".into());
     Ok(format!("{stem}-{:016x}.dlm", h.finish()))
+}
+
+/// What identifies a file's version without reading it.
+fn stat_key(md: &std::fs::Metadata) -> Vec<i128> {
+    let mtime = md
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(-1, |d| d.as_nanos() as i128);
+    #[allow(unused_mut)]
+    let mut key = vec![md.len() as i128, mtime];
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        key.extend([
+            md.ino() as i128,
+            md.dev() as i128,
+            md.ctime() as i128,
+            md.ctime_nsec() as i128,
+        ]);
+    }
+    key
 }

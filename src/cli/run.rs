@@ -45,13 +45,17 @@ pub struct Args {
     #[arg(long)]
     raw: bool,
     /// Print `{"output_ids", "text", "nfe", "seconds", "tokens_per_s", "layer_forwards",
-    /// "query_rows", "refreshes", "prompt_tokens", "completion_tokens", "gen_length", "seed"}`
-    /// as JSON.
+    /// "query_rows", "refreshes", "prompt_tokens", "completion_tokens", "gen_length", "seed",
+    /// "unknown_ids"}` as JSON (`unknown_ids`: generated ids the tokenizer has no token for).
     #[arg(long)]
     json: bool,
     /// Redraw the canvas in the terminal as it denoises.
     #[arg(long)]
     visual: bool,
+    /// Check every tensor of the model file against its checksum before running (reads the
+    /// whole file once).
+    #[arg(long)]
+    verify: bool,
     #[command(flatten)]
     decode: DecodeArgs,
 }
@@ -79,7 +83,7 @@ fn prompt_text(a: &Args) -> Result<Option<String>, Box<dyn Error>> {
 pub fn run(a: Args) -> CliResult {
     a.decode.init_threads()?;
     let path = a.model.clone().unwrap_or_else(model_path::default_model);
-    let engine = model_path::load_engine(&path)?;
+    let engine = model_path::load_engine_with(&path, a.verify)?;
     let params = a.decode.apply_random_seed(engine.defaults())?;
     let prompt = match (&a.prompt_ids, prompt_text(&a)?) {
         (Some(ids), _) => ids.clone(),
@@ -120,11 +124,27 @@ pub fn run(a: Args) -> CliResult {
         r => r?,
     };
     let seconds = start.elapsed().as_secs_f64();
-    let text = engine.answer_text(&out)?;
+    let answer = engine.answer(&out);
+    let text = answer.text;
+    if !answer.unknown_ids.is_empty() {
+        // Padded embedding rows (LLaDA-8B has 126,464 rows for fewer tokens) can be generated;
+        // the answer is kept, and they are shown as placeholders.
+        eprintln!(
+            "warning: {} generated id(s) have no token in the tokenizer ({}); shown as {}",
+            answer.unknown_ids.len(),
+            answer
+                .unknown_ids
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            dlm_runtime::tokenizer::unknown_placeholder(answer.unknown_ids[0])
+        );
+    }
     let tokens_per_s = params.gen_length as f64 / seconds;
     let printed = if a.json {
         let doc = format!(
-            "{{\"output_ids\":{},\"text\":{},\"nfe\":{},\"seconds\":{},\"tokens_per_s\":{},\"layer_forwards\":{},\"query_rows\":{},\"refreshes\":{},\"prompt_tokens\":{},\"completion_tokens\":{},\"gen_length\":{},\"seed\":{}}}\n",
+            "{{\"output_ids\":{},\"text\":{},\"nfe\":{},\"seconds\":{},\"tokens_per_s\":{},\"layer_forwards\":{},\"query_rows\":{},\"refreshes\":{},\"prompt_tokens\":{},\"completion_tokens\":{},\"gen_length\":{},\"seed\":{},\"unknown_ids\":{}}}\n",
             json::numbers(&out.canvas),
             json::string(&text),
             out.nfe,
@@ -136,7 +156,8 @@ pub fn run(a: Args) -> CliResult {
             out.prompt_len,
             out.answer_ids().len(),
             params.gen_length,
-            params.seed
+            params.seed,
+            json::numbers(&answer.unknown_ids)
         );
         write_flush(&mut stdout, &doc)
     } else if streaming {

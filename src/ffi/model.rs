@@ -36,16 +36,45 @@ fn path_of(bytes: &[u8]) -> Result<PathBuf, Failure> {
 /// for one pointer.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dlm_model_open(path: *const c_char, out: *mut *mut dlm_model) -> c_int {
+    // SAFETY: the caller's contract, passed on.
+    unsafe { open_with(path, out, 0) }
+}
+
+/// Check every tensor against its checksum while opening (`dlm_model_open_verified`).
+pub const DLM_OPEN_VERIFY: u32 = 1;
+
+/// [`dlm_model_open`] with `flags`: `DLM_OPEN_VERIFY` also checks every tensor against its
+/// checksum (reads the whole file once; flipped bytes give `DLM_ERR_CORRUPT`). Unknown bits are
+/// `DLM_ERR_INVALID_ARG`.
+///
+/// # Safety
+/// As [`dlm_model_open`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dlm_model_open_verified(
+    path: *const c_char,
+    flags: u32,
+    out: *mut *mut dlm_model,
+) -> c_int {
+    // SAFETY: the caller's contract, passed on.
+    unsafe { open_with(path, out, flags) }
+}
+
+/// # Safety
+/// As [`dlm_model_open`].
+unsafe fn open_with(path: *const c_char, out: *mut *mut dlm_model, flags: u32) -> c_int {
     guard(|| {
         let out = out_ptr(out, "out")?;
         // SAFETY: checked non-null and aligned; the caller gives writable storage.
         unsafe { out.write(std::ptr::null_mut()) };
+        if flags & !DLM_OPEN_VERIFY != 0 {
+            return Err(Failure::invalid(format!("unknown open flags {flags:#x}")));
+        }
         // SAFETY: the caller's contract on `path`.
         let path = path_of(unsafe { c_bytes(path, "path") }?)?;
         if path.as_os_str().is_empty() {
             return Err(Failure::invalid("path is empty"));
         }
-        let engine = Engine::open(&path).map_err(|e| {
+        let engine = Engine::open_with(&path, flags & DLM_OPEN_VERIFY != 0).map_err(|e| {
             let mut f = Failure::from(e);
             f.message = format!("{}: {}", path.display(), f.message);
             f

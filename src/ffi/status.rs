@@ -33,6 +33,10 @@ pub const DLM_ERR_TOKENIZER: c_int = 10;
 pub const DLM_ERR_INVALID_HANDLE: c_int = 11;
 /// The session is in use (a generation is running on it, possibly from its own callback).
 pub const DLM_ERR_BUSY: c_int = 12;
+/// A buffer the file or the request needs could not be allocated.
+pub const DLM_ERR_OUT_OF_MEMORY: c_int = 13;
+/// The model file is well-formed but its weights are corrupt (checksum, NaN/Inf norms).
+pub const DLM_ERR_CORRUPT: c_int = 14;
 
 /// Every status code with its name in `include/dlm.h` (the header test compares the two).
 pub const STATUS_CODES: &[(&str, c_int)] = &[
@@ -49,6 +53,8 @@ pub const STATUS_CODES: &[(&str, c_int)] = &[
     ("DLM_ERR_TOKENIZER", DLM_ERR_TOKENIZER),
     ("DLM_ERR_INVALID_HANDLE", DLM_ERR_INVALID_HANDLE),
     ("DLM_ERR_BUSY", DLM_ERR_BUSY),
+    ("DLM_ERR_OUT_OF_MEMORY", DLM_ERR_OUT_OF_MEMORY),
+    ("DLM_ERR_CORRUPT", DLM_ERR_CORRUPT),
 ];
 
 /// A failed call: the status it returns and the message kept as the last error.
@@ -84,11 +90,14 @@ impl From<RuntimeError> for Failure {
     fn from(e: RuntimeError) -> Self {
         let status = match &e {
             RuntimeError::Format(FormatError::Io(_)) => DLM_ERR_IO,
+            RuntimeError::Format(FormatError::Checksum { .. }) => DLM_ERR_CORRUPT,
             RuntimeError::Format(_) => DLM_ERR_FORMAT,
             RuntimeError::Unsupported(_) => DLM_ERR_UNSUPPORTED,
             RuntimeError::InvalidRequest(_) => DLM_ERR_INVALID_ARG,
             RuntimeError::Tokenizer(_) => DLM_ERR_TOKENIZER,
             RuntimeError::Cancelled => DLM_CANCELLED,
+            RuntimeError::OutOfMemory { .. } => DLM_ERR_OUT_OF_MEMORY,
+            RuntimeError::Corrupt(_) => DLM_ERR_CORRUPT,
             _ => DLM_ERR_UNSUPPORTED,
         };
         Failure::new(status, crate::error_chain(&e))

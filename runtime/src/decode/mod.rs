@@ -268,6 +268,14 @@ impl DecodeParams {
         if self.steps == 0 {
             return Err(invalid("steps must be at least 1"));
         }
+        // Bounded before anything is sized by it (Dream's timestep table is `[steps + 1]`).
+        let max_steps = dlm_formats::limits::MAX_STEPS as usize;
+        if self.steps > max_steps {
+            return Err(invalid(format!(
+                "steps {} is more than {max_steps}; no schedule uses more steps than tokens",
+                self.steps
+            )));
+        }
         let total = prompt_len
             .checked_add(self.gen_length)
             .ok_or_else(|| invalid("prompt plus gen_length overflows"))?;

@@ -75,29 +75,32 @@ impl ModelConfig {
             mask_id: file.get_u32(diffusion::MASK_ID)?,
         };
         cfg.check()?;
+        // The RoPE tables are built at load: ask for their memory fallibly first, so a process
+        // under a memory limit gets an error instead of an abort.
+        crate::alloc::check_bytes(
+            cfg.seq_len * cfg.head_dim() * 4,
+            "the RoPE tables (max_seq_len × head_dim f32)",
+        )?;
         Ok(cfg)
     }
 
     fn check(&self) -> Result<(), RuntimeError> {
         let bad = |what: String| Err(RuntimeError::Unsupported(what));
-        // Limits keep every later size computation far from overflow.
-        const MAX_DIM: usize = 1 << 16;
-        for (name, v) in [
-            ("dim", self.dim),
-            ("hidden_dim", self.hidden_dim),
-            ("n_layers", self.n_layers),
-            ("n_heads", self.n_heads),
-            ("n_kv_heads", self.n_kv_heads),
-        ] {
-            if v == 0 || v > MAX_DIM {
-                return bad(format!("model.{name} = {v} (must be 1..={MAX_DIM})"));
-            }
+        // Limits shared with the converter keep every later size computation far from
+        // overflow and the per-position tables small; checked before anything is allocated.
+        if self.n_heads == 0 {
+            return bad("model.n_heads = 0".into());
         }
-        if self.vocab_size == 0 || self.vocab_size > 1 << 24 {
-            return bad(format!("model.vocab_size = {}", self.vocab_size));
-        }
-        if self.seq_len == 0 || self.seq_len > 1 << 20 {
-            return bad(format!("model.max_seq_len = {}", self.seq_len));
+        if let Err(e) = dlm_formats::limits::check_shape(
+            self.dim as u64,
+            self.hidden_dim as u64,
+            self.n_layers as u64,
+            self.n_heads as u64,
+            self.n_kv_heads as u64,
+            self.vocab_size as u64,
+            self.seq_len as u64,
+        ) {
+            return bad(format!("model.{e}"));
         }
         if !self.dim.is_multiple_of(self.n_heads) || !self.head_dim().is_multiple_of(2) {
             return bad(format!(
@@ -121,5 +124,64 @@ impl ModelConfig {
             return bad(format!("norm_eps {}", self.norm_eps));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> ModelConfig {
+        ModelConfig {
+            family: Family::Llada,
+            dim: 64,
+            hidden_dim: 128,
+            n_layers: 2,
+            n_heads: 4,
+            n_kv_heads: 4,
+            vocab_size: 100,
+            seq_len: 64,
+            rope_theta: 1e4,
+            norm_eps: 1e-5,
+            qkv_bias: false,
+            tied_head: false,
+            shift_logits: false,
+            mask_id: 1,
+        }
+    }
+
+    #[test]
+    fn sizes_that_would_allocate_gigabytes_are_refused_before_any_table() {
+        cfg().check().unwrap();
+        // Each within its own bound, together a 256 GiB RoPE table.
+        let huge = ModelConfig {
+            dim: 1 << 16,
+            n_heads: 1,
+            n_kv_heads: 1,
+            seq_len: 1 << 20,
+            ..cfg()
+        };
+        let e = huge.check().unwrap_err().to_string();
+        assert!(e.contains("RoPE"), "{e}");
+        for bad in [
+            ModelConfig {
+                n_layers: 1 << 13,
+                ..cfg()
+            },
+            ModelConfig {
+                vocab_size: (1 << 24) + 1,
+                ..cfg()
+            },
+            ModelConfig {
+                seq_len: (1 << 20) + 1,
+                ..cfg()
+            },
+            ModelConfig {
+                n_heads: 0,
+                ..cfg()
+            },
+        ] {
+            assert!(bad.check().is_err(), "{bad:?}");
+        }
     }
 }

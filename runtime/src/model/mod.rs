@@ -93,6 +93,7 @@ impl Model {
         let file = DlmFile::parse(data)?;
         let config = ModelConfig::from_file(&file)?;
         let weights = Weights::locate(&file, data, &config)?;
+        crate::integrity::check_small_weights(&weights)?;
         let net = Transformer::new(backend, config.clone(), &weights, data)?;
         Ok(Model {
             bytes,

@@ -127,8 +127,12 @@ impl Bpe {
         for (rank, (a, b)) in merges.iter().enumerate() {
             let find = |s: &str| {
                 vocab.get(s).copied().ok_or_else(|| {
+                    let e = dlm_formats::escape_controls;
                     RuntimeError::Tokenizer(format!(
-                        "merge {rank} (`{a} {b}`) refers to `{s}`, which is not in the vocabulary"
+                        "merge {rank} (`{} {}`) refers to `{}`, which is not in the vocabulary",
+                        e(a),
+                        e(b),
+                        e(s)
                     ))
                 })
             };

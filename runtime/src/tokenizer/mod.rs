@@ -35,6 +35,9 @@ pub struct TokenizerData {
     pub merges: Vec<(String, String)>,
     /// Ids of added tokens, matched verbatim in input text before anything else.
     pub added_ids: Vec<u32>,
+    /// Per entry of `added_ids`, its flags (`dlm_formats::keys::tokenizer::added_flags`:
+    /// lstrip, rstrip, single_word, normalized); empty means all zero.
+    pub added_flags: Vec<u32>,
     /// Ids of special tokens (skipped by `decode(.., skip_special = true)`).
     pub special_ids: Vec<u32>,
     /// The pre-tokenizer split.
@@ -64,7 +67,10 @@ pub struct Tokenizer {
     /// `is_special[id]`.
     is_special: Vec<bool>,
     bpe: Bpe,
+    /// Added tokens matched in the raw text (those without the `normalized` flag).
     added: AddedMatcher,
+    /// Added tokens matched in the normalized text between the raw matches.
+    added_normalized: AddedMatcher,
     pre: PreTokenizer,
     nfc: bool,
     bos_id: Option<u32>,
@@ -123,11 +129,24 @@ impl Tokenizer {
             .map(|(t, &added)| (!added && !t.is_empty()).then_some(t.as_str()))
             .collect();
         let bpe = Bpe::new(&model_tokens, &data.merges, data.ignore_merges)?;
-        let added = AddedMatcher::new(
-            data.added_ids
-                .iter()
-                .map(|&id| (data.tokens[id as usize].clone(), id)),
-        );
+        if !data.added_flags.is_empty() && data.added_flags.len() != data.added_ids.len() {
+            return Err(bad(format!(
+                "{} added-token flags for {} added tokens",
+                data.added_flags.len(),
+                data.added_ids.len()
+            )));
+        }
+        let flags_of = |k: usize| data.added_flags.get(k).copied().unwrap_or(0);
+        let normalized = dlm_formats::keys::tokenizer::added_flags::NORMALIZED;
+        let matcher = |want_normalized: bool| {
+            AddedMatcher::with_flags(data.added_ids.iter().enumerate().filter_map(|(k, &id)| {
+                let f = flags_of(k);
+                ((f & normalized != 0) == want_normalized)
+                    .then(|| (data.tokens[id as usize].clone(), id, f))
+            }))
+        };
+        let added = matcher(false);
+        let added_normalized = matcher(true);
         let token_bytes = data
             .tokens
             .iter()
@@ -139,6 +158,7 @@ impl Tokenizer {
             is_special,
             bpe,
             added,
+            added_normalized,
             pre: data.pre,
             nfc: data.nfc,
             bos_id: data.bos_id,
@@ -154,7 +174,9 @@ impl Tokenizer {
     }
 
     /// Ids of `text`, without BOS/EOS (`add_special_tokens=False`); added tokens written in the
-    /// text become their ids.
+    /// text become their ids. As in `tokenizers`, the added tokens without the `normalized`
+    /// flag are found in the raw text first; each stretch between them is normalized and
+    /// searched for the `normalized` ones; what remains is split and merged.
     pub fn encode(&self, text: &str) -> Vec<u32> {
         let mut out = Vec::with_capacity(text.len() / 3 + 1);
         let mut scratch = Scratch::default();
@@ -169,7 +191,8 @@ impl Tokenizer {
         out
     }
 
-    /// Encode text that holds no added token.
+    /// Encode text that holds no raw-matched added token: normalize, find the normalized
+    /// added tokens, and split and merge the rest.
     fn encode_plain(
         &self,
         text: &str,
@@ -185,9 +208,56 @@ impl Tokenizer {
         } else {
             Cow::Borrowed(text)
         };
-        self.pre.split(&text, |piece| {
+        let mut last = 0;
+        self.added_normalized.find_all(&text, |start, end, id| {
+            self.encode_pieces(&text[last..start], out, scratch, cache);
+            out.push(id);
+            last = end;
+        });
+        self.encode_pieces(&text[last..], out, scratch, cache);
+    }
+
+    /// Pre-tokenize and merge normalized text that holds no added token.
+    fn encode_pieces(
+        &self,
+        text: &str,
+        out: &mut Vec<u32>,
+        scratch: &mut Scratch,
+        cache: &mut Option<std::sync::MutexGuard<'_, bpe::FxMap<String, Vec<u32>>>>,
+    ) {
+        if text.is_empty() {
+            return;
+        }
+        self.pre.split(text, |piece| {
             self.bpe.encode_piece(piece, out, scratch, cache)
         });
+    }
+
+    /// Text of `ids` that never fails: an id with no token (out of range, a hole, an
+    /// embedding row past the tokenizer's vocabulary) becomes [`unknown_placeholder`] and is
+    /// listed in `unknown_ids`. With `skip_special`, special ids are left out.
+    pub fn decode_lossy(&self, ids: &[u32], skip_special: bool) -> Decoded {
+        let mut bytes = Vec::with_capacity(ids.len() * 4);
+        let mut unknown_ids = Vec::new();
+        for &id in ids {
+            let i = id as usize;
+            match self.tokens.get(i) {
+                Some(t) if !t.is_empty() => {
+                    if !(skip_special && self.is_special[i]) {
+                        bytes.extend_from_slice(&self.token_bytes[i]);
+                    }
+                }
+                _ => {
+                    unknown_ids.push(id);
+                    bytes.extend_from_slice(unknown_placeholder(id).as_bytes());
+                }
+            }
+        }
+        let text = match String::from_utf8(bytes) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        };
+        Decoded { text, unknown_ids }
     }
 
     /// Text of `ids`. Unknown ids (out of range or holes) are an error; with `skip_special`,
@@ -277,6 +347,20 @@ impl Tokenizer {
     }
 }
 
+/// What [`Tokenizer::decode_lossy`] gives: the text and the ids it had no token for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Decoded {
+    /// The text, with a placeholder for each unknown id.
+    pub text: String,
+    /// The unknown ids, in order, repeated as they occur.
+    pub unknown_ids: Vec<u32>,
+}
+
+/// The visible stand-in for an id the tokenizer has no token for: `⟨unk 126400⟩`.
+pub fn unknown_placeholder(id: u32) -> String {
+    format!("\u{27E8}unk {id}\u{27E9}")
+}
+
 /// Build `TokenizerData` from `.dlm` metadata.
 pub fn data_from_meta(meta: &[(String, MetaValue)]) -> Result<TokenizerData, RuntimeError> {
     use keys::tokenizer as k;
@@ -320,7 +404,8 @@ pub fn data_from_meta(meta: &[(String, MetaValue)]) -> Result<TokenizerData, Run
         && model != "bpe_bytelevel"
     {
         return Err(RuntimeError::Unsupported(format!(
-            "tokenizer model `{model}`"
+            "tokenizer model `{}`",
+            dlm_formats::escape_controls(model)
         )));
     }
     let tokens = get_strs(k::TOKENS)?.to_vec();
@@ -331,22 +416,35 @@ pub fn data_from_meta(meta: &[(String, MetaValue)]) -> Result<TokenizerData, Run
             Some((a, b)) if !a.is_empty() && !b.is_empty() && !b.contains(' ') => {
                 Ok((a.to_string(), b.to_string()))
             }
-            _ => Err(bad(format!("merge {rank} `{m}` is not `left right`"))),
+            _ => Err(bad(format!(
+                "merge {rank} `{}` is not `left right`",
+                dlm_formats::escape_controls(m)
+            ))),
         })
         .collect::<Result<Vec<_>, _>>()?;
     let pre_name =
         get_str(k::PRE)?.ok_or_else(|| bad(format!("metadata `{}` is missing", k::PRE)))?;
-    let pre = PreTokenizer::from_name(pre_name)
-        .ok_or_else(|| RuntimeError::Unsupported(format!("pre-tokenizer `{pre_name}`")))?;
+    let pre = PreTokenizer::from_name(pre_name).ok_or_else(|| {
+        RuntimeError::Unsupported(format!(
+            "pre-tokenizer `{}`",
+            dlm_formats::escape_controls(pre_name)
+        ))
+    })?;
     let nfc = match get_str(k::NORMALIZER)?.unwrap_or("none") {
         "none" => false,
         "nfc" => true,
-        other => return Err(RuntimeError::Unsupported(format!("normalizer `{other}`"))),
+        other => {
+            return Err(RuntimeError::Unsupported(format!(
+                "normalizer `{}`",
+                dlm_formats::escape_controls(other)
+            )));
+        }
     };
     Ok(TokenizerData {
         tokens,
         merges,
         added_ids: get_u32s(k::ADDED_IDS)?,
+        added_flags: get_u32s(k::ADDED_FLAGS)?,
         special_ids: get_u32s(k::SPECIAL_IDS)?,
         pre,
         nfc,
@@ -380,6 +478,7 @@ mod tests {
             tokens,
             merges: vec![("Ġ".into(), "w".into())],
             added_ids: vec![257],
+            added_flags: vec![],
             special_ids: vec![257],
             pre: PreTokenizer::Llama3,
             nfc: true,
@@ -442,11 +541,125 @@ mod tests {
     }
 
     #[test]
+    fn decode_lossy_shows_and_reports_unknown_ids() {
+        let t = toy();
+        // 258 is a hole, 9999 a padded embedding row past the tokenizer.
+        let d = t.decode_lossy(&[b'a' as u32, 258, 257, 9999, b'b' as u32], true);
+        assert_eq!(d.text, "a\u{27E8}unk 258\u{27E9}\u{27E8}unk 9999\u{27E9}b");
+        assert_eq!(d.unknown_ids, [258, 9999]);
+        let d = t.decode_lossy(&[b'a' as u32, 257], false);
+        assert_eq!(d.text, "a<|end|>");
+        assert!(d.unknown_ids.is_empty());
+    }
+
+    #[test]
+    fn model_text_in_errors_has_controls_escaped() {
+        let meta = vec![
+            (k::TOKENS.to_string(), MetaValue::ArrStr(byte_tokens())),
+            (
+                k::MERGES.to_string(),
+                MetaValue::ArrStr(vec!["\u{1b}[2J\u{1b}[H oops x".into()]),
+            ),
+            (
+                k::PRE.to_string(),
+                MetaValue::Str("llama3\u{1b}[31m".into()),
+            ),
+        ];
+        let e = data_from_meta(&meta).unwrap_err().to_string();
+        assert!(!e.contains('\u{1b}') && e.contains("\\u{1b}[2J"), "{e}");
+        let mut meta = meta;
+        meta[1].1 = MetaValue::ArrStr(vec![]);
+        let e = data_from_meta(&meta).unwrap_err().to_string();
+        assert!(
+            !e.contains('\u{1b}') && e.contains("llama3\\u{1b}[31m"),
+            "{e}"
+        );
+        let e = Tokenizer::new(TokenizerData {
+            merges: vec![("\u{7}a".into(), "\nb".into())],
+            ..data_from_meta(&[
+                (k::TOKENS.to_string(), MetaValue::ArrStr(byte_tokens())),
+                (k::MERGES.to_string(), MetaValue::ArrStr(vec![])),
+                (k::PRE.to_string(), MetaValue::Str("llama3".into())),
+            ])
+            .expect("data")
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(!e.contains('\u{7}') && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn added_token_flags_are_honoured() {
+        use dlm_formats::keys::tokenizer::added_flags as f;
+        let mut tokens = byte_tokens();
+        tokens.push("<L>".into()); // 256: lstrip
+        tokens.push("<R>".into()); // 257: rstrip
+        tokens.push("word".into()); // 258: single_word
+        tokens.push("\u{e9}t\u{e9}".into()); // 259: normalized ("été" in NFC)
+        tokens.push("<N>".into()); // 260: no flags
+        let t = |flags: Vec<u32>| {
+            Tokenizer::new(TokenizerData {
+                tokens: tokens.clone(),
+                merges: vec![],
+                added_ids: vec![256, 257, 258, 259, 260],
+                added_flags: flags,
+                special_ids: vec![],
+                pre: PreTokenizer::Llama3,
+                nfc: true,
+                ignore_merges: false,
+                bos_id: None,
+                eos_id: None,
+                pad_id: None,
+                eot_id: None,
+            })
+            .expect("tokenizer")
+        };
+        let flagged = t(vec![f::LSTRIP, f::RSTRIP, f::SINGLE_WORD, f::NORMALIZED, 0]);
+        let plain = t(vec![]);
+        let space = b' ' as u32;
+        // lstrip: the space before <L> is taken by it; without the flag it stays a token.
+        assert_eq!(flagged.encode("a <L>"), [b'a' as u32, 256]);
+        assert_eq!(plain.encode("a <L>"), [b'a' as u32, space, 256]);
+        // rstrip: the space after <R> is taken.
+        assert_eq!(flagged.encode("<R> b"), [257, b'b' as u32]);
+        assert_eq!(plain.encode("<R> b"), [257, space, b'b' as u32]);
+        // single_word: not inside a word.
+        let w: Vec<u32> = "xword".bytes().map(u32::from).collect();
+        assert_eq!(flagged.encode("xword"), w);
+        assert_eq!(plain.encode("xword"), [b'x' as u32, 258]);
+        assert_eq!(flagged.encode("word"), [258]);
+        // normalized: "e\u{301}te\u{301}" only matches after NFC.
+        assert_eq!(flagged.encode("e\u{301}te\u{301}"), [259]);
+        assert_ne!(plain.encode("e\u{301}te\u{301}"), [259]);
+        // Stored flags are read back.
+        assert!(flagged.encode("<N>") == [260]);
+        let bad = Tokenizer::new(TokenizerData {
+            added_flags: vec![0],
+            ..TokenizerData {
+                tokens: tokens.clone(),
+                merges: vec![],
+                added_ids: vec![256, 257],
+                added_flags: vec![],
+                special_ids: vec![],
+                pre: PreTokenizer::Llama3,
+                nfc: false,
+                ignore_merges: false,
+                bos_id: None,
+                eos_id: None,
+                pad_id: None,
+                eot_id: None,
+            }
+        });
+        assert!(bad.is_err());
+    }
+
+    #[test]
     fn rejects_bad_data() {
         let mut data = TokenizerData {
             tokens: byte_tokens(),
             merges: vec![],
             added_ids: vec![300],
+            added_flags: vec![],
             special_ids: vec![],
             pre: PreTokenizer::Qwen2,
             nfc: false,
