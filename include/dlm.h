@@ -73,7 +73,7 @@ enum dlm_schedule {
 
 /* The layout version of dlm_params in this header. Fields are only ever appended; the library
  * reads struct_size bytes and keeps its defaults for fields an older caller lacks. */
-enum { DLM_PARAMS_VERSION = 3 };
+enum { DLM_PARAMS_VERSION = 4 };
 
 /* The most token ids one call accepts. */
 #define DLM_MAX_IDS ((size_t)1 << 24)
@@ -109,6 +109,7 @@ typedef struct dlm_params {
     double elastic_gamma;     /* elastic cache: refresh below this similarity, [0, 1] (v3) */
     uint32_t elastic_track;   /* elastic cache: tracked most-attended tokens per layer (v3) */
     int elastic_block_cache;  /* elastic cache: nonzero refreshes at block starts (v3) */
+    uint32_t min_per_step;    /* with a threshold: fewest commits a step; 0 = at least one (v4) */
 } dlm_params;
 
 /* Called after every step: the whole canvas (len ids: prompt_len prompt ids, then the

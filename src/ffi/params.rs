@@ -36,7 +36,7 @@ pub const DLM_SCHEDULE_BLOCKS: c_int = 1;
 /// Dream's timesteps (in Fast-dLLM's blocks when a block length or a cache is given).
 pub const DLM_SCHEDULE_TIMESTEPS: c_int = 2;
 /// The layout version of this header's `dlm_params`.
-pub const DLM_PARAMS_VERSION: c_int = 3;
+pub const DLM_PARAMS_VERSION: c_int = 4;
 /// The most token ids one call accepts (prompt ids, ids to detokenize).
 pub const DLM_MAX_IDS: usize = 1 << 24;
 
@@ -110,6 +110,9 @@ pub struct dlm_params {
     pub elastic_track: u32,
     /// Elastic cache: nonzero refreshes at every block start. (Version 3.)
     pub elastic_block_cache: c_int,
+    /// With a threshold, the fewest positions a step commits (a step-distilled model's rule);
+    /// 0 = Fast-dLLM's "at least one". (Version 4.)
+    pub min_per_step: u32,
 }
 
 /// The bytes of version 2, the first layout with `struct_size`: the least a caller may give.
@@ -189,6 +192,7 @@ impl dlm_params {
             elastic_gamma: p.elastic.gamma,
             elastic_track: count(p.elastic.track, "elastic track")?,
             elastic_block_cache: c_int::from(p.elastic.block_cache),
+            min_per_step: count(p.min_per_step.unwrap_or(0), "min_per_step")?,
         })
     }
 
@@ -252,7 +256,7 @@ impl dlm_params {
             threshold: off_if_zero(self.threshold),
             // Not in the C struct yet (a field to append in a later layout version): C callers
             // get Fast-dLLM's "at least one" under a threshold.
-            min_per_step: None,
+            min_per_step: (self.min_per_step != 0).then_some(self.min_per_step as usize),
             factor: off_if_zero(self.factor),
             cache,
             temperature: self.temperature,
@@ -301,7 +305,7 @@ mod tests {
             gen_length: 32,
             block_length: Some(8),
             threshold: Some(0.9),
-            min_per_step: None,
+            min_per_step: Some(3),
             factor: None,
             cache: CacheMode::Dual,
             temperature: 0.7,
