@@ -20,10 +20,13 @@ pub struct Args {
     /// Where to write the `.npy` file.
     #[arg(short, long)]
     output: PathBuf,
+    /// Where the model runs: cpu, cuda or cuda:N (a build with --features cuda).
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 pub fn run(a: Args) -> CliResult {
-    let model = model_path::load(&a.model)?;
+    let model = model_path::load(&a.model, &a.device)?;
     let rows: Vec<usize> = (0..a.ids.len()).collect();
     let logits = model.logits(&a.ids, &rows)?;
     write_npy(&a.output, &logits, a.ids.len(), model.vocab_size())?;

@@ -14,7 +14,10 @@ mod session;
 mod status;
 
 pub use handles::{dlm_model, dlm_session};
-pub use model::{dlm_detokenize, dlm_model_free, dlm_model_open, dlm_params_default, dlm_tokenize};
+pub use model::{
+    dlm_detokenize, dlm_model_free, dlm_model_open, dlm_model_open_on, dlm_params_default,
+    dlm_tokenize,
+};
 pub use params::*;
 pub use session::{
     dlm_generate, dlm_generate_ids, dlm_session_free, dlm_session_new, dlm_session_nfe,
