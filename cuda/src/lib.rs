@@ -134,10 +134,10 @@ impl CudaBackend {
         Ok(CudaBackend { ordinal, stream, k })
     }
 
-    fn upload<T: cudarc::driver::DeviceRepr>(&self, v: &[T]) -> Result<CudaSlice<T>, RuntimeError>
-    where
-        T: Clone + Default,
-    {
+    fn upload<T: cudarc::driver::DeviceRepr + Clone + Default>(
+        &self,
+        v: &[T],
+    ) -> Result<CudaSlice<T>, RuntimeError> {
         if v.is_empty() {
             return self
                 .stream
