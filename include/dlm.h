@@ -137,6 +137,11 @@ int dlm_model_open(const char *path, dlm_model **out);
  * unknown flag bits DLM_ERR_INVALID_ARG. */
 int dlm_model_open_verified(const char *path, uint32_t flags, dlm_model **out);
 
+/* Open a .dlm file on a device: "cpu" (also when NULL), "cuda" or "cuda:N" (a library built
+ * with the cuda feature, on a machine with an NVIDIA driver and GPU; otherwise an error that
+ * names what is missing). */
+int dlm_model_open_on(const char *path, const char *device, dlm_model **out);
+
 /* Free a model (NULL: no-op). Sessions made from it stay usable. */
 void dlm_model_free(dlm_model *model);
 

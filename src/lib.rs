@@ -1,6 +1,7 @@
 //! The `dlm` library: the C ABI over the runtime (`include/dlm.h`), built as a static and a
 //! shared library. Rust programs use `dlm-runtime` directly.
 
+pub mod device;
 pub mod ffi;
 
 /// `error: cause: cause` as one line, leaving out a cause whose text the message already

@@ -502,6 +502,42 @@ fn model_open_errors() {
 }
 
 #[test]
+fn model_open_on_names_the_device() {
+    // SAFETY: every pointer is valid or deliberately NULL.
+    unsafe {
+        let mut m = std::ptr::dangling_mut::<dlm_model>();
+        let dir = common::temp_dir("c-abi-open-on");
+        let missing = cstring(&dir.join("missing.dlm"));
+        // NULL and "cpu" are the CPU: the missing file is what fails.
+        assert_eq!(
+            dlm_model_open_on(missing.as_ptr(), null(), &mut m),
+            DLM_ERR_IO
+        );
+        assert!(m.is_null());
+        let cpu = CString::new("cpu").unwrap();
+        assert_eq!(
+            dlm_model_open_on(missing.as_ptr(), cpu.as_ptr(), &mut m),
+            DLM_ERR_IO
+        );
+        let tpu = CString::new("tpu").unwrap();
+        assert_ne!(
+            dlm_model_open_on(missing.as_ptr(), tpu.as_ptr(), &mut m),
+            DLM_OK
+        );
+        assert!(last_error().contains("tpu"), "{}", last_error());
+        if cfg!(not(feature = "cuda")) {
+            let cuda = CString::new("cuda").unwrap();
+            assert_ne!(
+                dlm_model_open_on(missing.as_ptr(), cuda.as_ptr(), &mut m),
+                DLM_OK
+            );
+            assert!(last_error().contains("without CUDA"), "{}", last_error());
+        }
+        assert!(m.is_null());
+    }
+}
+
+#[test]
 fn last_error_is_per_thread() {
     let mut m = null_mut();
     // SAFETY: NULL path, valid out.

@@ -30,7 +30,12 @@ impl Engine {
     /// against its checksum and every matrix for NaN/Inf values (reads the whole file:
     /// `run --verify`, `dlm_model_open_verified`).
     pub fn open_with(path: &Path, verify: bool) -> Result<Self, RuntimeError> {
-        let model = Model::open(path)?;
+        Self::with_verify(Model::open(path)?, verify)
+    }
+
+    /// Wrap a loaded model (on any backend); with `verify`, check every tensor against its
+    /// checksum and every matrix for NaN/Inf first.
+    pub fn with_verify(model: Model, verify: bool) -> Result<Self, RuntimeError> {
         if verify {
             crate::integrity::verify_checksums(model.file(), model.bytes())?;
             crate::integrity::check_all_matrices(model.weights(), model.bytes())?;

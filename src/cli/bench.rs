@@ -3,7 +3,6 @@
 
 use super::decode_args::DecodeArgs;
 use super::{CliResult, json, model_path};
-use dlm_runtime::Engine;
 use dlm_runtime::decode::CacheMode;
 use dlm_runtime::model::Timings;
 use std::path::PathBuf;
@@ -52,7 +51,7 @@ pub fn run(mut a: Args) -> CliResult {
     a.decode.init_threads()?;
     let path = a.model.clone().unwrap_or_else(model_path::default_model);
     let file = model_path::resolve(&path)?;
-    let engine = Engine::open(&file)?;
+    let engine = model_path::load_engine(&file, a.decode.device())?;
     a.decode.no_early_stop = true;
     let base = a.decode.apply(engine.defaults())?;
     let prompt = engine.tokenizer().encode(&a.prompt);

@@ -64,7 +64,7 @@ fn render(
 pub fn run(a: Args) -> CliResult {
     a.decode.init_threads()?;
     let path = a.model.clone().unwrap_or_else(model_path::default_model);
-    let engine = model_path::load_engine(&path)?;
+    let engine = model_path::load_engine(&path, a.decode.device())?;
     let params = a.decode.apply_random_seed(engine.defaults())?;
     if engine.chat().is_none() {
         return Err("this model has no chat template; use dlm run --raw".into());

@@ -7,6 +7,9 @@ use std::error::Error;
 /// How to denoise. Every flag left out takes the model file's default.
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct DecodeArgs {
+    /// Where the model runs: cpu (default), cuda or cuda:N (a build with --features cuda).
+    #[arg(long)]
+    pub device: Option<String>,
     /// Denoising steps in total (an upper bound under --threshold or --factor).
     #[arg(long)]
     pub steps: Option<usize>,
@@ -112,6 +115,11 @@ impl DecodeArgs {
                 .map_err(|e| format!("cannot start {n} threads: {e}"))?;
         }
         Ok(())
+    }
+
+    /// The `--device` given, `cpu` when left out.
+    pub fn device(&self) -> &str {
+        self.device.as_deref().unwrap_or("cpu")
     }
 
     /// `defaults` with every given flag applied.

@@ -86,7 +86,7 @@ pub fn run(a: Args) -> CliResult {
         return Err("give --tasks FILE.jsonl and/or --text FILE (see dlm eval --help)".into());
     }
     let path = a.model.clone().unwrap_or_else(model_path::default_model);
-    let engine = model_path::load_engine(&path)?;
+    let engine = model_path::load_engine(&path, a.decode.device())?;
     let params = a.decode.apply(engine.defaults())?;
     let mut tasks = Vec::new();
     for file in &a.tasks {

@@ -19,10 +19,13 @@ pub struct Args {
     /// Where to write the `.npy` file.
     #[arg(short, long)]
     output: PathBuf,
+    /// Where the model runs: cpu, cuda or cuda:N (a build with --features cuda).
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 pub fn run(a: Args) -> CliResult {
-    let model = model_path::load(&a.model)?;
+    let model = model_path::load(&a.model, &a.device)?;
     // `[len, vocab]` f32: asked for fallibly before the forward builds it.
     let need = a.ids.len().saturating_mul(model.vocab_size());
     Vec::<f32>::new().try_reserve_exact(need).map_err(|_| {

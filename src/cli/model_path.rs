@@ -18,20 +18,21 @@ pub fn default_model() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/demo")
 }
 
-/// Open `path` as a model: a `.dlm` file directly, a Hugging Face folder through the cache.
-pub fn load(path: &Path) -> Result<Model, Box<dyn Error>> {
-    Ok(Model::open(&resolve(path)?)?)
+/// Open `path` as a model on `device` (`cpu`, `cuda`, `cuda:N`): a `.dlm` file directly, a
+/// Hugging Face folder through the cache.
+pub fn load(path: &Path, device: &str) -> Result<Model, Box<dyn Error>> {
+    Ok(dlm::device::open_model(&resolve(path)?, device)?)
 }
 
-/// Open `path` as an engine (model, tokenizer, chat format, defaults).
-pub fn load_engine(path: &Path) -> Result<Engine, Box<dyn Error>> {
-    load_engine_with(path, false)
+/// Open `path` as an engine (model, tokenizer, chat format, defaults) on `device`.
+pub fn load_engine(path: &Path, device: &str) -> Result<Engine, Box<dyn Error>> {
+    load_engine_with(path, device, false)
 }
 
-/// Open `path` as an engine; with `verify`, every tensor is checked against its checksum
-/// and every matrix for NaN/Inf first (`run --verify`).
-pub fn load_engine_with(path: &Path, verify: bool) -> Result<Engine, Box<dyn Error>> {
-    Ok(Engine::open_with(&resolve(path)?, verify)?)
+/// Open `path` as an engine on `device`; with `verify`, every tensor is checked against its
+/// checksum and every matrix for NaN/Inf first (`run --verify`).
+pub fn load_engine_with(path: &Path, device: &str, verify: bool) -> Result<Engine, Box<dyn Error>> {
+    Ok(Engine::with_verify(load(path, device)?, verify)?)
 }
 
 /// The `.dlm` file for `path`, converting a Hugging Face folder at f32 (or a GGUF file with its

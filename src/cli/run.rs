@@ -83,7 +83,7 @@ fn prompt_text(a: &Args) -> Result<Option<String>, Box<dyn Error>> {
 pub fn run(a: Args) -> CliResult {
     a.decode.init_threads()?;
     let path = a.model.clone().unwrap_or_else(model_path::default_model);
-    let engine = model_path::load_engine_with(&path, a.verify)?;
+    let engine = model_path::load_engine_with(&path, a.decode.device(), a.verify)?;
     let params = a.decode.apply_random_seed(engine.defaults())?;
     let prompt = match (&a.prompt_ids, prompt_text(&a)?) {
         (Some(ids), _) => ids.clone(),

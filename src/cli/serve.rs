@@ -62,7 +62,7 @@ pub struct Args {
 pub fn run(a: Args) -> CliResult {
     a.decode.init_threads()?;
     let path = a.model.clone().unwrap_or_else(model_path::default_model);
-    let engine = model_path::load_engine(&path)?;
+    let engine = model_path::load_engine(&path, a.decode.device())?;
     let name = a.name.clone().unwrap_or_else(|| {
         path.file_stem()
             .map(|s| s.to_string_lossy().into_owned())

@@ -15,8 +15,8 @@ mod status;
 
 pub use handles::{dlm_model, dlm_session};
 pub use model::{
-    DLM_OPEN_VERIFY, dlm_detokenize, dlm_model_free, dlm_model_open, dlm_model_open_verified,
-    dlm_params_default, dlm_tokenize,
+    DLM_OPEN_VERIFY, dlm_detokenize, dlm_model_free, dlm_model_open, dlm_model_open_on,
+    dlm_model_open_verified, dlm_params_default, dlm_tokenize,
 };
 pub use params::*;
 pub use session::{

@@ -37,7 +37,7 @@ fn path_of(bytes: &[u8]) -> Result<PathBuf, Failure> {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dlm_model_open(path: *const c_char, out: *mut *mut dlm_model) -> c_int {
     // SAFETY: the caller's contract, passed on.
-    unsafe { open_with(path, out, 0) }
+    unsafe { open_with(path, std::ptr::null(), out, 0) }
 }
 
 /// Check every tensor against its checksum while opening (`dlm_model_open_verified`).
@@ -56,12 +56,33 @@ pub unsafe extern "C" fn dlm_model_open_verified(
     out: *mut *mut dlm_model,
 ) -> c_int {
     // SAFETY: the caller's contract, passed on.
-    unsafe { open_with(path, out, flags) }
+    unsafe { open_with(path, std::ptr::null(), out, flags) }
+}
+
+/// [`dlm_model_open`] on `device`: `"cpu"` (also when NULL), `"cuda"` or `"cuda:N"` (a
+/// library built with the `cuda` feature, on a machine with an NVIDIA driver and GPU).
+///
+/// # Safety
+/// `path` and `device` are NULL or NUL-terminated strings; `out` is NULL or points to
+/// writable storage for one pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dlm_model_open_on(
+    path: *const c_char,
+    device: *const c_char,
+    out: *mut *mut dlm_model,
+) -> c_int {
+    // SAFETY: the caller's contract, passed on.
+    unsafe { open_with(path, device, out, 0) }
 }
 
 /// # Safety
-/// As [`dlm_model_open`].
-unsafe fn open_with(path: *const c_char, out: *mut *mut dlm_model, flags: u32) -> c_int {
+/// As [`dlm_model_open_on`].
+unsafe fn open_with(
+    path: *const c_char,
+    device: *const c_char,
+    out: *mut *mut dlm_model,
+    flags: u32,
+) -> c_int {
     guard(|| {
         let out = out_ptr(out, "out")?;
         // SAFETY: checked non-null and aligned; the caller gives writable storage.
@@ -74,11 +95,24 @@ unsafe fn open_with(path: *const c_char, out: *mut *mut dlm_model, flags: u32) -
         if path.as_os_str().is_empty() {
             return Err(Failure::invalid("path is empty"));
         }
-        let engine = Engine::open_with(&path, flags & DLM_OPEN_VERIFY != 0).map_err(|e| {
-            let mut f = Failure::from(e);
-            f.message = format!("{}: {}", path.display(), f.message);
-            f
-        })?;
+        let device = if device.is_null() {
+            "cpu".to_string()
+        } else {
+            // SAFETY: the caller's contract on `device`.
+            let bytes = unsafe { c_bytes(device, "device") }?;
+            std::str::from_utf8(bytes)
+                .map_err(|_| {
+                    Failure::new(super::status::DLM_ERR_UTF8, "device is not valid UTF-8")
+                })?
+                .to_string()
+        };
+        let engine = crate::device::open_model(&path, &device)
+            .and_then(|m| Engine::with_verify(m, flags & DLM_OPEN_VERIFY != 0))
+            .map_err(|e| {
+                let mut f = Failure::from(e);
+                f.message = format!("{}: {}", path.display(), f.message);
+                f
+            })?;
         // SAFETY: as above.
         unsafe { out.write(dlm_model::new_boxed(Arc::new(engine))) };
         Ok(())

@@ -1,0 +1,117 @@
+//! Attention on the device: one block per (query row, head), keys in chunks with an online
+//! softmax, the cached keys and values read in place at the `outside` positions.
+//!
+//! Probes (head-averaged probabilities of chosen key columns, or the mass each key gets)
+//! are rare (some remasking rules ask for them): then the kernel also writes the raw scores,
+//! and the probabilities are finished on the host in the CPU backend's order.
+
+use crate::{CudaAct, CudaBackend, launch, ok};
+use cudarc::driver::{LaunchConfig, PushKernelArg};
+use dlm_runtime::backend::AttentionArgs;
+use dlm_runtime::model::LayerAttention;
+
+/// Widest head the kernel holds (two values per thread of 128).
+pub const MAX_HEAD_DIM: usize = 256;
+
+pub(crate) fn attention(
+    be: &CudaBackend,
+    a: AttentionArgs<'_, CudaBackend>,
+    out: &mut CudaAct,
+) -> Option<LayerAttention> {
+    let sh = a.shape;
+    assert!(
+        sh.head_dim <= MAX_HEAD_DIM,
+        "CUDA attention: head_dim {} is over {MAX_HEAD_DIM}",
+        sh.head_dim
+    );
+    let n = a.n;
+    if n == 0 {
+        return None;
+    }
+    let n_keys = n + a.outside.len();
+    let probing = a.probe_keys.is_some() || a.probe_mass;
+    let mut scores = probing.then(|| ok(be.stream.alloc_zeros::<f32>(n * sh.n_heads * n_keys)));
+    let outside = be.ints(a.outside);
+    let (ni, n_out) = (n as i32, a.outside.len() as i32);
+    let (nh, nkv, hd) = (sh.n_heads as i32, sh.n_kv_heads as i32, sh.head_dim as i32);
+    let scale = 1.0 / (sh.head_dim as f32).sqrt();
+    let null: u64 = 0;
+    let mut b = be.stream.launch_builder(&be.k.attention);
+    b.arg(&a.q.buf).arg(&a.k.buf).arg(&a.v.buf).arg(&ni);
+    match a.cache {
+        Some(c) if !a.outside.is_empty() => {
+            b.arg(&c.k[a.layer]).arg(&c.v[a.layer]);
+        }
+        _ => {
+            b.arg(&null).arg(&null);
+        }
+    }
+    b.arg(&outside)
+        .arg(&n_out)
+        .arg(&nh)
+        .arg(&nkv)
+        .arg(&hd)
+        .arg(&scale)
+        .arg(&mut out.buf);
+    match scores.as_mut() {
+        Some(s) => {
+            b.arg(s);
+        }
+        None => {
+            b.arg(&null);
+        }
+    }
+    let cfg = LaunchConfig {
+        grid_dim: (n as u32, sh.n_heads as u32, 1),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    launch(b, cfg);
+    let scores = ok(be.stream.memcpy_dtov(scores.as_ref()?));
+    Some(probes(
+        &scores,
+        n,
+        sh.n_heads,
+        n_keys,
+        a.probe_keys,
+        a.probe_mass,
+    ))
+}
+
+/// From raw scores `[n, heads, n_keys]` to the probes the CPU backend returns.
+fn probes(
+    scores: &[f32],
+    n: usize,
+    heads: usize,
+    n_keys: usize,
+    keys: Option<&[usize]>,
+    mass: bool,
+) -> LayerAttention {
+    let inv_heads = 1.0 / heads as f32;
+    let mut hp = vec![0f32; n * n_keys];
+    for (p, sc) in scores.chunks(n_keys).enumerate() {
+        let i = p / heads;
+        let max = sc.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        let e: Vec<f32> = sc.iter().map(|&x| (x - max).exp()).collect();
+        let inv = 1.0 / e.iter().sum::<f32>();
+        for (acc, x) in hp[i * n_keys..(i + 1) * n_keys].iter_mut().zip(&e) {
+            *acc += x * inv * inv_heads;
+        }
+    }
+    let mut la = LayerAttention::default();
+    if let Some(keys) = keys {
+        la.columns = Vec::with_capacity(keys.len() * n);
+        for &j in keys {
+            la.columns.extend((0..n).map(|i| hp[i * n_keys + j]));
+        }
+    }
+    if mass {
+        la.mass = vec![0f32; n_keys];
+        for r in hp.chunks(n_keys) {
+            for (m, p) in la.mass.iter_mut().zip(r) {
+                *m += p;
+            }
+        }
+    }
+    la
+}

@@ -1,0 +1,441 @@
+//! The CUDA backend of the dlm runtime: weights uploaded once in their stored type
+//! (f32, f16, bf16, q8_0, q4_0; q4_k and q6_k are dequantized to f32 at upload for now),
+//! activations and the KV cache on the device, kernels in CUDA C (`kernels.cu`) compiled by
+//! NVRTC when the backend starts.
+//!
+//! Nothing here links CUDA: the driver and NVRTC are opened with `dlopen` on
+//! [`CudaBackend::new`], which first checks that they are present, so a machine without a
+//! driver gets an error naming what is missing, never a panic.
+//!
+//! The [`Backend`] ops return no `Result` (the forward pass checks requests before any op
+//! runs); a CUDA failure inside an op (a lost device, an out-of-memory in `alloc` is reported
+//! as an error before) panics with the driver's message, which the runtime's callers see as
+//! a failed call.
+
+mod attention;
+mod kernels;
+mod propose;
+
+use cudarc::driver::{
+    CudaContext, CudaSlice, CudaStream, DriverError, LaunchArgs, LaunchConfig, PushKernelArg,
+};
+use dlm_formats::QuantType;
+use dlm_runtime::RuntimeError;
+use dlm_runtime::backend::{AttentionArgs, Backend, CacheShape};
+use dlm_runtime::decode::{Proposal, ProposeSpec, Rng};
+use dlm_runtime::model::{LayerAttention, Matrix};
+use kernels::Kernels;
+use std::sync::Arc;
+
+/// Runs the forward pass on one CUDA device.
+pub struct CudaBackend {
+    ordinal: usize,
+    stream: Arc<CudaStream>,
+    k: Kernels,
+}
+
+/// A weight matrix on the device, in its stored type (or f32 for types without a kernel).
+pub struct CudaMatrix {
+    data: CudaSlice<u8>,
+    quant: i32,
+    row_bytes: i64,
+    rows: usize,
+    cols: usize,
+}
+
+/// An f32 buffer on the device with its logical length (CUDA refuses empty allocations,
+/// so a zero-length buffer holds one unused element).
+pub struct CudaAct {
+    buf: CudaSlice<f32>,
+    len: usize,
+}
+
+/// Keys, values and optional hidden states of every canvas position, per layer, on the
+/// device.
+pub struct CudaCache {
+    shape: CacheShape,
+    k: Vec<CudaSlice<f32>>,
+    v: Vec<CudaSlice<f32>>,
+    h: Vec<CudaSlice<f32>>,
+}
+
+/// Parse a device name: `cuda` (device 0) or `cuda:N`; `None` for anything else.
+pub fn parse_device(name: &str) -> Option<usize> {
+    match name {
+        "cuda" => Some(0),
+        _ => name.strip_prefix("cuda:")?.parse().ok(),
+    }
+}
+
+fn device_err(what: &str, e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Unsupported(format!("CUDA: {what}: {e}"))
+}
+
+/// A driver failure inside an op that cannot return an error (see the crate docs).
+fn ok<T>(r: Result<T, DriverError>) -> T {
+    r.unwrap_or_else(|e| panic!("CUDA call failed: {e}"))
+}
+
+/// Launch a kernel whose arguments are pushed on `b`.
+fn launch(mut b: LaunchArgs<'_>, cfg: LaunchConfig) {
+    // SAFETY: every kernel in kernels.cu is launched through one wrapper in this crate that
+    // pushes exactly the parameters its CUDA signature declares, in order and of the same
+    // sizes (device pointers, i32, i64, f32), and sizes its grid so that every index it
+    // reads or writes lies inside the buffers passed (the callers' shape contracts).
+    ok(unsafe { b.launch(cfg) });
+}
+
+fn grid1(len: usize, block: u32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: ((len as u32).div_ceil(block).max(1), 1, 1),
+        block_dim: (block, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+fn rows_cfg(rows: usize, block: u32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (rows as u32, 1, 1),
+        block_dim: (block, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+impl CudaBackend {
+    /// Open CUDA device `ordinal`: checks the driver and NVRTC libraries, creates a context
+    /// and compiles the kernels.
+    pub fn new(ordinal: usize) -> Result<Self, RuntimeError> {
+        // SAFETY: `is_culib_present` only tries to dlopen the library by its usual names.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(RuntimeError::Unsupported(
+                "CUDA: no NVIDIA driver library (libcuda.so) found on this machine".into(),
+            ));
+        }
+        // SAFETY: as above, for NVRTC.
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            return Err(RuntimeError::Unsupported(
+                "CUDA: the NVRTC library (libnvrtc.so, CUDA 13) was not found; install the CUDA \
+                 runtime or put its lib64 folder on LD_LIBRARY_PATH"
+                    .into(),
+            ));
+        }
+        let count = CudaContext::device_count().map_err(|e| device_err("no usable GPU", e))?;
+        if ordinal >= count.max(0) as usize {
+            return Err(RuntimeError::Unsupported(format!(
+                "CUDA: device cuda:{ordinal} asked for, but this machine has {count} GPU(s)"
+            )));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(|e| device_err("cannot open the device", e))?;
+        // One stream only: cudarc's per-buffer event tracking (for several streams) is waste.
+        // SAFETY: every buffer of this backend is used on this one stream only.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.default_stream();
+        let k = Kernels::compile(&ctx)?;
+        Ok(CudaBackend { ordinal, stream, k })
+    }
+
+    fn upload<T: cudarc::driver::DeviceRepr + Clone + Default>(
+        &self,
+        v: &[T],
+    ) -> Result<CudaSlice<T>, RuntimeError> {
+        if v.is_empty() {
+            return self
+                .stream
+                .memcpy_stod(&[T::default()])
+                .map_err(|e| device_err("upload", e));
+        }
+        self.stream
+            .memcpy_stod(v)
+            .map_err(|e| device_err(&format!("upload of {} bytes", std::mem::size_of_val(v)), e))
+    }
+
+    fn ints(&self, v: &[usize]) -> CudaSlice<i32> {
+        let v: Vec<i32> = v.iter().map(|&x| x as i32).collect();
+        ok(self
+            .stream
+            .memcpy_stod(if v.is_empty() { &[0][..] } else { &v[..] }))
+    }
+
+    fn zeros(&self, len: usize) -> Result<CudaSlice<f32>, RuntimeError> {
+        self.stream.alloc_zeros::<f32>(len.max(1)).map_err(|e| {
+            RuntimeError::InvalidRequest(format!(
+                "cannot allocate {} MiB on cuda:{}: {e}",
+                len.saturating_mul(4) >> 20,
+                self.ordinal
+            ))
+        })
+    }
+}
+
+impl Backend for CudaBackend {
+    type Matrix = CudaMatrix;
+    type Vector = CudaSlice<f32>;
+    type Act = CudaAct;
+    type Cache = CudaCache;
+
+    fn name(&self) -> String {
+        format!("cuda:{}", self.ordinal)
+    }
+
+    fn upload_matrix(&self, m: &Matrix, bytes: &[u8]) -> Result<CudaMatrix, RuntimeError> {
+        let w = m.view(bytes);
+        let (quant, data) = match m.quant {
+            QuantType::F32
+            | QuantType::F16
+            | QuantType::BF16
+            | QuantType::Q8_0
+            | QuantType::Q4_0 => (m.quant as i32, self.upload(w.data)?),
+            // No device kernel for these block layouts yet: dequantize once, here.
+            QuantType::Q4K | QuantType::Q6K => {
+                let mut f = vec![0f32; m.rows * m.cols];
+                for (r, row) in f.chunks_mut(m.cols.max(1)).enumerate().take(m.rows) {
+                    dlm_formats::quant::dequantize(m.quant, w.row(r), row)?;
+                }
+                let raw: Vec<u8> = f.iter().flat_map(|x| x.to_le_bytes()).collect();
+                (QuantType::F32 as i32, self.upload(&raw)?)
+            }
+        };
+        let row_bytes = if quant == QuantType::F32 as i32 {
+            4 * m.cols
+        } else {
+            w.data.len() / m.rows.max(1)
+        };
+        Ok(CudaMatrix {
+            data,
+            quant,
+            row_bytes: row_bytes as i64,
+            rows: m.rows,
+            cols: m.cols,
+        })
+    }
+
+    fn upload_vector(&self, v: &[f32]) -> Result<CudaSlice<f32>, RuntimeError> {
+        self.upload(v)
+    }
+
+    fn alloc(&self, len: usize) -> Result<CudaAct, RuntimeError> {
+        Ok(CudaAct {
+            buf: self.zeros(len)?,
+            len,
+        })
+    }
+
+    fn embed(&self, table: &CudaMatrix, tokens: &[u32], out: &mut CudaAct) {
+        if tokens.is_empty() {
+            return;
+        }
+        let t: Vec<usize> = tokens.iter().map(|&t| t as usize).collect();
+        let t = self.ints(&t);
+        let (n, cols) = (tokens.len() as i32, table.cols as i32);
+        let mut b = self.stream.launch_builder(&self.k.embed);
+        b.arg(&table.data)
+            .arg(&table.quant)
+            .arg(&table.row_bytes)
+            .arg(&cols)
+            .arg(&t)
+            .arg(&n)
+            .arg(&mut out.buf);
+        launch(b, rows_cfg(tokens.len(), 256));
+    }
+
+    fn rmsnorm(&self, x: &CudaAct, w: &CudaSlice<f32>, eps: f32, out: &mut CudaAct) {
+        let dim = w.len();
+        let rows = out.len / dim.max(1);
+        if rows == 0 {
+            return;
+        }
+        let d = dim as i32;
+        let mut b = self.stream.launch_builder(&self.k.rmsnorm);
+        b.arg(&x.buf).arg(w).arg(&eps).arg(&d).arg(&mut out.buf);
+        launch(b, rows_cfg(rows, 256));
+    }
+
+    fn matmul(&self, w: &CudaMatrix, x: &CudaAct, n: usize, out: &mut CudaAct) {
+        if n == 0 || w.rows == 0 {
+            return;
+        }
+        let (rows, cols, ni) = (w.rows as i32, w.cols as i32, n as i32);
+        let mut b = self.stream.launch_builder(&self.k.matmul);
+        b.arg(&w.data)
+            .arg(&w.quant)
+            .arg(&w.row_bytes)
+            .arg(&rows)
+            .arg(&cols)
+            .arg(&x.buf)
+            .arg(&ni)
+            .arg(&mut out.buf);
+        let cfg = LaunchConfig {
+            grid_dim: (
+                (w.rows as u32).div_ceil(kernels::MM_WARPS),
+                (n as u32).div_ceil(kernels::MM_TOKENS),
+                1,
+            ),
+            block_dim: (32 * kernels::MM_WARPS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        launch(b, cfg);
+    }
+
+    fn add_bias(&self, x: &mut CudaAct, bias: &CudaSlice<f32>) {
+        if x.len == 0 {
+            return;
+        }
+        let (width, len) = (bias.len() as i32, x.len as i64);
+        let mut b = self.stream.launch_builder(&self.k.add_bias);
+        b.arg(&mut x.buf).arg(bias).arg(&width).arg(&len);
+        launch(b, grid1(x.len, 256));
+    }
+
+    fn rope(
+        &self,
+        x: &mut CudaAct,
+        width: usize,
+        head_dim: usize,
+        cos: &CudaSlice<f32>,
+        sin: &CudaSlice<f32>,
+        positions: &[usize],
+    ) {
+        if positions.is_empty() {
+            return;
+        }
+        let p = self.ints(positions);
+        let (w, hd) = (width as i32, head_dim as i32);
+        let mut b = self.stream.launch_builder(&self.k.rope);
+        b.arg(&mut x.buf).arg(&w).arg(&hd).arg(cos).arg(sin).arg(&p);
+        launch(b, rows_cfg(positions.len(), 128));
+    }
+
+    fn swiglu(&self, gate: &mut CudaAct, up: &CudaAct) {
+        if gate.len == 0 {
+            return;
+        }
+        let len = gate.len as i64;
+        let mut b = self.stream.launch_builder(&self.k.swiglu);
+        b.arg(&mut gate.buf).arg(&up.buf).arg(&len);
+        launch(b, grid1(gate.len, 256));
+    }
+
+    fn add_assign(&self, x: &mut CudaAct, y: &CudaAct) {
+        let len = x.len.min(y.len);
+        if len == 0 {
+            return;
+        }
+        let l = len as i64;
+        let mut b = self.stream.launch_builder(&self.k.add_assign);
+        b.arg(&mut x.buf).arg(&y.buf).arg(&l);
+        launch(b, grid1(len, 256));
+    }
+
+    fn gather_rows(&self, x: &CudaAct, width: usize, rows: &[usize], out: &mut CudaAct) {
+        if rows.is_empty() || width == 0 {
+            return;
+        }
+        let r = self.ints(rows);
+        let w = width as i32;
+        let mut b = self.stream.launch_builder(&self.k.gather);
+        b.arg(&x.buf).arg(&w).arg(&r).arg(&mut out.buf);
+        launch(b, rows_cfg(rows.len(), 256));
+    }
+
+    fn new_cache(&self, shape: CacheShape) -> Result<CudaCache, RuntimeError> {
+        let per = shape
+            .len
+            .checked_mul(shape.kv_dim)
+            .ok_or_else(|| RuntimeError::InvalidRequest("KV cache size overflows".into()))?;
+        let mut c = CudaCache {
+            shape,
+            k: Vec::new(),
+            v: Vec::new(),
+            h: Vec::new(),
+        };
+        for _ in 0..shape.n_layers {
+            c.k.push(self.zeros(per)?);
+            c.v.push(self.zeros(per)?);
+            if let Some(d) = shape.hidden_dim {
+                c.h.push(self.zeros(shape.len.saturating_mul(d))?);
+            }
+        }
+        Ok(c)
+    }
+
+    fn cache_shape(&self, cache: &CudaCache) -> CacheShape {
+        cache.shape
+    }
+
+    fn store_kv(
+        &self,
+        cache: &mut CudaCache,
+        layer: usize,
+        positions: &[usize],
+        k: &CudaAct,
+        v: &CudaAct,
+    ) {
+        let d = cache.shape.kv_dim;
+        self.scatter(&mut cache.k[layer], d, positions, &k.buf);
+        self.scatter(&mut cache.v[layer], d, positions, &v.buf);
+    }
+
+    fn store_hidden(&self, cache: &mut CudaCache, layer: usize, positions: &[usize], x: &CudaAct) {
+        if let (Some(d), Some(h)) = (cache.shape.hidden_dim, cache.h.get_mut(layer)) {
+            self.scatter(h, d, positions, &x.buf);
+        }
+    }
+
+    fn load_hidden(&self, cache: &CudaCache, layer: usize, positions: &[usize], out: &mut CudaAct) {
+        let d = cache
+            .shape
+            .hidden_dim
+            .expect("checked: the cache keeps hidden states");
+        if positions.is_empty() {
+            return;
+        }
+        let r = self.ints(positions);
+        let w = d as i32;
+        let mut b = self.stream.launch_builder(&self.k.gather);
+        b.arg(&cache.h[layer]).arg(&w).arg(&r).arg(&mut out.buf);
+        launch(b, rows_cfg(positions.len(), 256));
+    }
+
+    fn attention(
+        &self,
+        args: AttentionArgs<'_, Self>,
+        out: &mut CudaAct,
+    ) -> Option<LayerAttention> {
+        attention::attention(self, args, out)
+    }
+
+    fn to_host(&self, x: &CudaAct) -> Vec<f32> {
+        let mut v = ok(self.stream.memcpy_dtov(&x.buf));
+        v.truncate(x.len);
+        v
+    }
+
+    fn propose(
+        &self,
+        logits: &CudaAct,
+        vocab: usize,
+        spec: &ProposeSpec,
+        rng: &mut Rng,
+    ) -> Vec<Proposal> {
+        propose::propose(self, logits, vocab, spec, rng)
+    }
+}
+
+impl CudaBackend {
+    fn scatter(
+        &self,
+        dst: &mut CudaSlice<f32>,
+        width: usize,
+        positions: &[usize],
+        src: &CudaSlice<f32>,
+    ) {
+        if positions.is_empty() || width == 0 {
+            return;
+        }
+        let r = self.ints(positions);
+        let w = width as i32;
+        let mut b = self.stream.launch_builder(&self.k.scatter);
+        b.arg(dst).arg(&w).arg(&r).arg(src);
+        launch(b, rows_cfg(positions.len(), 256));
+    }
+}
