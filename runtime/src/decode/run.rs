@@ -44,6 +44,9 @@ pub(super) struct Run<'a> {
     refreshes: usize,
     timings: Option<Timings>,
     elastic: ElasticState,
+    /// Elastic cache: positions committed since their keys and values were last computed
+    /// (the cache still holds the mask's); the next pass recomputes them.
+    stale: Vec<usize>,
 }
 
 impl<'a> Run<'a> {
@@ -75,6 +78,7 @@ impl<'a> Run<'a> {
             refreshes: 0,
             timings: params.profile.then(Timings::default),
             elastic: ElasticState::default(),
+            stale: Vec::new(),
         }
     }
 
@@ -280,6 +284,8 @@ impl<'a> Run<'a> {
             len,
             self.model.n_layers().saturating_sub(from_layer),
         );
+        // Every position's keys and values were just recomputed.
+        self.stale.clear();
         check_len(resp.proposals.len(), rows.len(), "proposals")?;
         let all: Vec<usize> = (0..len).collect();
         let track = self.params.elastic.track;
@@ -299,10 +305,13 @@ impl<'a> Run<'a> {
         let mut source: Vec<usize> = positions.iter().map(|&p| self.source_row(p)).collect();
         source.sort_unstable();
         source.dedup();
+        // Positions committed since the last pass still hold the mask's keys and values in
+        // the cache: they are recomputed here (and stored) with their new tokens.
         let mut queries: Vec<usize> = positions
             .iter()
             .chain(&source)
             .chain(&keys)
+            .chain(&self.stale)
             .copied()
             .collect();
         queries.sort_unstable();
@@ -331,6 +340,7 @@ impl<'a> Run<'a> {
         };
         let resp = self.model.run(req, self.cache.as_mut())?;
         self.count_layers(&resp.timings, queries.len(), self.model.n_layers());
+        self.stale.clear();
         check_len(resp.proposals.len(), rows.len(), "proposals")?;
         // gamma 1 is "always refresh from layer 0", whatever the similarities.
         let drift = if e.gamma >= 1.0 {
@@ -400,6 +410,9 @@ impl<'a> Run<'a> {
             self.canvas[cands[c].pos] = cands[c].token;
             committed.push(cands[c].pos);
         }
+        if self.params.cache == CacheMode::Elastic {
+            self.stale.extend_from_slice(&committed);
+        }
         Ok(committed)
     }
 
@@ -415,6 +428,9 @@ impl<'a> Run<'a> {
         let proposals = self.propose(pass, positions)?;
         for (&p, pr) in positions.iter().zip(&proposals) {
             self.canvas[p] = pr.token;
+        }
+        if self.params.cache == CacheMode::Elastic {
+            self.stale.extend_from_slice(positions);
         }
         Ok(positions.to_vec())
     }
