@@ -767,11 +767,12 @@ fn elastic_refreshes_from_the_drifting_layer() {
     p.elastic.window = 3;
     let out = generate(&model, &tokens(false), &PROMPT, &p, &mut |_| true).expect("generate");
     let calls = model.calls.borrow();
-    // The first pass refreshes everything; then window passes of at most 3 masks plus the
-    // tracked token (position 0), each followed by a refresh from layer 2 once a previous
-    // column exists.
+    // The first pass refreshes everything; then window passes of at most 3 masks, the
+    // tracked token (position 0) and the position the last step committed (its cached keys
+    // and values are still the mask's), each followed by a refresh from layer 2 once a
+    // previous column exists.
     assert_eq!(calls[0], (false, 0, 11));
-    assert_eq!(calls[1], (true, 0, 4));
+    assert_eq!(calls[1], (true, 0, 5));
     assert!(out.refreshes > 0);
     for w in calls.windows(2) {
         if w[1].0 {
