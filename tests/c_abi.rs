@@ -244,6 +244,7 @@ fn rust_params_layout() -> (Vec<(&'static str, usize)>, usize) {
             "elastic_block_cache",
             offset_of!(dlm_params, elastic_block_cache),
         ),
+        ("min_per_step", offset_of!(dlm_params, min_per_step)),
     ];
     (fields, size_of::<dlm_params>())
 }
@@ -1050,25 +1051,31 @@ fn one_model_shared_by_threads() {
 // Hardening (issue 15).
 
 /// A copy of the converted model with `f` applied to the bytes of tensor `name`.
-fn damaged_copy(name: &str, tag: &str, f: impl FnOnce(&mut [u8])) -> Option<PathBuf> {
+/// The folder is returned with the path: it is removed when dropped.
+fn damaged_copy(
+    name: &str,
+    tag: &str,
+    f: impl FnOnce(&mut [u8]),
+) -> Option<(common::TempDir, PathBuf)> {
     let model = model_path()?;
     let mut bytes = std::fs::read(&model).unwrap();
     let file = dlm_formats::DlmFile::parse(&bytes).unwrap();
     let t = file.tensor(name).unwrap().clone();
     f(&mut bytes[t.offset as usize..(t.offset + t.len_bytes) as usize]);
-    let out = common::temp_dir(&format!("c-abi-{tag}")).join("damaged.dlm");
+    let dir = common::temp_dir(&format!("c-abi-{tag}"));
+    let out = dir.join("damaged.dlm");
     std::fs::write(&out, bytes).unwrap();
-    Some(out)
+    Some((dir, out))
 }
 
 #[test]
 fn open_verified_catches_flipped_bytes_and_nan_norms_are_caught_always() {
     let _g = serial();
     let Some(good) = model_path() else { return };
-    let Some(flipped) = damaged_copy("blk.1.wq", "flip", |d| d[100] ^= 0x40) else {
+    let Some((_flip_dir, flipped)) = damaged_copy("blk.1.wq", "flip", |d| d[100] ^= 0x40) else {
         return;
     };
-    let Some(nan) = damaged_copy("out_norm", "nan", |d| {
+    let Some((_nan_dir, nan)) = damaged_copy("out_norm", "nan", |d| {
         d[8..12].copy_from_slice(&f32::NAN.to_le_bytes())
     }) else {
         return;
