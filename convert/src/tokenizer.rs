@@ -53,12 +53,14 @@ impl Tokenizer {
             .filter(|(_, t)| !t.is_empty())
             .map(|(i, t)| (t.clone(), i as u32))
             .collect();
+        // GGUF stores no added-token flags: none set, one zero per added token (as a
+        // tokenizer.json without flags converts).
+        let added_flags = vec![0; added_ids.len()];
         Tokenizer {
             tokens,
             merges,
             added_ids,
-            // GGUF stores no added-token flags: none set (an empty list means all zero).
-            added_flags: Vec::new(),
+            added_flags,
             special_ids,
             pre,
             normalizer,
