@@ -120,7 +120,8 @@ pub fn run(a: Args) -> CliResult {
         true
     });
     let out = match result {
-        Err(RuntimeError::Cancelled) if closed => return Ok(()),
+        // The reader went away: end as a closed pipe does (quietly, status 141).
+        Err(RuntimeError::Cancelled) if closed => return Err(broken_pipe()),
         r => r?,
     };
     let seconds = start.elapsed().as_secs_f64();
@@ -166,8 +167,8 @@ pub fn run(a: Args) -> CliResult {
     } else {
         write_flush(&mut stdout, &format!("{text}\n"))
     };
-    if printed.is_err() {
-        return Ok(());
+    if let Err(e) = printed {
+        return Err(e.into());
     }
     let _ = writeln!(
         std::io::stderr(),
@@ -180,6 +181,10 @@ pub fn run(a: Args) -> CliResult {
         params.seed
     );
     Ok(())
+}
+
+fn broken_pipe() -> Box<dyn Error> {
+    Box::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
 }
 
 /// Write and flush; the error of a closed pipe is returned, not a panic as from `print!`.
