@@ -369,7 +369,12 @@ fn sizes_and_times_of_reference_conversions() {
             );
             sizes.push(r.bytes_written);
         }
-        assert!(sizes[1] < sizes[0] && sizes[1] == sizes[2], "{sizes:?}");
+        // f16 and bf16 hold the same bytes of tensor data; their recorded storage mix
+        // (`general.quant_mix`: "f16 …" vs "bf16 …") may move the aligned data by one block.
+        assert!(
+            sizes[1] < sizes[0] && sizes[1].abs_diff(sizes[2]) <= 64,
+            "{sizes:?}"
+        );
     }
 }
 
