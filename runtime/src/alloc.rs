@@ -16,6 +16,18 @@ pub(crate) fn check_bytes(bytes: usize, what: &str) -> Result<(), RuntimeError> 
         })
 }
 
+/// A zeroed `[len]` f32 buffer, allocated fallibly (the CPU backend's activations and cache).
+pub(crate) fn zeroed_f32(len: usize, what: &str) -> Result<Vec<f32>, RuntimeError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len)
+        .map_err(|_| RuntimeError::OutOfMemory {
+            what: what.to_string(),
+            bytes: len.saturating_mul(4),
+        })?;
+    v.resize(len, 0.0);
+    Ok(v)
+}
+
 /// `a * b * c` in bytes, saturating (a saturated size then fails [`check_bytes`]).
 pub(crate) fn product(parts: &[usize]) -> usize {
     parts.iter().fold(1usize, |acc, &p| acc.saturating_mul(p))

@@ -197,13 +197,5 @@ impl Backend for CpuBackend {
 
 /// A zeroed buffer, allocated fallibly so a huge request is an error, not an abort.
 pub(crate) fn alloc_zeroed(len: usize) -> Result<Vec<f32>, RuntimeError> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(len).map_err(|_| {
-        RuntimeError::InvalidRequest(format!(
-            "cannot allocate {len} floats ({} MiB) for activations",
-            len.saturating_mul(4) >> 20
-        ))
-    })?;
-    v.resize(len, 0.0);
-    Ok(v)
+    crate::alloc::zeroed_f32(len, "activations or KV cache")
 }
