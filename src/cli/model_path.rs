@@ -35,6 +35,20 @@ pub fn load_engine_with(path: &Path, device: &str, verify: bool) -> Result<Engin
     Ok(Engine::with_verify(load(path, device)?, verify)?)
 }
 
+/// The cached conversion of `path` with `policy`, converted on first use.
+fn cached_conversion(path: &Path, policy: &str) -> Result<PathBuf, Box<dyn Error>> {
+    let cached = cache_dir()?.join(cache_name(path)?);
+    if !cached.exists() {
+        eprintln!(
+            "converting {} to {} (first use)",
+            path.display(),
+            cached.display()
+        );
+        convert_folder(path, &cached, policy)?;
+    }
+    Ok(cached)
+}
+
 /// The `.dlm` file for `path`, converting a Hugging Face folder at f32 (or a GGUF file with its
 /// own quantization) on first use. Concurrent first uses each convert (to unique temporary
 /// files) and the last rename wins; every one of them gets a complete file.
@@ -46,16 +60,7 @@ pub fn resolve(path: &Path) -> Result<PathBuf, Box<dyn Error>> {
         if !dlm_convert::gguf::is_gguf(path) {
             return Ok(path.to_path_buf());
         }
-        let cached = cache_dir()?.join(cache_name(path)?);
-        if !cached.exists() {
-            eprintln!(
-                "converting {} to {} (first use)",
-                path.display(),
-                cached.display()
-            );
-            convert_folder(path, &cached, "keep")?;
-        }
-        return Ok(cached);
+        return cached_conversion(path, "keep");
     }
     if !path.join("config.json").exists() {
         return Err(format!(
@@ -64,16 +69,7 @@ pub fn resolve(path: &Path) -> Result<PathBuf, Box<dyn Error>> {
         )
         .into());
     }
-    let cached = cache_dir()?.join(cache_name(path)?);
-    if !cached.exists() {
-        eprintln!(
-            "converting {} to {} (first use)",
-            path.display(),
-            cached.display()
-        );
-        convert_folder(path, &cached, "f32")?;
-    }
-    Ok(cached)
+    cached_conversion(path, "f32")
 }
 
 /// The cache folder: `$DLM_CACHE` (taken as given), else `$XDG_CACHE_HOME/dlm`,
