@@ -111,6 +111,31 @@ impl Engine {
         decode::generate(&self.model, &self.tokens, prompt, &params, on_step)
     }
 
+    /// [`Engine::generate`], reusing the keys and values that `context` kept from earlier
+    /// generations for the leading positions of `prompt` that repeat them (a chat's earlier
+    /// turns; see [`decode::generate_with_context`] for what that approximates).
+    pub fn generate_with_context(
+        &self,
+        prompt: &[u32],
+        params: &DecodeParams,
+        context: &mut decode::ContextCache,
+        on_step: &mut dyn FnMut(&StepEvent<'_>) -> bool,
+    ) -> Result<GenerateOutput, RuntimeError> {
+        if prompt.is_empty() {
+            return Err(RuntimeError::InvalidRequest("the prompt is empty".into()));
+        }
+        let params = clamp_steps(params);
+        let cfg = self.model.config();
+        params.validate(prompt.len(), Some(cfg.seq_len))?;
+        check_request_memory(cfg, prompt.len(), &params)?;
+        let per_position = 2 * cfg.n_layers * cfg.kv_dim() * 4;
+        crate::alloc::check_bytes(
+            context.bytes_for(prompt.len() + params.gen_length, per_position),
+            "the conversation's KV cache (n_layers × context × kv_dim f32)",
+        )?;
+        decode::generate_with_context(&self.model, &self.tokens, prompt, &params, context, on_step)
+    }
+
     /// The answer of a run as text (up to the first stop token, special tokens left out).
     /// Never fails once the work is done: an id the tokenizer lacks (a padded embedding row)
     /// becomes a visible placeholder; [`Engine::answer`] also says which ids those were.

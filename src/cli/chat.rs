@@ -1,15 +1,18 @@
 //! `dlm chat`: a multi-turn conversation on stdin/stdout. Each turn renders the whole
 //! conversation with the model's chat format (system message, earlier questions and answers,
 //! the new question); when that and the answer's canvas no longer fit the context, the oldest
-//! turns are dropped, with a notice, instead of failing.
+//! turns are dropped, with a notice, instead of failing. The keys and values of the earlier
+//! turns are kept from one turn to the next (`--no-reuse` recomputes them every turn).
 
 use super::decode_args::DecodeArgs;
+use super::line_input::{LineInput, Read};
 use super::run::write_flush;
-use super::{CliResult, model_path};
+use super::{CliResult, json, model_path};
 use dlm_runtime::chat::Role;
+use dlm_runtime::decode::ContextCache;
 use dlm_runtime::final_text::FinalText;
 use dlm_runtime::{Engine, RuntimeError};
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,8 +22,12 @@ use std::time::Instant;
 ///
 /// Answers are printed as they become final. Ctrl-C stops the answer being generated (twice at
 /// the prompt ends the session); Ctrl-D or /exit ends the session; /reset forgets the
-/// conversation; /help lists the commands. Line editing is the terminal's own (wrap the
-/// command in `rlwrap` for history).
+/// conversation; /help lists the commands. On a terminal the line is edited with the usual
+/// keys (arrows, Home/End, Ctrl-A/E/K/U/W, Alt-B/F) and Up/Down and Ctrl-R recall earlier
+/// lines of the session; piped input is read line by line.
+///
+/// The earlier turns' keys and values are kept between turns, so a turn's cost does not grow
+/// with the conversation (`--no-reuse` recomputes them; see docs/chat-reuse.md).
 #[derive(clap::Args)]
 pub struct Args {
     /// Model: a `.dlm` file or a Hugging Face folder (default: the shipped demo model).
@@ -32,6 +39,16 @@ pub struct Args {
     /// Tokens of context for the conversation and the answer (default and most: the model's).
     #[arg(short = 'c', long)]
     context: Option<usize>,
+    /// Compute the whole conversation's keys and values again every turn, instead of reusing
+    /// the earlier turns' (reuse is an approximation under bidirectional attention: the kept
+    /// entries were computed before the newer turns existed; see docs/chat-reuse.md).
+    #[arg(long)]
+    no_reuse: bool,
+    /// One JSON line per turn on stdout (`turn`, `text`, `prompt_tokens`, `reused_tokens`,
+    /// `completion_tokens`, `nfe`, `query_rows`, `seconds`, `dropped_turns`, `seed`) instead
+    /// of the streamed answer.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     decode: DecodeArgs,
 }
@@ -70,10 +87,10 @@ pub fn run(a: Args) -> CliResult {
         return Err("this model has no chat template; use dlm run --raw".into());
     }
     let seq_len = engine.model().config().seq_len;
-    let context = a.context.unwrap_or(seq_len).min(seq_len);
-    if params.gen_length >= context {
+    let context_len = a.context.unwrap_or(seq_len).min(seq_len);
+    if params.gen_length >= context_len {
         return Err(format!(
-            "--gen-length {} leaves no room for a message in a context of {context}",
+            "--gen-length {} leaves no room for a message in a context of {context_len}",
             params.gen_length
         )
         .into());
@@ -89,8 +106,22 @@ pub fn run(a: Args) -> CliResult {
 
     let tok = engine.tokenizer();
     let mut turns: Vec<(String, String)> = Vec::new();
-    let stdin = std::io::stdin();
-    let mut lines = stdin.lock().lines();
+    let reuse = !a.no_reuse && ContextCache::can_reuse(&params);
+    if !a.no_reuse && !reuse {
+        let _ = writeln!(
+            std::io::stderr(),
+            "[the earlier turns' keys and values are computed again every turn: {} cannot reuse them]",
+            if params.cfg_scale > 0.0 {
+                "classifier-free guidance"
+            } else {
+                "the elastic cache"
+            }
+        );
+    }
+    let mut kept = ContextCache::new(context_len);
+    let mut n_turn = 0usize;
+    let mut input = LineInput::new();
+    let mut interrupts = 0;
     let mut err = std::io::stderr();
     let mut stdout = std::io::stdout();
     let _ = writeln!(
@@ -98,16 +129,30 @@ pub fn run(a: Args) -> CliResult {
         "dlm chat: /help lists the commands; Ctrl-D ends the session."
     );
     loop {
-        let _ = write!(err, "> ");
-        let _ = err.flush();
-        let Some(line) = lines.next() else { break };
-        let line = line.map_err(|e| format!("cannot read from stdin: {e}"))?;
+        let line = match input.read("> ")? {
+            Read::Line(l) => l,
+            Read::End => break,
+            // Ctrl-C at the editor's prompt: once is a notice, twice in a row ends.
+            Read::Interrupted => {
+                interrupts += 1;
+                if interrupts >= 2 {
+                    break;
+                }
+                let _ = writeln!(err, "[Ctrl-C again, Ctrl-D or /exit ends the session]");
+                continue;
+            }
+        };
+        interrupts = 0;
         let question = line.trim();
+        if !question.is_empty() {
+            input.remember(question);
+        }
         match question {
             "" => continue,
             "/exit" | "/quit" | "/bye" => break,
             "/reset" | "/clear" => {
                 turns.clear();
+                kept.clear();
                 let _ = writeln!(err, "[conversation cleared]");
                 continue;
             }
@@ -126,13 +171,13 @@ pub fn run(a: Args) -> CliResult {
         let mut dropped = 0;
         let prompt = loop {
             let ids = render(&engine, a.system.as_deref(), &turns[dropped..], question)?;
-            if ids.len() + params.gen_length <= context {
+            if ids.len() + params.gen_length <= context_len {
                 break Some(ids);
             }
             if dropped == turns.len() {
                 let _ = writeln!(
                     err,
-                    "[this message takes {} tokens: with the answer's {} it does not fit the context of {context}; shorten it or lower --gen-length]",
+                    "[this message takes {} tokens: with the answer's {} it does not fit the context of {context_len}; shorten it or lower --gen-length]",
                     ids.len(),
                     params.gen_length
                 );
@@ -143,10 +188,17 @@ pub fn run(a: Args) -> CliResult {
         let Some(prompt) = prompt else { continue };
         if dropped > 0 {
             turns.drain(..dropped);
+            // The kept turns moved to earlier positions: their keys and values are computed
+            // again this turn (the matching prefix is what precedes the first turn).
             let _ = writeln!(
                 err,
-                "[context of {context} tokens full: dropped the oldest {dropped} turn{}]",
-                if dropped == 1 { "" } else { "s" }
+                "[context of {context_len} tokens full: dropped the oldest {dropped} turn{}{}]",
+                if dropped == 1 { "" } else { "s" },
+                if reuse {
+                    "; the kept turns' keys and values are computed again"
+                } else {
+                    ""
+                }
             );
         }
 
@@ -154,9 +206,12 @@ pub fn run(a: Args) -> CliResult {
         let mut text = FinalText::new(prompt.len(), engine.decode_tokens(), params.gen_length);
         let mut closed = false;
         let start = Instant::now();
-        let result = engine.generate(&prompt, &params, &mut |ev| {
+        let mut on_step = |ev: &dlm_runtime::decode::StepEvent<'_>| {
             if stop.load(Ordering::Relaxed) {
                 return false;
+            }
+            if a.json {
+                return true;
             }
             let delta = text.update(tok, ev.canvas);
             if !delta.is_empty() && write_flush(&mut stdout, &delta).is_err() {
@@ -164,20 +219,45 @@ pub fn run(a: Args) -> CliResult {
                 return false;
             }
             true
-        });
+        };
+        let result = if reuse {
+            engine.generate_with_context(&prompt, &params, &mut kept, &mut on_step)
+        } else {
+            engine.generate(&prompt, &params, &mut on_step)
+        };
         match result {
             Ok(out) => {
-                let rest = text.finish(tok, &out.canvas);
-                if write_flush(&mut stdout, &format!("{rest}\n")).is_err() {
+                let seconds = start.elapsed().as_secs_f64();
+                let answer = engine.answer_text(&out)?;
+                let shown = if a.json {
+                    format!(
+                        "{{\"turn\":{n_turn},\"text\":{},\"prompt_tokens\":{},\"reused_tokens\":{},\"completion_tokens\":{},\"nfe\":{},\"query_rows\":{},\"seconds\":{},\"dropped_turns\":{dropped},\"seed\":{}}}\n",
+                        json::string(&answer),
+                        out.prompt_len,
+                        out.reused,
+                        out.answer_ids().len(),
+                        out.nfe,
+                        out.query_rows,
+                        json::float(seconds),
+                        params.seed
+                    )
+                } else {
+                    format!("{}\n", text.finish(tok, &out.canvas))
+                };
+                if write_flush(&mut stdout, &shown).is_err() {
                     return Ok(());
                 }
-                turns.push((question.to_string(), engine.answer_text(&out)?));
-                let _ = writeln!(
-                    err,
-                    "[{:.2} s, {} forward passes]",
-                    start.elapsed().as_secs_f64(),
-                    out.nfe
-                );
+                n_turn += 1;
+                turns.push((question.to_string(), answer));
+                let reused = if reuse {
+                    format!(
+                        ", {} of {} prompt tokens reused",
+                        out.reused, out.prompt_len
+                    )
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(err, "[{seconds:.2} s, {} forward passes{reused}]", out.nfe);
             }
             Err(RuntimeError::Cancelled) if closed => return Ok(()),
             Err(RuntimeError::Cancelled) => {

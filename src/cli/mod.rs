@@ -7,6 +7,7 @@ mod decode_args;
 mod eval;
 mod inspect;
 mod json;
+mod line_input;
 mod logits;
 mod model_path;
 mod run;

@@ -8,6 +8,7 @@
 //! confidence) of the positions a step may commit, never for the whole canvas's logits.
 
 mod blocks;
+mod context;
 mod elastic;
 mod propose;
 mod rng;
@@ -18,6 +19,7 @@ mod schedule;
 mod select;
 mod timesteps;
 
+pub use context::ContextCache;
 pub use elastic::ElasticParams;
 pub use propose::{Proposal, ProposeSpec, RowRule, propose_row, propose_rows};
 pub use rng::Rng;
@@ -445,6 +447,9 @@ pub struct GenerateOutput {
     pub refreshes: usize,
     /// Where the forward passes spent their time, when [`DecodeParams::profile`] was set.
     pub timings: Option<Timings>,
+    /// Leading prompt positions whose keys and values came from an earlier generation
+    /// ([`generate_with_context`]) and were not computed again; 0 otherwise.
+    pub reused: usize,
 }
 
 impl GenerateOutput {
@@ -469,6 +474,64 @@ pub fn generate(
     params: &DecodeParams,
     on_step: &mut dyn FnMut(&StepEvent<'_>) -> bool,
 ) -> Result<GenerateOutput, RuntimeError> {
+    check_inputs(model, tokens, prompt, params)?;
+    let mut run = Run::new(model, tokens, prompt, params, on_step);
+    run_schedule(&mut run)?;
+    Ok(run.finish())
+}
+
+fn run_schedule(run: &mut Run<'_>) -> Result<(), RuntimeError> {
+    match run.params.schedule() {
+        Schedule::Blocks => blocks::run(run),
+        Schedule::Timesteps => timesteps::run(run),
+    }
+}
+
+/// [`generate`], reusing the keys and values `context` kept from earlier generations for the
+/// leading positions of `prompt` that repeat the tokens they were computed from (a chat's
+/// earlier turns), and keeping this run's for the next one. Those positions are not run
+/// again, so a turn costs what its new tokens cost, not the whole history.
+///
+/// Attention is bidirectional, so this is an approximation: the reused entries were computed
+/// with the canvas of their own generation after them (its answer's masks, not this prompt's
+/// new tokens). Runs with classifier-free guidance or the elastic cache do not reuse (they
+/// run as [`generate`] does and leave `context` empty). A run that fails (other than by
+/// cancellation, which ends between steps) empties `context`.
+pub fn generate_with_context(
+    model: &dyn Forward,
+    tokens: &DecodeTokens,
+    prompt: &[u32],
+    params: &DecodeParams,
+    context: &mut ContextCache,
+    on_step: &mut dyn FnMut(&StepEvent<'_>) -> bool,
+) -> Result<GenerateOutput, RuntimeError> {
+    check_inputs(model, tokens, prompt, params)?;
+    if !ContextCache::can_reuse(params) {
+        context.clear();
+        return generate(model, tokens, prompt, params, on_step);
+    }
+    let len = prompt.len() + params.gen_length;
+    let (cache, stored, frozen) = context.take_for(model, tokens, prompt, len)?;
+    let mut run = Run::new(model, tokens, prompt, params, on_step);
+    run.attach_context(cache, stored, frozen);
+    let result = run_schedule(&mut run);
+    match (&result, run.detach_context()) {
+        (Ok(()) | Err(RuntimeError::Cancelled), Some((cache, stored))) => {
+            context.put_back(cache, stored)
+        }
+        _ => context.clear(),
+    }
+    result?;
+    Ok(run.finish())
+}
+
+/// What every generation checks before any work.
+fn check_inputs(
+    model: &dyn Forward,
+    tokens: &DecodeTokens,
+    prompt: &[u32],
+    params: &DecodeParams,
+) -> Result<(), RuntimeError> {
     params.validate(prompt.len(), None)?;
     let vocab = model.vocab_size();
     if vocab == 0 {
@@ -487,12 +550,7 @@ pub fn generate(
             "prompt token {bad} is outside the vocabulary of {vocab}"
         )));
     }
-    let mut run = Run::new(model, tokens, prompt, params, on_step);
-    match params.schedule() {
-        Schedule::Blocks => blocks::run(&mut run)?,
-        Schedule::Timesteps => timesteps::run(&mut run)?,
-    }
-    Ok(run.finish())
+    Ok(())
 }
 
 #[cfg(test)]

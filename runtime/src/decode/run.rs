@@ -47,6 +47,13 @@ pub(super) struct Run<'a> {
     /// Elastic cache: positions committed since their keys and values were last computed
     /// (the cache still holds the mask's); the next pass recomputes them.
     stale: Vec<usize>,
+    /// With a context kept across generations ([`super::ContextCache`]): positions
+    /// `0..frozen` hold keys and values from an earlier generation and are never run again;
+    /// every pass starts at `frozen` at the earliest and attends to them in the cache.
+    frozen: usize,
+    /// With a context: the token each cache position's keys and values were last computed
+    /// from (`[cache len]`, [`super::context::NONE`] where none was).
+    stored: Option<Vec<u32>>,
 }
 
 impl<'a> Run<'a> {
@@ -79,11 +86,32 @@ impl<'a> Run<'a> {
             timings: params.profile.then(Timings::default),
             elastic: ElasticState::default(),
             stale: Vec::new(),
+            frozen: 0,
+            stored: None,
         }
     }
 
-    /// Make the cache the mode needs (none for [`CacheMode::None`]).
+    /// Run with `cache` kept from earlier generations: its positions `0..frozen` hold the
+    /// prompt's first `frozen` tokens' keys and values and are not recomputed; `stored` is
+    /// the token of every cache position ([`Run::detach_context`] gives both back).
+    pub fn attach_context(&mut self, cache: KvCache, stored: Vec<u32>, frozen: usize) {
+        self.cache = Some(cache);
+        self.stored = Some(stored);
+        self.frozen = frozen;
+    }
+
+    /// The cache and the tokens it was computed from, taken back after the run.
+    pub fn detach_context(&mut self) -> Option<(KvCache, Vec<u32>)> {
+        let stored = self.stored.take()?;
+        Some((self.cache.take()?, stored))
+    }
+
+    /// Make the cache the mode needs (none for [`CacheMode::None`]); a context cache
+    /// attached before is kept.
     pub fn open_cache(&mut self) -> Result<(), RuntimeError> {
+        if self.stored.is_some() {
+            return Ok(());
+        }
         self.cache = match self.params.cache {
             CacheMode::None => None,
             CacheMode::Prefix | CacheMode::Dual => {
@@ -97,7 +125,8 @@ impl<'a> Run<'a> {
     /// The pass of step `i` of a block: full without a cache and at the block's first step
     /// (for the elastic cache without block caching, only at the run's first step).
     pub fn pass(&self, i: usize, block: &Range<usize>) -> Pass {
-        if self.cache.is_none() {
+        // A context cache holds older entries past `frozen`: the first pass rewrites them.
+        if self.cache.is_none() || self.params.cache == CacheMode::None || self.nfe == 0 {
             return Pass::Full;
         }
         if self.params.cache == CacheMode::Elastic {
@@ -144,7 +173,8 @@ impl<'a> Run<'a> {
     fn span(&self, pass: &Pass) -> Range<usize> {
         let len = self.canvas.len();
         match pass {
-            Pass::Full | Pass::Elastic => 0..len,
+            Pass::Full => self.frozen..len,
+            Pass::Elastic => 0..len,
             Pass::Cached(block) => {
                 // With shifted logits a masked first position needs the row before the block;
                 // otherwise the span is exactly what Fast-dLLM runs.
@@ -180,7 +210,12 @@ impl<'a> Run<'a> {
         rows.dedup();
         let tokens = self.canvas[span.clone()].to_vec();
         let full = matches!(pass, Pass::Full);
-        let attend = if full { Attend::Span } else { Attend::Cache };
+        // A full pass after a frozen context reads the context's keys and values.
+        let attend = if full && self.frozen == 0 {
+            Attend::Span
+        } else {
+            Attend::Cache
+        };
         let store = full && self.cache.is_some();
         let spec = self.rule.spec;
         let profile = self.params.profile;
@@ -237,6 +272,9 @@ impl<'a> Run<'a> {
             self.count(&resp.timings, tokens.len());
             resp.proposals
         };
+        if store && let Some(stored) = self.stored.as_mut() {
+            stored[span.clone()].copy_from_slice(&tokens);
+        }
         check_len(proposals.len(), rows.len(), "proposals")?;
         Ok(positions
             .iter()
@@ -502,6 +540,7 @@ impl<'a> Run<'a> {
             query_rows: self.query_rows,
             refreshes: self.refreshes,
             timings: self.timings,
+            reused: self.frozen,
         }
     }
 }

@@ -166,7 +166,7 @@ impl<B: Backend> Transformer<B> {
     fn check(
         &self,
         req: &Request<'_>,
-        cache: Option<&B::Cache>,
+        cache: Option<(&B::Cache, usize)>,
     ) -> Result<(Vec<usize>, Vec<usize>), RuntimeError> {
         let bad = |m: String| Err(RuntimeError::InvalidRequest(m));
         let cfg = &self.cfg;
@@ -211,8 +211,12 @@ impl<B: Backend> Transformer<B> {
             return bad(format!("logits row {r} outside the span of {n}"));
         }
         let needs_cache = req.attend == Attend::Cache || req.store || req.from_layer > 0;
+        // The positions a request sees: the cache's active ones (`KvCache::active_len`).
         let shape = match cache {
-            Some(c) => Some(self.backend.cache_shape(c)),
+            Some((c, active)) => Some(CacheShape {
+                len: active.min(self.backend.cache_shape(c).len),
+                ..self.backend.cache_shape(c)
+            }),
             None if needs_cache => {
                 return bad("this request needs a KV cache and none was given".into());
             }
@@ -263,8 +267,9 @@ impl<B: Backend> Transformer<B> {
         &self,
         req: Request<'_>,
         mut cache: Option<&mut B::Cache>,
+        active: usize,
     ) -> Result<Response, RuntimeError> {
-        let (positions, outside) = self.check(&req, cache.as_deref())?;
+        let (positions, outside) = self.check(&req, cache.as_deref().map(|c| (c, active)))?;
         self.grow_rope(positions[positions.len() - 1] + 1)?;
         let rope = self
             .rope
@@ -414,15 +419,19 @@ impl<B: Backend> Forward for Transformer<B> {
     }
 
     fn run(&self, req: Request<'_>, cache: Option<&mut KvCache>) -> Result<Response, RuntimeError> {
-        let cache = match cache {
-            Some(c) => Some(c.state_mut::<B::Cache>().ok_or_else(|| {
-                RuntimeError::InvalidRequest(format!(
-                    "the cache was made by another backend than {}",
-                    self.backend.name()
-                ))
-            })?),
-            None => None,
+        let (cache, active) = match cache {
+            Some(c) => {
+                let active = c.active_len();
+                let state = c.state_mut::<B::Cache>().ok_or_else(|| {
+                    RuntimeError::InvalidRequest(format!(
+                        "the cache was made by another backend than {}",
+                        self.backend.name()
+                    ))
+                })?;
+                (Some(state), active)
+            }
+            None => (None, 0),
         };
-        self.run_request(req, cache)
+        self.run_request(req, cache, active)
     }
 }
