@@ -265,3 +265,34 @@ fn chat_commands_and_ctrl_c_stops_the_answer_not_the_session() {
     let st = t.wait_exit(20);
     assert!(st.success(), "{}", t.text());
 }
+
+#[test]
+fn chat_edits_the_line_and_recalls_history() {
+    if !script_available() {
+        return;
+    }
+    let cache = common::TempDir::new("tty-edit");
+    warm_cache(&cache);
+    let mut t = Tty::start("exec \"$DLM\" chat -n 16 --steps 16 --seed 1", &cache);
+    t.wait_for("> ", 1, 120);
+    // Typed with a mistake and fixed: Backspace, Left, Home and Ctrl-E move and edit.
+    // "ort: 9 7X" <BS> <Left><Left><Left> "1 " <Home> "S" <Ctrl-E> <Enter>: "Sort: 1 9 7".
+    t.send(b"ort: 9 7X\x7f\x1b[D\x1b[D\x1b[D1 \x1b[HS\x05\r");
+    t.wait_for("1 7 9", 1, 60);
+    t.wait_for("forward passes", 1, 60);
+    // Up recalls the line; Ctrl-U clears an unsent one first.
+    t.send(b"junk\x15\x1b[A\r");
+    t.wait_for("forward passes", 2, 60);
+    // The editor drew the whole line once when fixed and once when recalled.
+    assert!(
+        t.text().matches("> Sort: 1 9 7").count() >= 2,
+        "{}",
+        t.text()
+    );
+    // Ctrl-C at the prompt is a notice; Ctrl-D ends the session.
+    t.send(b"\x03");
+    t.wait_for("Ctrl-C again", 1, 10);
+    t.send(b"\x04");
+    let st = t.wait_exit(20);
+    assert!(st.success(), "{}", t.text());
+}

@@ -251,13 +251,13 @@ pub fn run(a: Args) -> CliResult {
                 turns.push((question.to_string(), answer));
                 let reused = if reuse {
                     format!(
-                        ", {} of {} prompt tokens reused",
+                        "{} of {} prompt tokens reused, ",
                         out.reused, out.prompt_len
                     )
                 } else {
                     String::new()
                 };
-                let _ = writeln!(err, "[{seconds:.2} s, {} forward passes{reused}]", out.nfe);
+                let _ = writeln!(err, "[{seconds:.2} s, {reused}{} forward passes]", out.nfe);
             }
             Err(RuntimeError::Cancelled) if closed => return Ok(()),
             Err(RuntimeError::Cancelled) => {

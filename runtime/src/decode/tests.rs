@@ -799,3 +799,75 @@ fn elastic_refreshes_from_the_drifting_layer() {
     assert_eq!(out.refreshes, 0);
     assert!(model.calls.borrow()[1..].iter().all(|c| c.0));
 }
+
+#[test]
+fn a_context_reuses_the_matching_prefix_of_the_next_prompt() {
+    // Logits that ignore the cache: with or without a context the canvases are the same, so
+    // the test sees only which passes run.
+    let model = Fake::new(|p, _, _| peaked(p, level(p)));
+    for shift in [false, true] {
+        let tok = tokens(shift);
+        for cache in [CacheMode::None, CacheMode::Prefix, CacheMode::Dual] {
+            let mut p = params(4, 4, 4);
+            p.cache = cache;
+            let mut ctx = ContextCache::new(64);
+            let first =
+                generate_with_context(&model, &tok, &PROMPT, &p, &mut ctx, &mut |_| true).unwrap();
+            let plain = generate(&model, &tok, &PROMPT, &p, &mut |_| true).unwrap();
+            assert_eq!(first.canvas, plain.canvas, "{cache:?}");
+            assert_eq!(first.reused, 0);
+            assert!(ctx.capacity() >= first.canvas.len());
+
+            // The next prompt repeats the whole first canvas and adds two tokens.
+            let mut next = first.canvas.clone();
+            next.extend([8, 9]);
+            let want = generate(&model, &tok, &next, &p, &mut |_| true).unwrap();
+            model.calls.borrow_mut().clear();
+            let second =
+                generate_with_context(&model, &tok, &next, &p, &mut ctx, &mut |_| true).unwrap();
+            assert_eq!(second.canvas, want.canvas, "{cache:?}");
+            // At least the first prompt is reused (its entries were stored by the first
+            // pass, before any answer position changed); with shifted logits one fewer.
+            let floor = PROMPT.len() - usize::from(shift);
+            assert!(
+                second.reused >= floor && second.reused < next.len(),
+                "{cache:?} shift {shift}: reused {}",
+                second.reused
+            );
+            let calls = model.calls.borrow();
+            assert_eq!(calls[0].start, second.reused);
+            assert_eq!((calls[0].attend, calls[0].stored), ("cache", true));
+            assert!(calls.iter().all(|c| c.start >= second.reused), "{calls:?}");
+            assert!(second.query_rows < want.query_rows);
+            drop(calls);
+
+            // A prompt that differs at its first token reuses nothing.
+            let mut other = next.clone();
+            other[0] = 9;
+            model.calls.borrow_mut().clear();
+            let third =
+                generate_with_context(&model, &tok, &other, &p, &mut ctx, &mut |_| true).unwrap();
+            assert_eq!(third.reused, 0);
+            let calls = model.calls.borrow();
+            assert_eq!((calls[0].start, calls[0].attend), (0, "span"));
+        }
+    }
+}
+
+#[test]
+fn a_context_is_not_used_by_the_elastic_cache_or_cfg() {
+    let model = Fake::new(|p, _, _| peaked(p, level(p)));
+    let tok = tokens(false);
+    let mut ctx = ContextCache::new(64);
+    let p = params(4, 4, 4);
+    generate_with_context(&model, &tok, &PROMPT, &p, &mut ctx, &mut |_| true).unwrap();
+    assert!(ctx.capacity() > 0);
+    let mut cfg = params(4, 4, 4);
+    cfg.cfg_scale = 1.0;
+    let out = generate_with_context(&model, &tok, &PROMPT, &cfg, &mut ctx, &mut |_| true).unwrap();
+    assert_eq!((out.reused, ctx.capacity()), (0, 0));
+    assert!(!ContextCache::can_reuse(&DecodeParams {
+        cache: CacheMode::Elastic,
+        ..params(4, 4, 4)
+    }));
+}
