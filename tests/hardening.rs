@@ -316,6 +316,7 @@ fn the_folder_cache_is_private_keyed_by_content_and_safe_under_concurrency() {
         .unwrap()
         .flatten()
         .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "dlm"))
         .collect();
     assert_eq!(cached.len(), 1, "{cached:?}");
     #[cfg(unix)]

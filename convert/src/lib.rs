@@ -113,7 +113,8 @@ fn read_optional_json(path: &Path) -> Result<Value> {
 }
 
 /// Convert the checkpoint folder (or llama.cpp GGUF file) `opts.input` into the `.dlm` file
-/// `opts.output`, calling `progress` after each tensor. Nothing appears under `opts.output`
+/// `opts.output`, calling `progress` once before the first tensor is written (with the size
+/// to be written) and after each tensor. Nothing appears under `opts.output`
 /// unless it completes.
 pub fn convert(
     opts: &ConvertOptions,
@@ -262,6 +263,7 @@ pub fn convert(
     };
     let mut writer = DlmWriter::create(&opts.output, &meta, &decls).map_err(format_err)?;
     let mut bytes_done = 0u64;
+    progress(Progress::start(decls.len(), bytes_total));
     for (i, (t, decl)) in plan.iter().zip(&decls).enumerate() {
         let (file, entry) = ckpt.get(&t.hf)?;
         let raw = file.read_bytes(entry)?;

@@ -4,7 +4,8 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-/// Where a conversion stands, reported after each tensor is written.
+/// Where a conversion stands, reported once before any tensor is written (`tensors_done` 0,
+/// `bytes_total` the tensor data to be written) and after each tensor is written.
 #[derive(Debug, Clone, Copy)]
 pub struct Progress<'a> {
     /// Our name of the tensor just written.
@@ -17,6 +18,19 @@ pub struct Progress<'a> {
     pub bytes_done: u64,
     /// Tensor data bytes in the file.
     pub bytes_total: u64,
+}
+
+impl Progress<'_> {
+    /// The report before the first tensor: nothing written yet.
+    pub fn start(tensors_total: usize, bytes_total: u64) -> Progress<'static> {
+        Progress {
+            tensor: "",
+            tensors_done: 0,
+            tensors_total,
+            bytes_done: 0,
+            bytes_total,
+        }
+    }
 }
 
 /// Draws `[#####     ] 12/345 tensors, 1.2/4.5 GiB` on stderr, redrawn at most 10 times a

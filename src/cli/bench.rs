@@ -1,9 +1,9 @@
 //! `dlm bench`: end-to-end decoding speed of one model, cache modes side by side in one run,
 //! with the forward pass broken down by part and the process's peak memory.
 
-use super::decode_args::DecodeArgs;
+use super::decode_args::{DecodeArgs, settings_text};
 use super::{CliResult, json, model_path};
-use dlm_runtime::decode::CacheMode;
+use dlm_runtime::decode::{CacheMode, DecodeParams};
 use dlm_runtime::model::Timings;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -49,16 +49,30 @@ struct Row {
 
 pub fn run(mut a: Args) -> CliResult {
     a.decode.init_threads()?;
-    let path = a.model.clone().unwrap_or_else(model_path::default_model);
-    let file = model_path::resolve(&path)?;
-    let engine = model_path::load_engine(&file, a.decode.device())?;
+    let path = model_path::model_or_demo(&a.model)?;
+    let file = model_path::resolve(&path, a.decode.quant())?;
+    let engine = model_path::load_engine(&file, a.decode.device(), None)?;
     a.decode.no_early_stop = true;
-    let base = a.decode.apply(engine.defaults())?;
+    let mut base = a.decode.apply(engine.defaults())?;
+    let caches = a
+        .caches
+        .iter()
+        .map(|name| {
+            CacheMode::from_name(name).ok_or_else(|| {
+                format!("unknown cache {name:?}; one of none, prefix, dual, elastic")
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(note) = fit_blocks(&mut base, &caches, a.decode.block_length.is_some()) {
+        eprintln!("{note}");
+    }
+    if a.decode.show_defaults {
+        print!("{}", settings_text(&file, &engine, &base, false));
+        return Ok(());
+    }
     let prompt = engine.tokenizer().encode(&a.prompt);
     let mut rows = Vec::new();
-    for name in &a.caches {
-        let cache = CacheMode::from_name(name)
-            .ok_or_else(|| format!("unknown cache {name:?}; one of none, prefix, dual, elastic"))?;
+    for &cache in &caches {
         let mut params = base.clone();
         params.cache = cache;
         params.profile = true;
@@ -159,4 +173,78 @@ fn peak_rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// Fast-dLLM's block length for Dream with a cache (its `generation_utils_block.py`).
+const DREAM_CACHE_BLOCK: usize = 32;
+
+/// A schedule whose caches have blocks to work on, for every row alike. Dream's own schedule
+/// is one block over the whole canvas: the prefix and dual caches would then hold only the
+/// prompt, and the `none` row would run Dream's `_sample` while the cached rows run
+/// Fast-dLLM's block code. So without `--block-length`, a one-block schedule compared with a
+/// cache runs in blocks of 32 (the largest power of two up to 32 that divides the length),
+/// steps rounded up to a multiple of the blocks; returns the note saying so.
+fn fit_blocks(p: &mut DecodeParams, caches: &[CacheMode], block_given: bool) -> Option<String> {
+    let one_block = p.effective_block_length() == p.gen_length;
+    let cached = caches.iter().any(|&c| c != CacheMode::None);
+    if block_given || !one_block || !cached || p.gen_length <= DREAM_CACHE_BLOCK {
+        return None;
+    }
+    let block = (0..=DREAM_CACHE_BLOCK.trailing_zeros())
+        .rev()
+        .map(|s| 1usize << s)
+        .find(|b| p.gen_length.is_multiple_of(*b))?;
+    if block == 1 {
+        return None;
+    }
+    let n_blocks = p.gen_length / block;
+    let steps = p.steps.div_ceil(n_blocks) * n_blocks;
+    let note = format!(
+        "bench: the {} schedule is one block of {}; every row runs blocks of {block} ({n_blocks} blocks, {steps} steps) so the caches have blocks to work on (--block-length {} for one block)",
+        p.schedule().name(),
+        p.gen_length,
+        p.gen_length
+    );
+    p.block_length = Some(block);
+    p.steps = steps;
+    Some(note)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dlm_runtime::decode::Algorithm;
+
+    #[test]
+    fn one_block_schedules_get_blocks_when_caches_are_compared() {
+        let dream = DecodeParams {
+            algorithm: Algorithm::Entropy,
+            gen_length: 128,
+            steps: 128,
+            block_length: None,
+            ..DecodeParams::default()
+        };
+        let all = [CacheMode::None, CacheMode::Prefix, CacheMode::Dual];
+        let mut p = dream.clone();
+        assert!(fit_blocks(&mut p, &all, false).is_some());
+        assert_eq!((p.block_length, p.steps), (Some(32), 128));
+        p.validate(14, None).unwrap();
+        // Steps that do not divide by the blocks are rounded up; 48 tokens run blocks of 16.
+        let mut p = DecodeParams {
+            gen_length: 48,
+            steps: 10,
+            ..dream.clone()
+        };
+        fit_blocks(&mut p, &all, false).unwrap();
+        assert_eq!((p.block_length, p.steps), (Some(16), 12));
+        p.validate(14, None).unwrap();
+        // Left alone: a block length given, no cached row, or a schedule with blocks already.
+        let mut p = dream.clone();
+        assert!(fit_blocks(&mut p, &all, true).is_none());
+        assert!(fit_blocks(&mut p, &[CacheMode::None], false).is_none());
+        let mut llada = DecodeParams::default();
+        llada.gen_length = 128;
+        assert!(fit_blocks(&mut llada, &all, false).is_none());
+        assert_eq!(llada.block_length, Some(32));
+    }
 }

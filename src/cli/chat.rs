@@ -4,7 +4,7 @@
 //! turns are dropped, with a notice, instead of failing. The keys and values of the earlier
 //! turns are kept from one turn to the next (`--no-reuse` recomputes them every turn).
 
-use super::decode_args::DecodeArgs;
+use super::decode_args::{DecodeArgs, settings_text};
 use super::line_input::{LineInput, Read};
 use super::run::write_flush;
 use super::{CliResult, json, model_path};
@@ -80,9 +80,16 @@ fn render(
 
 pub fn run(a: Args) -> CliResult {
     a.decode.init_threads()?;
-    let path = a.model.clone().unwrap_or_else(model_path::default_model);
-    let engine = model_path::load_engine(&path, a.decode.device())?;
+    let path = model_path::model_or_demo(&a.model)?;
+    let engine = model_path::load_engine(&path, a.decode.device(), a.decode.quant())?;
     let params = a.decode.apply_random_seed(engine.defaults())?;
+    if a.decode.show_defaults {
+        print!(
+            "{}",
+            settings_text(&path, &engine, &params, a.decode.seed.is_none())
+        );
+        return Ok(());
+    }
     if engine.chat().is_none() {
         return Err("this model has no chat template; use dlm run --raw".into());
     }

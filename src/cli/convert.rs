@@ -86,7 +86,17 @@ fn convert_with(
     opts.name = name;
     opts.chat_template = chat_template;
     let mut bar = StderrProgress::new();
-    let report = dlm_convert::convert(&opts, &mut |p| bar.update(&p))?;
+    let report = dlm_convert::convert(&opts, &mut |p| {
+        if p.tensors_done == 0 {
+            eprintln!(
+                "writing {} of weights to {} (policy {})",
+                human_bytes(p.bytes_total),
+                output.display(),
+                opts.policy.name()
+            );
+        }
+        bar.update(&p)
+    })?;
     bar.finish();
     for w in &report.warnings {
         eprintln!("warning: {w}");
@@ -113,4 +123,18 @@ pub fn convert_folder(input: &Path, output: &Path, policy: &str) -> Result<(), B
     let summary = convert_with(input, output, policy, None, ChatTemplateSource::default())?;
     eprintln!("{summary}");
     Ok(())
+}
+
+/// `12.3 GiB`, `456.7 MiB`, `789 bytes`.
+pub fn human_bytes(b: u64) -> String {
+    const GIB: f64 = (1u64 << 30) as f64;
+    const MIB: f64 = (1u64 << 20) as f64;
+    let f = b as f64;
+    if f >= GIB {
+        format!("{:.1} GiB", f / GIB)
+    } else if f >= MIB {
+        format!("{:.1} MiB", f / MIB)
+    } else {
+        format!("{b} bytes")
+    }
 }

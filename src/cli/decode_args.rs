@@ -10,6 +10,11 @@ pub struct DecodeArgs {
     /// Where the model runs: cpu (default), cuda or cuda:N (a build with --features cuda).
     #[arg(long)]
     pub device: Option<String>,
+    /// For a Hugging Face folder or GGUF file as the model: the storage it is converted to
+    /// on first use (f16, bf16, f32, q8_0, q4_0, q4_k, q6_k, mixed, or llama.cpp's names such
+    /// as Q4_K_M). Default: the checkpoint's own types (bf16 stays bf16).
+    #[arg(long)]
+    pub quant: Option<String>,
     /// Denoising steps in total (an upper bound under --threshold or --factor).
     #[arg(long)]
     pub steps: Option<usize>,
@@ -87,6 +92,131 @@ pub struct DecodeArgs {
     /// Run every planned step even after the answer has ended.
     #[arg(long)]
     pub no_early_stop: bool,
+    /// Print the decoding settings in effect (the model's defaults with the flags given
+    /// applied) and exit. `--help` with `-m MODEL` also lists that model's defaults.
+    #[arg(long)]
+    pub show_defaults: bool,
+}
+
+/// `v` as written: the shortest decimal of the f32 a file stores it as when that is `v`
+/// (`0.001`, not `0.0010000000474974513`).
+fn short(v: f64) -> String {
+    if (v as f32) as f64 == v {
+        (v as f32).to_string()
+    } else {
+        v.to_string()
+    }
+}
+
+/// The decoding settings `p` as the flags that give them, one `--flag value` per entry.
+pub fn describe(p: &DecodeParams) -> Vec<(String, String)> {
+    let off = |v: Option<String>| v.unwrap_or_else(|| "0 (off)".into());
+    let mut rows = vec![
+        ("--gen-length".into(), p.gen_length.to_string()),
+        ("--steps".into(), p.steps.to_string()),
+        (
+            "--block-length".into(),
+            match p.block_length {
+                Some(b) => b.to_string(),
+                None => format!("{} (one block)", p.gen_length),
+            },
+        ),
+        ("--algorithm".into(), p.algorithm.name().into()),
+        ("--schedule".into(), p.schedule().name().into()),
+        ("--threshold".into(), off(p.threshold.map(short))),
+        (
+            "--min-per-step".into(),
+            p.min_per_step.unwrap_or(1).to_string(),
+        ),
+        ("--factor".into(), off(p.factor.map(short))),
+        ("--cache".into(), p.cache.name().into()),
+        ("--temperature".into(), short(p.temperature)),
+        ("--top-k".into(), off(p.top_k.map(|k| k.to_string()))),
+        ("--top-p".into(), p.top_p.map_or("1 (off)".into(), short)),
+        ("--cfg".into(), short(p.cfg_scale)),
+        ("--alg-temp".into(), short(p.alg_temp)),
+        ("--eps".into(), short(p.eps)),
+        (
+            "--no-early-stop".into(),
+            if p.stop_early { "no" } else { "yes" }.into(),
+        ),
+    ];
+    if p.cache == CacheMode::Elastic {
+        let e = &p.elastic;
+        rows.push(("--window".into(), e.window.to_string()));
+        rows.push(("--gamma".into(), short(e.gamma)));
+        rows.push(("--track".into(), e.track.to_string()));
+    }
+    rows
+}
+
+/// What `--show-defaults` and `--help -m MODEL` print: the model, then the settings `p`;
+/// `random_seed` says the command draws a seed unless `--seed` is given.
+pub fn settings_text(
+    path: &std::path::Path,
+    engine: &dlm_runtime::Engine,
+    p: &DecodeParams,
+    random_seed: bool,
+) -> String {
+    let cfg = engine.model().config();
+    let heading = format!(
+        "Decoding settings for {} ({} model, {} layers, context {} tokens, chat template: {}):",
+        path.display(),
+        cfg.family.name(),
+        cfg.n_layers,
+        cfg.seq_len,
+        if engine.chat().is_some() { "yes" } else { "no" }
+    );
+    let mut text = describe_text(&heading, p);
+    let seed = if random_seed {
+        "random unless given".to_string()
+    } else {
+        p.seed.to_string()
+    };
+    text.push_str(&format!("  {:<16} {seed}\n", "--seed"));
+    text
+}
+
+/// For `dlm <command> -m MODEL --help` (run, chat, serve, eval, bench): the settings text of
+/// MODEL's own defaults; `None` for another command or without `-m`.
+pub fn help_defaults(args: &[String]) -> Result<Option<String>, Box<dyn Error>> {
+    let Some(command) = args.get(1) else {
+        return Ok(None);
+    };
+    if !["run", "chat", "serve", "eval", "bench"].contains(&command.as_str()) {
+        return Ok(None);
+    }
+    let mut model = None;
+    let mut it = args[2..].iter();
+    while let Some(a) = it.next() {
+        if a == "-m" || a == "--model" {
+            model = it.next().cloned();
+        } else if let Some(v) = a.strip_prefix("--model=") {
+            model = Some(v.to_string());
+        } else if let Some(v) = a.strip_prefix("-m").filter(|v| !v.is_empty()) {
+            model = Some(v.trim_start_matches('=').to_string());
+        }
+    }
+    let Some(model) = model else {
+        return Ok(None);
+    };
+    let path = std::path::PathBuf::from(model);
+    let engine = super::model_path::load_engine(&path, "cpu", None)?;
+    let random = matches!(command.as_str(), "run" | "chat" | "serve");
+    let mut text = settings_text(&path, &engine, engine.defaults(), random);
+    text.push_str(
+        "(the flags above override them; --show-defaults prints them with the flags applied)",
+    );
+    Ok(Some(text))
+}
+
+/// `describe` as aligned lines under a heading.
+pub fn describe_text(heading: &str, p: &DecodeParams) -> String {
+    let mut out = format!("{heading}\n");
+    for (flag, value) in describe(p) {
+        out.push_str(&format!("  {flag:<16} {value}\n"));
+    }
+    out
 }
 
 impl DecodeArgs {
@@ -115,6 +245,11 @@ impl DecodeArgs {
                 .map_err(|e| format!("cannot start {n} threads: {e}"))?;
         }
         Ok(())
+    }
+
+    /// The `--quant` given.
+    pub fn quant(&self) -> Option<&str> {
+        self.quant.as_deref()
     }
 
     /// The `--device` given, `cpu` when left out.

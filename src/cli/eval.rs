@@ -1,7 +1,7 @@
 //! `dlm eval`: quality of a model under given decoding flags — exact-match accuracy on task
 //! files, and the masked-diffusion likelihood bound (LLaDA's Monte-Carlo ELBO) on text.
 
-use super::decode_args::DecodeArgs;
+use super::decode_args::{DecodeArgs, settings_text};
 use super::{CliResult, json, model_path};
 use dlm_runtime::Engine;
 use dlm_runtime::chat::Role;
@@ -85,9 +85,13 @@ pub fn run(a: Args) -> CliResult {
     if a.tasks.is_empty() && a.text.is_none() {
         return Err("give --tasks FILE.jsonl and/or --text FILE (see dlm eval --help)".into());
     }
-    let path = a.model.clone().unwrap_or_else(model_path::default_model);
-    let engine = model_path::load_engine(&path, a.decode.device())?;
+    let path = model_path::model_or_demo(&a.model)?;
+    let engine = model_path::load_engine(&path, a.decode.device(), a.decode.quant())?;
     let params = a.decode.apply(engine.defaults())?;
+    if a.decode.show_defaults {
+        print!("{}", settings_text(&path, &engine, &params, false));
+        return Ok(());
+    }
     let mut tasks = Vec::new();
     for file in &a.tasks {
         tasks.push(eval_tasks(&engine, &params, file, a.limit, a.raw)?);

@@ -20,6 +20,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> CliResult {
+    super::model_path::require_dlm_file(&a.file)?;
     let (map, file) = DlmFile::open_mapped(&a.file)?;
     if a.verify {
         file.verify_checksums(map.bytes())?;

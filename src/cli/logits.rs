@@ -25,7 +25,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> CliResult {
-    let model = model_path::load(&a.model, &a.device)?;
+    let model = model_path::load(&a.model, &a.device, None)?;
     // `[len, vocab]` f32: asked for fallibly before the forward builds it.
     let need = a.ids.len().saturating_mul(model.vocab_size());
     Vec::<f32>::new().try_reserve_exact(need).map_err(|_| {

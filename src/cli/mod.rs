@@ -1,6 +1,7 @@
 //! Command-line surface: argument definitions and dispatch to one module per command.
 
 mod bench;
+mod cache;
 mod chat;
 mod convert;
 mod decode_args;
@@ -48,11 +49,25 @@ enum Command {
     Bench(bench::Args),
     Eval(eval::Args),
     Verify(verify::Args),
+    Cache(cache::Args),
 }
 
 /// Parse the arguments and run the command.
 pub fn main() -> CliResult {
-    match Cli::parse().command {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // `dlm run -m MODEL --help`: the help, then that model's defaults.
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
+            e.print()?;
+            let args: Vec<String> = std::env::args().collect();
+            if let Some(text) = decode_args::help_defaults(&args)? {
+                println!("\n{text}");
+            }
+            return Ok(());
+        }
+        Err(e) => e.exit(),
+    };
+    match cli.command {
         Command::Convert(a) => convert::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Tokenize(a) => tokenize::run_tokenize(a),
@@ -64,5 +79,6 @@ pub fn main() -> CliResult {
         Command::Bench(a) => bench::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Verify(a) => verify::run(a),
+        Command::Cache(a) => cache::run(a),
     }
 }

@@ -1,6 +1,6 @@
 //! `dlm run`: answer one prompt, printing the text (or JSON) and the speed.
 
-use super::decode_args::DecodeArgs;
+use super::decode_args::{DecodeArgs, settings_text};
 use super::{CliResult, json, model_path, visual};
 use dlm_runtime::RuntimeError;
 use dlm_runtime::chat::Role;
@@ -82,9 +82,17 @@ fn prompt_text(a: &Args) -> Result<Option<String>, Box<dyn Error>> {
 
 pub fn run(a: Args) -> CliResult {
     a.decode.init_threads()?;
-    let path = a.model.clone().unwrap_or_else(model_path::default_model);
-    let engine = model_path::load_engine_with(&path, a.decode.device(), a.verify)?;
+    let path = model_path::model_or_demo(&a.model)?;
+    let engine =
+        model_path::load_engine_with(&path, a.decode.device(), a.decode.quant(), a.verify)?;
     let params = a.decode.apply_random_seed(engine.defaults())?;
+    if a.decode.show_defaults {
+        print!(
+            "{}",
+            settings_text(&path, &engine, &params, a.decode.seed.is_none())
+        );
+        return Ok(());
+    }
     let prompt = match (&a.prompt_ids, prompt_text(&a)?) {
         (Some(ids), _) => ids.clone(),
         (None, Some(text)) => {

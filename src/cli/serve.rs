@@ -1,6 +1,6 @@
 //! `dlm serve`: the OpenAI-style HTTP server of the `dlm-serve` crate over one model.
 
-use super::decode_args::DecodeArgs;
+use super::decode_args::{DecodeArgs, settings_text};
 use super::{CliResult, model_path};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -61,8 +61,8 @@ pub struct Args {
 
 pub fn run(a: Args) -> CliResult {
     a.decode.init_threads()?;
-    let path = a.model.clone().unwrap_or_else(model_path::default_model);
-    let engine = model_path::load_engine(&path, a.decode.device())?;
+    let path = model_path::model_or_demo(&a.model)?;
+    let engine = model_path::load_engine(&path, a.decode.device(), a.decode.quant())?;
     let name = a.name.clone().unwrap_or_else(|| {
         path.file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -70,6 +70,11 @@ pub fn run(a: Args) -> CliResult {
     });
     let mut cfg = dlm_serve::Config::new(&engine, name);
     cfg.defaults = a.decode.apply(engine.defaults())?;
+    if a.decode.show_defaults {
+        let text = settings_text(&path, &engine, &cfg.defaults, a.decode.seed.is_none());
+        print!("{text}");
+        return Ok(());
+    }
     cfg.seed = a.decode.seed;
     cfg.host = a.host;
     cfg.port = a.port;

@@ -34,7 +34,7 @@ pub struct DetokenizeArgs {
 }
 
 pub fn run_tokenize(a: TokenizeArgs) -> CliResult {
-    let engine = model_path::load_engine(&a.model, "cpu")?;
+    let engine = model_path::load_engine(&a.model, "cpu", None)?;
     let tok = engine.tokenizer();
     let ids = tok.encode(&a.text);
     if a.json {
@@ -55,7 +55,7 @@ pub fn run_tokenize(a: TokenizeArgs) -> CliResult {
 }
 
 pub fn run_detokenize(a: DetokenizeArgs) -> CliResult {
-    let engine = model_path::load_engine(&a.model, "cpu")?;
+    let engine = model_path::load_engine(&a.model, "cpu", None)?;
     let tok = engine.tokenizer();
     println!("{}", tok.decode(&a.ids, a.skip_special)?);
     Ok(())

@@ -16,6 +16,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> CliResult {
+    super::model_path::require_dlm_file(&a.file)?;
     let (map, file) = DlmFile::open_mapped(&a.file)?;
     file.verify_checksums(map.bytes())?;
     let engine = Engine::open(&a.file)?;

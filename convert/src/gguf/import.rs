@@ -629,6 +629,7 @@ pub fn convert_gguf(
     };
     let mut writer = DlmWriter::create(&opts.output, &meta, &decls).map_err(format_err)?;
     let mut bytes_done = 0u64;
+    progress(Progress::start(planned.len(), bytes_total));
     for (i, p) in planned.iter().enumerate() {
         let raw = file.data(bytes, p.src);
         let raw: std::borrow::Cow<'_, [u8]> = match p.unpermute {
