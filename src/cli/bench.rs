@@ -242,8 +242,10 @@ mod tests {
         let mut p = dream.clone();
         assert!(fit_blocks(&mut p, &all, true).is_none());
         assert!(fit_blocks(&mut p, &[CacheMode::None], false).is_none());
-        let mut llada = DecodeParams::default();
-        llada.gen_length = 128;
+        let mut llada = DecodeParams {
+            gen_length: 128,
+            ..DecodeParams::default()
+        };
         assert!(fit_blocks(&mut llada, &all, false).is_none());
         assert_eq!(llada.block_length, Some(32));
     }

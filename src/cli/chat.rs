@@ -59,6 +59,9 @@ const HELP: &str = "commands:
   /help    this list
 Ctrl-C while an answer is being generated stops it; the conversation goes on.";
 
+/// The largest conversation KV cache made at its full size up front.
+const WHOLE_CONTEXT_BYTES: usize = 256 << 20;
+
 /// The prompt of a conversation: the system message, earlier turns, then `question`.
 fn render(
     engine: &Engine,
@@ -125,7 +128,15 @@ pub fn run(a: Args) -> CliResult {
             }
         );
     }
-    let mut kept = ContextCache::new(context_len);
+    // A context that costs little (the demo's: 9 MiB) is made whole at once; a large one
+    // (an 8B model's 4096 positions: 4 GiB) grows with the conversation.
+    let cfg = engine.model().config();
+    let per_position = 2 * cfg.n_layers * cfg.kv_dim() * 4;
+    let mut kept = if per_position.saturating_mul(context_len) <= WHOLE_CONTEXT_BYTES {
+        ContextCache::whole(context_len)
+    } else {
+        ContextCache::new(context_len)
+    };
     let mut n_turn = 0usize;
     let mut input = LineInput::new();
     let mut interrupts = 0;

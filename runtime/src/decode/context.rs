@@ -19,6 +19,8 @@ const MIN_CAPACITY: usize = 256;
 pub struct ContextCache {
     /// Positions it may grow to (the conversation's context).
     max_len: usize,
+    /// Positions of the first cache made.
+    first_len: usize,
     cache: Option<KvCache>,
     /// `[cache len]`: the token at each position when its entries were last stored.
     stored: Vec<u32>,
@@ -31,8 +33,18 @@ impl ContextCache {
     pub fn new(max_len: usize) -> Self {
         ContextCache {
             max_len,
+            first_len: MIN_CAPACITY,
             cache: None,
             stored: Vec::new(),
+        }
+    }
+
+    /// An empty context whose first cache already holds all `max_len` positions, so it never
+    /// grows (and never starts over for growing): for a model whose whole context is cheap.
+    pub fn whole(max_len: usize) -> Self {
+        ContextCache {
+            first_len: max_len,
+            ..Self::new(max_len)
         }
     }
 
@@ -75,7 +87,7 @@ impl ContextCache {
             return have;
         }
         len.max(2 * have)
-            .max(MIN_CAPACITY)
+            .max(self.first_len)
             .min(self.max_len)
             .max(len)
     }

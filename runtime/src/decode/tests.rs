@@ -871,3 +871,24 @@ fn a_context_is_not_used_by_the_elastic_cache_or_cfg() {
         ..params(4, 4, 4)
     }));
 }
+
+#[test]
+fn a_context_grows_by_doubling_and_starts_over_when_it_grows() {
+    let model = Fake::new(|p, _, _| peaked(p, level(p)));
+    let tok = tokens(false);
+    let p = params(4, 4, 4);
+    let mut ctx = ContextCache::new(1000);
+    let first = generate_with_context(&model, &tok, &PROMPT, &p, &mut ctx, &mut |_| true).unwrap();
+    assert_eq!(ctx.capacity(), 256);
+    // A prompt that repeats the first canvas but outgrows the cache: a new, empty one.
+    let mut long = first.canvas.clone();
+    long.resize(300, 1);
+    let out = generate_with_context(&model, &tok, &long, &p, &mut ctx, &mut |_| true).unwrap();
+    assert_eq!((ctx.capacity(), out.reused), (512, 0));
+    let again = generate_with_context(&model, &tok, &long, &p, &mut ctx, &mut |_| true).unwrap();
+    assert!(again.reused >= 300 - 1, "{}", again.reused);
+    // A whole context is made at its full size at once.
+    let mut whole = ContextCache::whole(64);
+    generate_with_context(&model, &tok, &PROMPT, &p, &mut whole, &mut |_| true).unwrap();
+    assert_eq!(whole.capacity(), 64);
+}
