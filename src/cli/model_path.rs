@@ -100,7 +100,7 @@ fn cached_conversion(path: &Path, policy: &str) -> Result<PathBuf, Box<dyn Error
     let cached = cache_dir()?.join(cache_name(path, policy)?);
     if !cached.exists() {
         eprintln!(
-            "converting {} to {} (first use; policy {policy}; `dlm cache list` shows the cache)",
+            "converting {} to {} with policy {policy} (first use)",
             path.display(),
             cached.display()
         );
