@@ -136,17 +136,23 @@ fn llada_tiny_converts_in_f32() {
     let tmp = TempDir::new("llada");
     let out = tmp.0.join("llada.dlm");
     let mut events = 0;
+    let mut first = None;
     let mut opts = ConvertOptions::new(&src, &out);
     opts.name = Some("tiny".into());
     let report = convert(&opts, &mut |p| {
         events += 1;
+        first.get_or_insert((p.tensors_done, p.bytes_done, p.bytes_total));
         assert!(p.tensors_done <= p.tensors_total && p.bytes_done <= p.bytes_total);
     })
     .unwrap();
     let bytes = std::fs::read(&out).unwrap();
     assert_eq!(report.bytes_written, bytes.len() as u64);
     assert_eq!(report.n_tensors, 1 + 4 * 9 + 2);
-    assert_eq!(events, report.n_tensors);
+    // One report before any tensor is written (the size to come), then one per tensor.
+    assert_eq!(events, report.n_tensors + 1);
+    let (done, written, total) = first.unwrap();
+    assert_eq!((done, written), (0, 0));
+    assert!(total > 0 && total < report.bytes_written);
     let f = DlmFile::parse(&bytes).unwrap();
     f.verify_checksums(&bytes).unwrap();
 
