@@ -6,6 +6,8 @@
 //! - `dlm_shared`: `../shared/reference` exists beside the workspace.
 //! - `dlm_test_static`: `DLM_TEST_STATIC=1` (the static-binary build check).
 //! - `dlm_cc`: a C compiler `cc` runs (the C ABI example).
+//! - `dlm_gpu`: `nvidia-smi -L` lists a GPU (the CUDA parity tests; a test binary built
+//!   elsewhere runs them on a GPU machine with `--include-ignored`).
 //!
 //! A folder that appears after the first build is seen after `touch build/test_cfg.rs` (or
 //! `cargo clean`): watching a missing path would re-run this script, and rebuild the package,
@@ -17,6 +19,7 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(dlm_shared)");
     println!("cargo::rustc-check-cfg=cfg(dlm_test_static)");
     println!("cargo::rustc-check-cfg=cfg(dlm_cc)");
+    println!("cargo::rustc-check-cfg=cfg(dlm_gpu)");
     println!("cargo::rerun-if-env-changed=DLM_TEST_STATIC");
 
     // The workspace root: the nearest folder up from this package with a Cargo.lock.
@@ -44,5 +47,12 @@ fn main() {
         .is_ok_and(|o| o.status.success());
     if cc {
         println!("cargo::rustc-cfg=dlm_cc");
+    }
+    let gpu = std::process::Command::new("nvidia-smi")
+        .arg("-L")
+        .output()
+        .is_ok_and(|o| o.status.success() && o.stdout.starts_with(b"GPU"));
+    if gpu {
+        println!("cargo::rustc-cfg=dlm_gpu");
     }
 }

@@ -75,6 +75,35 @@ def load_teacher(path, device):
 
 
 @torch.no_grad()
+def decode_threshold(model, prompt, threshold, min_per_step, gen_length=GEN, block_length=GEN):
+    """The student's rule, as the runtime runs it (`diffusion.min_per_step`): per step commit
+    every masked position of the block whose confidence is >= threshold, and at least the
+    `min_per_step` most confident ones, so a block takes at most ceil(block / min) steps.
+    Greedy; prompt [B, P] int64. Returns (canvas [B, P + gen], forward passes per row [B])."""
+    B, P = prompt.shape
+    x = torch.full((B, P + gen_length), MASK, dtype=torch.long, device=prompt.device)
+    x[:, :P] = prompt
+    nfe = torch.zeros(B, dtype=torch.long, device=prompt.device)
+    for b in range(gen_length // block_length):
+        lo, hi = P + b * block_length, P + (b + 1) * block_length
+        for _ in range(-(-block_length // min_per_step)):
+            masked = x[:, lo:hi] == MASK
+            live = masked.any(1)
+            if not live.any():
+                break
+            nfe += live.long()
+            logits = logits_at(model, x, lo, hi).float()
+            mx, arg = logits.max(-1)
+            conf = torch.exp(mx - torch.logsumexp(logits, -1))
+            conf = torch.where(masked, conf, torch.full_like(conf, -math.inf))
+            rank = conf.argsort(-1, descending=True).argsort(-1)  # 0 = most confident
+            k = masked.sum(1, keepdim=True).clamp(max=min_per_step)
+            commit = masked & ((conf >= threshold) | (rank < k))
+            x[:, lo:hi] = torch.where(commit, arg, x[:, lo:hi])
+    return x, nfe
+
+
+@torch.no_grad()
 def decode(model, prompt, steps, gen_length=GEN, block_length=GEN, amp=None):
     """LLaDA low-confidence remasking, greedy, in blocks; prompt [B, P] int64.
 
@@ -152,7 +181,14 @@ def build(tok, corpus, n_per_task, device, seed_base):
         enc = tok.encode_batch([tasks.chat_prompt(p) for p, _ in pool], add_special_tokens=False)
         for e, (_, a) in zip(enc, pool):
             prompts.setdefault(len(e.ids), []).append((i, e.ids, a))
-    return text_train, text_val, prompts, tests
+    # A validation pool for choosing between runs (never the held-out test sets): fresh
+    # generator prompts, none in the test sets or the training pool.
+    seen = exclude | {p for i, t in enumerate(tasks.TASKS)
+                      for p, _ in tasks.train_pool(t, n_per_task, seed_base + i, train_words,
+                                                   exclude)}
+    val = {t: tasks.train_pool(t, 200, seed_base + 500 + i, train_words, seen)
+           for i, t in enumerate(tasks.TASKS)}
+    return text_train, text_val, prompts, tests, val
 
 
 @torch.no_grad()
@@ -184,7 +220,10 @@ def trajectories(teacher, tok, prompts, device, steps, batch, amp, keep_wrong):
     return out, {k: v[0] / v[1] for k, v in agree.items()}
 
 
-def evaluate(model, tok, tests, device, steps, gen_length, block_length, limit, batch=512):
+def evaluate(model, tok, tests, device, steps, gen_length, block_length, limit, batch=512,
+             threshold=0.0):
+    """Exact-match accuracy per task: `steps` fixed steps per block, or with `threshold` > 0
+    the student's rule with at least block / steps commits per step."""
     model.eval()
     res = {}
     for task, items in tests.items():
@@ -198,7 +237,11 @@ def evaluate(model, tok, tests, device, steps, gen_length, block_length, limit, 
             for s in range(0, len(idxs), batch):
                 chunk = idxs[s:s + batch]
                 pr = torch.tensor([enc[i] for i in chunk], dtype=torch.long, device=device)
-                x, _ = decode(model, pr, steps, gen_length, block_length)
+                if threshold > 0:
+                    x, _ = decode_threshold(model, pr, threshold, block_length // steps,
+                                            gen_length, block_length)
+                else:
+                    x, _ = decode(model, pr, steps, gen_length, block_length)
                 gen = x[:, L:].cpu().tolist()
                 for r, i in enumerate(chunk):
                     outs[i] = answer_text(tok, gen[r])
@@ -254,7 +297,7 @@ def main():
     tok = Tokenizer.from_file(os.path.join(args.teacher, "tokenizer.json"))
     t0 = time.time()
 
-    text_train, text_val, prompts, tests = build(tok, args.corpus, args.n_per_task, dev,
+    text_train, text_val, prompts, tests, val = build(tok, args.corpus, args.n_per_task, dev,
                                                  args.data_seed)
     log(f"data: {sum(len(v) for v in prompts.values())} prompts in {len(prompts)} length buckets, "
         f"text {text_train.numel()} tokens ({time.time() - t0:.1f}s)")
@@ -407,6 +450,17 @@ def main():
                 evals.append({"model": name, "gen": gen, "steps_per_block": steps, "acc": acc})
                 log(f"eval {name} gen {gen} steps/block {steps}: "
                     + " ".join(f"{k} {100 * v:.0f}%" for k, v in acc.items()))
+    # The stored rule on the validation pool (how tools/distill/sweep.sh picks a run) and on
+    # the held-out sets (reported, never used to choose).
+    if args.threshold > 0:
+        for name, sets in (("val", val), ("test", tests)):
+            acc = evaluate(student, tok, sets, dev, args.steps, GEN, GEN, args.eval_limit * 2,
+                           threshold=args.threshold)
+            evals.append({"model": "student", "set": name, "gen": GEN,
+                          "rule": f"<= {args.steps} steps, threshold {args.threshold}",
+                          "acc": acc})
+            log(f"eval student {name} stored rule: "
+                + " ".join(f"{k} {100 * v:.1f}%" for k, v in acc.items()))
     log(f"evals in {time.time() - t2:.0f}s")
     summary = {"args": vars(args), "train_steps": step, "train_seconds": train_time,
                "teacher_agreement": agree, "heldout_text_teacher": teacher_text,
