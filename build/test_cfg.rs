@@ -6,6 +6,7 @@
 //! - `dlm_shared`: `../shared/reference` exists beside the workspace.
 //! - `dlm_test_static`: `DLM_TEST_STATIC=1` (the static-binary build check).
 //! - `dlm_cc`: a C compiler `cc` runs (the C ABI example).
+//! - `dlm_script`: util-linux `script` runs (it gives the pty tests a pseudo-terminal).
 //! - `dlm_gpu`: `nvidia-smi -L` lists a GPU (the CUDA parity tests; a test binary built
 //!   elsewhere runs them on a GPU machine with `--include-ignored`).
 //!
@@ -20,6 +21,7 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(dlm_test_static)");
     println!("cargo::rustc-check-cfg=cfg(dlm_cc)");
     println!("cargo::rustc-check-cfg=cfg(dlm_gpu)");
+    println!("cargo::rustc-check-cfg=cfg(dlm_script)");
     println!("cargo::rerun-if-env-changed=DLM_TEST_STATIC");
 
     // The workspace root: the nearest folder up from this package with a Cargo.lock.
@@ -47,6 +49,13 @@ fn main() {
         .is_ok_and(|o| o.status.success());
     if cc {
         println!("cargo::rustc-cfg=dlm_cc");
+    }
+    let script = std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if script {
+        println!("cargo::rustc-cfg=dlm_script");
     }
     let gpu = std::process::Command::new("nvidia-smi")
         .arg("-L")

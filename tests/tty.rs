@@ -100,14 +100,6 @@ fn warm_cache(cache: &common::TempDir) {
     );
 }
 
-fn script_available() -> bool {
-    let ok = Command::new("script").arg("--version").output().is_ok();
-    if !ok {
-        println!("skipped: util-linux `script` not found (it provides the pseudo-terminal)");
-    }
-    ok
-}
-
 /// `sh_command` on a pty of COLS x ROWS; its output is collected by a thread.
 struct Tty {
     child: Child,
@@ -188,10 +180,11 @@ impl Drop for Tty {
 }
 
 #[test]
+#[cfg_attr(
+    not(dlm_script),
+    ignore = "needs util-linux `script` (a pseudo-terminal)"
+)]
 fn visual_redraws_only_its_own_rows_with_wrapped_lines() {
-    if !script_available() {
-        return;
-    }
     let cache = common::TempDir::new("tty-visual");
     warm_cache(&cache);
     // A 64-token canvas: rows of masks wider than the 40-column terminal, so they wrap.
@@ -225,10 +218,11 @@ fn visual_redraws_only_its_own_rows_with_wrapped_lines() {
 }
 
 #[test]
+#[cfg_attr(
+    not(dlm_script),
+    ignore = "needs util-linux `script` (a pseudo-terminal)"
+)]
 fn chat_commands_and_ctrl_c_stops_the_answer_not_the_session() {
-    if !script_available() {
-        return;
-    }
     let cache = common::TempDir::new("tty-chat");
     warm_cache(&cache);
     let mut t = Tty::start("exec \"$DLM\" chat -c 80 -n 16 --steps 16 --seed 1", &cache);
@@ -267,10 +261,11 @@ fn chat_commands_and_ctrl_c_stops_the_answer_not_the_session() {
 }
 
 #[test]
+#[cfg_attr(
+    not(dlm_script),
+    ignore = "needs util-linux `script` (a pseudo-terminal)"
+)]
 fn chat_edits_the_line_and_recalls_history() {
-    if !script_available() {
-        return;
-    }
     let cache = common::TempDir::new("tty-edit");
     warm_cache(&cache);
     let mut t = Tty::start("exec \"$DLM\" chat -n 16 --steps 16 --seed 1", &cache);

@@ -93,6 +93,22 @@ impl Engine {
         Ok(self.tokenizer.encode(&chat.render(messages, true)))
     }
 
+    /// `params` with steps clamped ([`clamp_steps`]), checked against `prompt`, the model's
+    /// context and the memory the request needs: what every generation checks first.
+    fn checked_params(
+        &self,
+        prompt: &[u32],
+        params: &DecodeParams,
+    ) -> Result<DecodeParams, RuntimeError> {
+        if prompt.is_empty() {
+            return Err(RuntimeError::InvalidRequest("the prompt is empty".into()));
+        }
+        let params = clamp_steps(params);
+        params.validate(prompt.len(), Some(self.model.config().seq_len))?;
+        check_request_memory(self.model.config(), prompt.len(), &params)?;
+        Ok(params)
+    }
+
     /// Generate after `prompt` (ids), checking the request against the model's context and
     /// the memory it needs before any work. Steps beyond what can change the canvas are
     /// clamped ([`clamp_steps`]).
@@ -102,12 +118,7 @@ impl Engine {
         params: &DecodeParams,
         on_step: &mut dyn FnMut(&StepEvent<'_>) -> bool,
     ) -> Result<GenerateOutput, RuntimeError> {
-        if prompt.is_empty() {
-            return Err(RuntimeError::InvalidRequest("the prompt is empty".into()));
-        }
-        let params = clamp_steps(params);
-        params.validate(prompt.len(), Some(self.model.config().seq_len))?;
-        check_request_memory(self.model.config(), prompt.len(), &params)?;
+        let params = self.checked_params(prompt, params)?;
         decode::generate(&self.model, &self.tokens, prompt, &params, on_step)
     }
 
@@ -121,13 +132,8 @@ impl Engine {
         context: &mut decode::ContextCache,
         on_step: &mut dyn FnMut(&StepEvent<'_>) -> bool,
     ) -> Result<GenerateOutput, RuntimeError> {
-        if prompt.is_empty() {
-            return Err(RuntimeError::InvalidRequest("the prompt is empty".into()));
-        }
-        let params = clamp_steps(params);
+        let params = self.checked_params(prompt, params)?;
         let cfg = self.model.config();
-        params.validate(prompt.len(), Some(cfg.seq_len))?;
-        check_request_memory(cfg, prompt.len(), &params)?;
         let per_position = 2 * cfg.n_layers * cfg.kv_dim() * 4;
         crate::alloc::check_bytes(
             context.bytes_for(prompt.len() + params.gen_length, per_position),
