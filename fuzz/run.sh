@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-ALL=(dlm_reader safetensors_header config_json tokenizer_json chat_template)
+ALL=(dlm_reader safetensors_header config_json tokenizer_json chat_template gguf_reader)
 targets=()
 extra=()
 while [ $# -gt 0 ]; do

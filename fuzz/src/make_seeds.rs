@@ -105,6 +105,203 @@ fn tiny_dlm(family: &str) -> Vec<u8> {
     write_to_vec(&meta, &tensors).expect("tiny .dlm")
 }
 
+/// One GGUF metadata value.
+enum G<'a> {
+    U32(u32),
+    F32(f32),
+    Bool(bool),
+    Str(&'a str),
+    Strs(Vec<String>),
+    I32s(Vec<i32>),
+}
+
+/// A GGUF v3 file (little-endian, data aligned to 32) of `kv` and `tensors` (name, ggml type
+/// id, ggml dims with the row length first, data).
+fn gguf(kv: &[(&str, G<'_>)], tensors: &[(String, u32, Vec<u64>, Vec<u8>)]) -> Vec<u8> {
+    fn string(b: &mut Vec<u8>, s: &str) {
+        b.extend((s.len() as u64).to_le_bytes());
+        b.extend(s.as_bytes());
+    }
+    let mut b = b"GGUF".to_vec();
+    b.extend(3u32.to_le_bytes());
+    b.extend((tensors.len() as u64).to_le_bytes());
+    b.extend((kv.len() as u64).to_le_bytes());
+    for (k, v) in kv {
+        string(&mut b, k);
+        match v {
+            G::U32(x) => {
+                b.extend(4u32.to_le_bytes());
+                b.extend(x.to_le_bytes());
+            }
+            G::F32(x) => {
+                b.extend(6u32.to_le_bytes());
+                b.extend(x.to_le_bytes());
+            }
+            G::Bool(x) => {
+                b.extend(7u32.to_le_bytes());
+                b.push(u8::from(*x));
+            }
+            G::Str(x) => {
+                b.extend(8u32.to_le_bytes());
+                string(&mut b, x);
+            }
+            G::Strs(xs) => {
+                b.extend(9u32.to_le_bytes());
+                b.extend(8u32.to_le_bytes());
+                b.extend((xs.len() as u64).to_le_bytes());
+                for x in xs {
+                    string(&mut b, x);
+                }
+            }
+            G::I32s(xs) => {
+                b.extend(9u32.to_le_bytes());
+                b.extend(5u32.to_le_bytes());
+                b.extend((xs.len() as u64).to_le_bytes());
+                for x in xs {
+                    b.extend(x.to_le_bytes());
+                }
+            }
+        }
+    }
+    let mut offset = 0u64;
+    for (name, ty, ne, data) in tensors {
+        string(&mut b, name);
+        b.extend((ne.len() as u32).to_le_bytes());
+        for d in ne {
+            b.extend(d.to_le_bytes());
+        }
+        b.extend(ty.to_le_bytes());
+        b.extend(offset.to_le_bytes());
+        offset = (offset + data.len() as u64).next_multiple_of(32);
+    }
+    for (_, _, _, data) in tensors {
+        b.resize(b.len().next_multiple_of(32), 0);
+        b.extend(data);
+    }
+    b
+}
+
+/// A tiny GGUF file that imports: one block, dim 32, 2 heads, a padded vocabulary (259
+/// tokens, 260 embedding rows), byte-level BPE with one merge, a chat template, and tensors in
+/// several ggml types (F32, F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) so every import path is seeded.
+fn tiny_gguf(family: &str) -> Vec<u8> {
+    let dream = family == "dream";
+    let (dim, hidden, rows, kv) = (32u64, 64u64, 260u64, 16u64);
+    let mut tokens: Vec<String> = dlm_runtime::tokenizer::byte_to_char_table()
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    tokens.push("ab".into());
+    tokens.push("<|endoftext|>".into());
+    tokens.push("<|mdm_mask|>".into());
+    let mut types = vec![1i32; 256];
+    types.extend([1, 3, 3]);
+    let k = |s: &str| format!("{family}.{s}");
+    let keys: Vec<String> = [
+        "embedding_length",
+        "feed_forward_length",
+        "block_count",
+        "attention.head_count",
+        "attention.head_count_kv",
+        "context_length",
+        "rope.freq_base",
+        "attention.layer_norm_rms_epsilon",
+    ]
+    .iter()
+    .map(|s| k(s))
+    .collect();
+    let kvs: Vec<(&str, G<'_>)> = vec![
+        ("general.architecture", G::Str(family)),
+        ("general.name", G::Str("tiny")),
+        (&keys[0], G::U32(dim as u32)),
+        (&keys[1], G::U32(hidden as u32)),
+        (&keys[2], G::U32(1)),
+        (&keys[3], G::U32(2)),
+        (&keys[4], G::U32(1)),
+        (&keys[5], G::U32(64)),
+        (&keys[6], G::F32(10000.0)),
+        (&keys[7], G::F32(1e-5)),
+        ("diffusion.shift_logits", G::Bool(dream)),
+        ("tokenizer.ggml.model", G::Str("gpt2")),
+        ("tokenizer.ggml.pre", G::Str(if dream { "qwen2" } else { "llama-bpe" })),
+        ("tokenizer.ggml.tokens", G::Strs(tokens)),
+        ("tokenizer.ggml.token_type", G::I32s(types)),
+        ("tokenizer.ggml.merges", G::Strs(vec!["a b".into()])),
+        ("tokenizer.ggml.bos_token_id", G::U32(257)),
+        ("tokenizer.ggml.eos_token_id", G::U32(257)),
+        ("tokenizer.ggml.mask_token_id", G::U32(258)),
+        (
+            "tokenizer.chat_template",
+            G::Str("{% for message in messages %}{{ '<u>' + message['content'] + eos_token }}{% endfor %}{% if add_generation_prompt %}{{ '<a>' }}{% endif %}"),
+        ),
+    ];
+    let mut seed = 7u32;
+    let mut random = |n: u64| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (seed >> 24) as u8
+            })
+            .collect()
+    };
+    // Block bytes per ggml type id; quantized blocks start with an f16 scale of 0.01.
+    let block = |ty: u32| -> (u64, u64) {
+        match ty {
+            0 => (1, 4),
+            1 => (1, 2),
+            2 => (32, 18),
+            3 => (32, 20),
+            6 => (32, 22),
+            7 => (32, 24),
+            8 => (32, 34),
+            _ => unreachable!(),
+        }
+    };
+    let mut tensor = |name: &str, ty: u32, ne: Vec<u64>, norm: bool| {
+        let n: u64 = ne.iter().product();
+        let data = if norm {
+            (0..n).flat_map(|_| 1f32.to_le_bytes()).collect()
+        } else if ty == 0 {
+            (0..n)
+                .flat_map(|i| (((i * 37) % 101) as f32 / 101.0 - 0.5).to_le_bytes())
+                .collect()
+        } else if ty == 1 {
+            (0..n).flat_map(|_| 0x211fu16.to_le_bytes()).collect()
+        } else {
+            let (len, bytes) = block(ty);
+            let mut d = random(n / len * bytes);
+            for b in d.chunks_mut(bytes as usize) {
+                b[..2].copy_from_slice(&0x211fu16.to_le_bytes());
+                if ty == 3 || ty == 7 {
+                    b[2..4].copy_from_slice(&0x211fu16.to_le_bytes());
+                }
+            }
+            d
+        };
+        (name.to_string(), ty, ne, data)
+    };
+    let mut ts = vec![
+        tensor("token_embd.weight", 8, vec![dim, rows], false),
+        tensor("output_norm.weight", 0, vec![dim], true),
+        tensor("output.weight", 1, vec![dim, rows], false),
+        tensor("blk.0.attn_norm.weight", 0, vec![dim], true),
+        tensor("blk.0.attn_q.weight", 2, vec![dim, dim], false),
+        tensor("blk.0.attn_k.weight", 3, vec![dim, kv], false),
+        tensor("blk.0.attn_v.weight", 6, vec![dim, kv], false),
+        tensor("blk.0.attn_output.weight", 7, vec![dim, dim], false),
+        tensor("blk.0.ffn_norm.weight", 0, vec![dim], true),
+        tensor("blk.0.ffn_gate.weight", 8, vec![dim, hidden], false),
+        tensor("blk.0.ffn_up.weight", 0, vec![dim, hidden], false),
+        tensor("blk.0.ffn_down.weight", 8, vec![hidden, dim], false),
+    ];
+    if dream {
+        ts.push(tensor("blk.0.attn_q.bias", 0, vec![dim], false));
+        ts.push(tensor("blk.0.attn_k.bias", 0, vec![kv], false));
+        ts.push(tensor("blk.0.attn_v.bias", 0, vec![kv], false));
+    }
+    gguf(&kvs, &ts)
+}
+
 fn safetensors(header: &Value, data_len: usize) -> Vec<u8> {
     let h = header.to_string().into_bytes();
     let mut out = (h.len() as u64).to_le_bytes().to_vec();
@@ -143,6 +340,18 @@ fn main() {
 
     put(&corpus("dlm_reader"), "tiny-llada.dlm", &tiny_dlm("llada"));
     put(&corpus("dlm_reader"), "tiny-dream.dlm", &tiny_dlm("dream"));
+
+    for family in ["llada", "dream"] {
+        let dir = corpus("gguf_reader");
+        put(&dir, &format!("tiny-{family}.gguf"), &tiny_gguf(family));
+        // The seeds must import, or mutations start at the first check that refuses them.
+        let out = std::env::temp_dir().join(format!("dlm-seed-{}-{family}.dlm", std::process::id()));
+        let opts = dlm_convert::ConvertOptions::new(dir.join(format!("tiny-{family}.gguf")), &out);
+        if let Err(e) = dlm_convert::gguf::convert_gguf(&opts, &mut |_| {}) {
+            panic!("the {family} GGUF seed does not import: {e}");
+        }
+        let _ = std::fs::remove_file(&out);
+    }
 
     let st = corpus("safetensors_header");
     put(&st, "one.st", &safetensors(
