@@ -155,6 +155,17 @@ pub enum ConvertError {
         /// The quantizer's error.
         source: FormatError,
     },
+    /// A norm weight or bias holds NaN or an infinity (the runtime refuses such a file).
+    NonFinite {
+        /// The source file.
+        path: PathBuf,
+        /// Our tensor name.
+        tensor: String,
+        /// The first bad element.
+        index: usize,
+        /// Its value.
+        value: f32,
+    },
     /// A policy name the CLI does not know.
     UnknownPolicy(String),
     /// The `.dlm` writer refused.
@@ -258,6 +269,16 @@ impl fmt::Display for ConvertError {
             } => write!(
                 f,
                 "{}: bad GGUF file at byte {offset}: {reason}",
+                path.display()
+            ),
+            ConvertError::NonFinite {
+                path,
+                tensor,
+                index,
+                value,
+            } => write!(
+                f,
+                "{}: tensor {tensor:?} holds {value} at index {index} (a norm weight or bias must be finite)",
                 path.display()
             ),
             ConvertError::UnknownPolicy(p) => write!(

@@ -336,7 +336,46 @@ pub fn model_config(config: &Value, path: &Path) -> Result<ModelConfig> {
     {
         return Err(bad("rope_theta|rms_norm_eps", "must be positive".into()));
     }
+    runtime_requirements(&cfg).map_err(|e| bad("config", e))?;
     Ok(cfg)
+}
+
+/// What the runtime requires of a model's shape when it loads the file (its limits, an even
+/// head size for RoPE, rope_theta and norm_eps finite once stored as f32), checked by every
+/// import path, so the converter never writes a file the runtime refuses.
+pub(crate) fn runtime_requirements(cfg: &ModelConfig) -> std::result::Result<(), String> {
+    dlm_formats::limits::check_shape(
+        cfg.dim,
+        cfg.hidden_dim,
+        cfg.n_layers,
+        cfg.n_heads,
+        cfg.n_kv_heads,
+        cfg.vocab_size,
+        cfg.max_seq_len,
+    )?;
+    if !cfg.dim.is_multiple_of(cfg.n_heads) || !(cfg.dim / cfg.n_heads).is_multiple_of(2) {
+        return Err(format!(
+            "dim {} is not an even head size times {} heads (RoPE rotates pairs)",
+            cfg.dim, cfg.n_heads
+        ));
+    }
+    if !cfg.n_heads.is_multiple_of(cfg.n_kv_heads) {
+        return Err(format!(
+            "{} kv heads do not divide {} heads",
+            cfg.n_kv_heads, cfg.n_heads
+        ));
+    }
+    let (theta, eps) = (cfg.rope_theta as f32, cfg.norm_eps as f32);
+    if !(theta > 0.0 && theta.is_finite()) {
+        return Err(format!(
+            "rope_theta {} is not a positive f32",
+            cfg.rope_theta
+        ));
+    }
+    if !(eps >= 0.0 && eps.is_finite()) {
+        return Err(format!("norm_eps {} is not a finite f32", cfg.norm_eps));
+    }
+    Ok(())
 }
 
 fn missing(path: &Path, key: &str) -> ConvertError {
@@ -805,6 +844,54 @@ impl FolderFiles {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Found by the gguf_reader fuzz target: shapes the runtime refuses at load (an odd head
+    /// size, a context past its limit, rope_theta that overflows f32) are refused here, by
+    /// every import path, instead of being written.
+    #[test]
+    fn shapes_the_runtime_refuses_are_refused_at_convert() {
+        let c = json!({"architectures": ["LLaDAModelLM"], "d_model": 64, "n_heads": 4, "n_kv_heads": 2,
+            "n_layers": 2, "mlp_hidden_size": 96, "embedding_size": 100, "vocab_size": 90,
+            "max_sequence_length": 512, "rope_theta": 1e4, "rms_norm_eps": 1e-5, "weight_tying": true,
+            "include_qkv_bias": false, "block_type": "llama"});
+        let good = model_config(&c, Path::new("config.json")).unwrap();
+        runtime_requirements(&good).unwrap();
+        let odd = ModelConfig {
+            dim: 60,
+            n_heads: 4,
+            n_kv_heads: 4,
+            ..good.clone()
+        };
+        assert!(
+            runtime_requirements(&odd)
+                .unwrap_err()
+                .contains("even head size")
+        );
+        let long = ModelConfig {
+            max_seq_len: 2_147_483_712,
+            ..good.clone()
+        };
+        assert!(
+            runtime_requirements(&long)
+                .unwrap_err()
+                .contains("max_seq_len")
+        );
+        let theta = ModelConfig {
+            rope_theta: 1e300,
+            ..good.clone()
+        };
+        assert!(
+            runtime_requirements(&theta)
+                .unwrap_err()
+                .contains("rope_theta")
+        );
+        let mut c2 = c.clone();
+        c2["rope_theta"] = json!(1e300);
+        let e = model_config(&c2, Path::new("config.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rope_theta"), "{e}");
+    }
 
     #[test]
     fn llada_config_maps_and_plans() {

@@ -293,6 +293,7 @@ pub fn convert(
                 e => e,
             })?
         };
+        check_small_tensor(&file.path, decl, t.role, &data)?;
         writer.write_tensor(&decl.name, &data).map_err(format_err)?;
         bytes_done += data.len() as u64;
         progress(Progress {
@@ -591,4 +592,67 @@ fn chat_pieces(
     };
     let tmpl = chat::Template::new(&source, &bos, &eos).map_err(err)?;
     chat::reduce(&tmpl).map(Some).map_err(err)
+}
+
+/// A norm weight or bias to be written holds only finite values: the runtime refuses a file
+/// whose do not, so the converter refuses it first, naming the tensor (a few KiB per model).
+pub(crate) fn check_small_tensor(
+    path: &Path,
+    decl: &TensorDecl,
+    role: TensorRole,
+    data: &[u8],
+) -> Result<()> {
+    if !matches!(role, TensorRole::Norm | TensorRole::Bias) {
+        return Ok(());
+    }
+    let n: u64 = decl.shape.iter().product();
+    let mut v = vec![0f32; n as usize];
+    dlm_formats::quant::dequantize(decl.quant, data, &mut v).map_err(|source| {
+        ConvertError::Encode {
+            tensor: decl.name.clone(),
+            quant: decl.quant,
+            source,
+        }
+    })?;
+    match v.iter().position(|x| !x.is_finite()) {
+        None => Ok(()),
+        Some(index) => Err(ConvertError::NonFinite {
+            path: path.to_path_buf(),
+            tensor: decl.name.clone(),
+            index,
+            value: v[index],
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the gguf_reader fuzz target: a NaN in a norm weight reached the file and the
+    /// runtime refused it at load; the converter refuses it, naming the tensor and index.
+    #[test]
+    fn a_non_finite_norm_is_refused_before_it_is_written() {
+        let decl = TensorDecl {
+            name: "out_norm".into(),
+            quant: QuantType::F32,
+            shape: vec![3],
+        };
+        let bytes = |v: [f32; 3]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+        let p = Path::new("m.gguf");
+        check_small_tensor(p, &decl, TensorRole::Norm, &bytes([1.0, 2.0, 3.0])).unwrap();
+        let e = check_small_tensor(p, &decl, TensorRole::Norm, &bytes([1.0, f32::NAN, 3.0]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("out_norm") && e.contains("index 1"), "{e}");
+        let e = check_small_tensor(
+            p,
+            &decl,
+            TensorRole::Bias,
+            &bytes([f32::INFINITY, 0.0, 0.0]),
+        );
+        assert!(e.is_err());
+        // Matrices are not checked here (the runtime's --verify reads them).
+        check_small_tensor(p, &decl, TensorRole::AttnV, &bytes([f32::NAN; 3])).unwrap();
+    }
 }

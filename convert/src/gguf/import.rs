@@ -204,6 +204,10 @@ fn model_config(m: &Meta<'_>, family: Family, arch: &str) -> Result<ModelConfig>
     // Counts that size allocations are bounded by what the file really holds: every block has
     // at least 7 tensors (2 norms, q, k, v, out, and the feed-forward's 3 minus biases), and no
     // tokenizer has more than a few hundred thousand tokens.
+    hf::runtime_requirements(&cfg).map_err(|what| ConvertError::Unsupported {
+        path: m.path.to_path_buf(),
+        what: format!("model shape: {what}"),
+    })?;
     if cfg.n_layers.saturating_mul(7) > m.file.tensors.len() as u64 {
         return Err(m.bad(
             &k("block_count"),
@@ -435,6 +439,7 @@ struct Planned<'a> {
     import: Import,
     /// Heads of a LLaDA q/k projection whose rows to un-permute.
     unpermute: Option<u64>,
+    role: TensorRole,
 }
 
 /// Convert the GGUF file `opts.input` into `opts.output` (see [`crate::convert`]).
@@ -590,6 +595,7 @@ pub fn convert_gguf(
             src,
             import,
             unpermute,
+            role: t.role,
         });
     }
     if let Some(extra) = file.tensors.iter().find(|t| !used.contains(&t.name)) {
@@ -666,6 +672,7 @@ pub fn convert_gguf(
                     .into()
             }
         };
+        crate::check_small_tensor(path, &p.decl, p.role, &data)?;
         writer
             .write_tensor(&p.decl.name, &data)
             .map_err(format_err)?;
