@@ -329,6 +329,21 @@ fn tokenizer_of(m: &Meta<'_>, cfg: &ModelConfig) -> Result<(tokenizer::Tokenizer
             "merge {bad:?} is not two tokens and one space"
         )));
     }
+    // Every merge joins two tokens into a third: the runtime refuses a file whose merges do not.
+    let known: std::collections::HashSet<&str> = tokens
+        .iter()
+        .map(String::as_str)
+        .filter(|t| !t.is_empty())
+        .collect();
+    for (i, mg) in merges.iter().enumerate() {
+        let (a, b) = mg.split_once(' ').unwrap_or((mg, ""));
+        let ab = format!("{a}{b}");
+        if let Some(t) = [a, b, ab.as_str()].into_iter().find(|t| !known.contains(t)) {
+            return Err(terr(format!(
+                "merge {i} ({mg:?}) refers to {t:?}, which is not in the vocabulary"
+            )));
+        }
+    }
     let tok = tokenizer::Tokenizer::from_parts(
         tokens,
         merges,
