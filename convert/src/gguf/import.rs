@@ -201,13 +201,14 @@ fn model_config(m: &Meta<'_>, family: Family, arch: &str) -> Result<ModelConfig>
         qkv_bias: m.file.tensor("blk.0.attn_q.bias").is_some(),
         tied_head: m.file.tensor("output.weight").is_none(),
     };
-    // Counts that size allocations are bounded by what the file really holds: every block has
-    // at least 7 tensors (2 norms, q, k, v, out, and the feed-forward's 3 minus biases), and no
-    // tokenizer has more than a few hundred thousand tokens.
+    // The runtime's limits and shape rules (even head size, kv heads dividing heads).
     hf::runtime_requirements(&cfg).map_err(|what| ConvertError::Unsupported {
         path: m.path.to_path_buf(),
         what: format!("model shape: {what}"),
     })?;
+    // Counts that size allocations are bounded by what the file really holds: every block has
+    // at least 7 tensors (2 norms, q, k, v, out, and the feed-forward's 3 minus biases), and no
+    // tokenizer has more than a few hundred thousand tokens.
     if cfg.n_layers.saturating_mul(7) > m.file.tensors.len() as u64 {
         return Err(m.bad(
             &k("block_count"),
@@ -224,21 +225,6 @@ fn model_config(m: &Meta<'_>, family: Family, arch: &str) -> Result<ModelConfig>
             format!(
                 "an embedding of {} rows is larger than any vocabulary",
                 cfg.vocab_size
-            ),
-        ));
-    }
-    if !cfg.dim.is_multiple_of(cfg.n_heads) {
-        return Err(m.bad(
-            &k("attention.head_count"),
-            format!("dim {} is not divisible by {} heads", cfg.dim, cfg.n_heads),
-        ));
-    }
-    if cfg.n_kv_heads > cfg.n_heads || !cfg.n_heads.is_multiple_of(cfg.n_kv_heads) {
-        return Err(m.bad(
-            &k("attention.head_count_kv"),
-            format!(
-                "{} kv heads do not divide {} heads",
-                cfg.n_kv_heads, cfg.n_heads
             ),
         ));
     }
