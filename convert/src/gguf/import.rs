@@ -348,15 +348,30 @@ fn tokenizer_of(m: &Meta<'_>, cfg: &ModelConfig) -> Result<(tokenizer::Tokenizer
             id => Ok(id),
         }
     };
-    let need = |key: &str| -> Result<u32> { check(key, m.id(key)?)?.ok_or_else(|| m.missing(key)) };
+    // bos, eos, pad and eot are written as text (chat template, output): each must name a
+    // token, not a padded embedding row, or the runtime refuses the file (the mask id may be
+    // any row).
+    let named = |key: &str, id: Option<u32>| -> Result<Option<u32>> {
+        match check(key, id)? {
+            Some(i) if tok.tokens.get(i as usize).is_none_or(|t| t.is_empty()) => Err(m.bad(
+                key,
+                format!(
+                    "{i} names no token (the vocabulary has {})",
+                    tok.tokens.len()
+                ),
+            )),
+            id => Ok(id),
+        }
+    };
+    let need = |key: &str| -> Result<u32> { named(key, m.id(key)?)?.ok_or_else(|| m.missing(key)) };
     let bos = need("tokenizer.ggml.bos_token_id")?;
     let eos = need("tokenizer.ggml.eos_token_id")?;
-    let pad = check(
+    let pad = named(
         "tokenizer.ggml.padding_token_id",
         m.id("tokenizer.ggml.padding_token_id")?,
     )?
     .unwrap_or(eos);
-    let eot = match check(
+    let eot = match named(
         "tokenizer.ggml.eot_token_id",
         m.id("tokenizer.ggml.eot_token_id")?,
     )? {
@@ -712,6 +727,62 @@ mod tests {
         assert_eq!(ggml_name("blk.0.bv").as_deref(), Some("blk.0.attn_v.bias"));
         assert_eq!(ggml_name("head").as_deref(), Some("output.weight"));
         assert_eq!(ggml_name("blk.0.nope"), None);
+    }
+
+    /// A GGUF string array value (type 9 of element type 8).
+    fn gstrs(items: &[&str]) -> Vec<u8> {
+        let mut v = 8u32.to_le_bytes().to_vec();
+        v.extend_from_slice(&(items.len() as u64).to_le_bytes());
+        for s in items {
+            v.extend(super::super::reader::tests::gstr(s));
+        }
+        v
+    }
+
+    #[test]
+    fn an_end_of_text_id_on_a_padded_row_is_refused_at_import() {
+        // Found by the gguf_reader fuzz target: 4 tokens, 8 embedding rows, eos on row 6 (a
+        // padded row, no token). The runtime refuses such a tokenizer, so the importer must.
+        let tokens = ["a", "b", "ab", "<eos>"];
+        let file = |eos: u32| {
+            let mut b = super::super::reader::tests::Builder::new()
+                .kv_str("tokenizer.ggml.model", "gpt2")
+                .kv_str("tokenizer.ggml.pre", "qwen2")
+                .kv_u32("tokenizer.ggml.bos_token_id", 3)
+                .kv_u32("tokenizer.ggml.eos_token_id", eos)
+                .kv_u32("tokenizer.ggml.mask_token_id", 7);
+            b.kv.push(("tokenizer.ggml.tokens".into(), 9, gstrs(&tokens)));
+            b.kv.push(("tokenizer.ggml.merges".into(), 9, gstrs(&["a b"])));
+            reader::parse(&b.build()).unwrap()
+        };
+        let cfg = ModelConfig {
+            family: Family::Llada,
+            architecture: "llada".into(),
+            dim: 8,
+            hidden_dim: 16,
+            n_layers: 1,
+            n_heads: 2,
+            n_kv_heads: 2,
+            vocab_size: 8,
+            max_seq_len: 16,
+            rope_theta: 1e4,
+            norm_eps: 1e-5,
+            qkv_bias: false,
+            tied_head: false,
+        };
+        let path = Path::new("t.gguf");
+        let good = file(3);
+        let (_, specials) = tokenizer_of(&Meta { file: &good, path }, &cfg).unwrap();
+        assert_eq!((specials.eos, specials.mask), (3, 7));
+        let bad = file(6);
+        let e = tokenizer_of(&Meta { file: &bad, path }, &cfg)
+            .err()
+            .expect("eos on a padded row")
+            .to_string();
+        assert!(
+            e.contains("tokenizer.ggml.eos_token_id") && e.contains("names no token"),
+            "{e}"
+        );
     }
 
     #[test]
