@@ -11,7 +11,9 @@
 # (default: the number of cores), so a many-core machine makes the table in minutes. Times are
 # per job, on a machine running JOBS such jobs at once: compare them within the table.
 # DLM=path/to/dlm uses a built binary instead of building one; RAW=DIR keeps each job's JSON;
-# DEADLINE=SECONDS stops jobs still running then (their cells print as "-").
+# DEADLINE=SECONDS stops jobs still running then (their cells print as "-"); ROWS=REGEX keeps
+# only the jobs whose line (model|type|gen|label|task|flags) matches, e.g. ROWS='\|q8_0\|256\|'
+# to finish rows a DEADLINE cut.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 limit=${1:-100}
@@ -71,6 +73,10 @@ for gen in 32 256; do
     fi
   done
 done
+if [ -n "${ROWS:-}" ]; then
+  grep -E -- "$ROWS" "$work/jobs.txt" > "$work/jobs.kept" || true
+  mv "$work/jobs.kept" "$work/jobs.txt"
+fi
 nl -ba -w1 -s'|' "$work/jobs.txt" > "$work/jobs.id"
 
 run_job() { # one line of jobs.id
