@@ -26,12 +26,6 @@ work=${RAW:-$(mktemp -d)}
 mkdir -p "$work"
 tasks=(add sort reverse lookup rust)
 
-for m in demo demo-fast; do
-  for q in f32 q8_0; do
-    "$DLM" convert "models/$m" -o "$work/$m-$q.dlm" --quant "$q" 2>/dev/null
-  done
-done
-
 # The job list: one line per (row, task) and one per file's text bound:
 #   id|model|type|gen|label|task|flags
 : > "$work/jobs.txt"
@@ -78,6 +72,10 @@ if [ -n "${ROWS:-}" ]; then
   mv "$work/jobs.kept" "$work/jobs.txt"
 fi
 nl -ba -w1 -s'|' "$work/jobs.txt" > "$work/jobs.id"
+# The files the kept jobs need (a file already in RAW is reused).
+cut -d'|' -f1,2 "$work/jobs.txt" | sort -u | while IFS='|' read -r m q; do
+  [ -s "$work/$m-$q.dlm" ] || "$DLM" convert "models/$m" -o "$work/$m-$q.dlm" --quant "$q" 2>/dev/null
+done
 
 run_job() { # one line of jobs.id
   IFS='|' read -r id m q gen label t flags <<< "$1"
