@@ -1,5 +1,8 @@
-//! Attention on the device: one block per (query row, head), keys in chunks with an online
-//! softmax, the cached keys and values read in place at the `outside` positions.
+//! Attention on the device, the cached keys and values read in place at the `outside`
+//! positions, no score matrix: spans of at least `flash_min_rows` rows take `flash.cu`
+//! (query tiles of 16 rows, key/value tiles through shared memory, online softmax; heads up to
+//! 128 wide); shorter spans, wider heads and probes take kernels.cu's `attention` (one block
+//! per (query row, head), keys in chunks with an online softmax).
 //!
 //! Probes (head-averaged probabilities of chosen key columns, or the mass each key gets)
 //! are rare (some remasking rules ask for them): then the kernel also writes the raw scores,
@@ -30,6 +33,14 @@ pub(crate) fn attention(
     }
     let n_keys = n + a.outside.len();
     let probing = a.probe_keys.is_some() || a.probe_mass;
+    if !probing
+        && n >= be.flash_min_rows
+        && sh.head_dim <= FLASH_MAX_HEAD_DIM
+        && let Some(f) = be.k.flash.as_ref()
+    {
+        flash(be, f, &a, out);
+        return None;
+    }
     let mut scores = probing.then(|| ok(be.stream.alloc_zeros::<f32>(n * sh.n_heads * n_keys)));
     let outside = be.ints(a.outside);
     let (ni, n_out) = (n as i32, a.outside.len() as i32);
@@ -76,6 +87,48 @@ pub(crate) fn attention(
         a.probe_keys,
         a.probe_mass,
     ))
+}
+
+/// Widest head `flash.cu` takes (`FA_MAX_DIM`).
+const FLASH_MAX_HEAD_DIM: usize = 128;
+/// Query rows per block of `flash.cu` (`FA_Q`).
+const FLASH_ROWS: u32 = 16;
+
+fn flash(
+    be: &CudaBackend,
+    f: &cudarc::driver::CudaFunction,
+    a: &AttentionArgs<'_, CudaBackend>,
+    out: &mut CudaAct,
+) {
+    let sh = a.shape;
+    let outside = be.ints(a.outside);
+    let (ni, n_out) = (a.n as i32, a.outside.len() as i32);
+    let (nh, nkv, hd) = (sh.n_heads as i32, sh.n_kv_heads as i32, sh.head_dim as i32);
+    let scale = 1.0 / (sh.head_dim as f32).sqrt();
+    let null: u64 = 0;
+    let mut b = be.stream.launch_builder(f);
+    b.arg(&a.q.buf).arg(&a.k.buf).arg(&a.v.buf).arg(&ni);
+    match a.cache {
+        Some(c) if !a.outside.is_empty() => {
+            b.arg(&c.k[a.layer]).arg(&c.v[a.layer]);
+        }
+        _ => {
+            b.arg(&null).arg(&null);
+        }
+    }
+    b.arg(&outside)
+        .arg(&n_out)
+        .arg(&nh)
+        .arg(&nkv)
+        .arg(&hd)
+        .arg(&scale)
+        .arg(&mut out.buf);
+    let cfg = LaunchConfig {
+        grid_dim: ((a.n as u32).div_ceil(FLASH_ROWS), sh.n_heads as u32, 1),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    launch(b, cfg);
 }
 
 /// From raw scores `[n, heads, n_keys]` to the probes the CPU backend returns.

@@ -1,11 +1,12 @@
-//! The CUDA backend of the dlm runtime: weights uploaded once in their stored type
-//! (f32, f16, bf16, q8_0, q4_0; q4_k and q6_k are dequantized to f32 at upload for now),
-//! activations and the KV cache on the device, kernels in CUDA C (`kernels.cu`) compiled by
-//! NVRTC when the backend starts.
+//! The CUDA backend of the dlm runtime: weights uploaded once in their stored type (f32, f16,
+//! bf16, q8_0, q4_0, q4_k, q6_k), activations and the KV cache on the device, kernels in CUDA C
+//! (`*.cu`) compiled by NVRTC when the backend starts, many-row matmuls on cuBLAS (tensor cores).
 //!
-//! Nothing here links CUDA: the driver and NVRTC are opened with `dlopen` on
-//! [`CudaBackend::new`], which first checks that they are present, so a machine without a
-//! driver gets an error naming what is missing, never a panic.
+//! Nothing here links CUDA: the driver, NVRTC and cuBLAS are opened with `dlopen` on
+//! [`CudaBackend::new`], which first checks that the driver and NVRTC are present, so a
+//! machine without a driver gets an error naming what is missing, never a panic; without
+//! cuBLAS the backend runs its own (slower) kernels and says so in
+//! [`CudaBackend::kernel_report`].
 //!
 //! The [`Backend`] ops return no `Result` (the forward pass checks requests before any op
 //! runs); a CUDA failure inside an op (a lost device, an out-of-memory in `alloc` is reported
@@ -14,6 +15,7 @@
 
 mod attention;
 mod kernels;
+mod matmul;
 mod propose;
 
 use cudarc::driver::{
@@ -32,11 +34,18 @@ pub struct CudaBackend {
     ordinal: usize,
     stream: Arc<CudaStream>,
     k: Kernels,
+    /// cuBLAS for many-row matmuls, when it loaded.
+    gemm: Option<matmul::Gemm>,
+    /// Span rows from which attention takes `flash.cu` (`DLM_CUDA_FLASH_MIN_ROWS`, default 64).
+    flash_min_rows: usize,
+    /// What compiled and loaded (see [`CudaBackend::kernel_report`]).
+    report: Vec<String>,
 }
 
-/// A weight matrix on the device, in its stored type (or f32 for types without a kernel).
+/// A weight matrix on the device, in its stored type.
 pub struct CudaMatrix {
     data: CudaSlice<u8>,
+    /// Kernel type id (`kernels::kernel_type`).
     quant: i32,
     row_bytes: i64,
     rows: usize,
@@ -130,8 +139,72 @@ impl CudaBackend {
         // SAFETY: every buffer of this backend is used on this one stream only.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.default_stream();
-        let k = Kernels::compile(&ctx)?;
-        Ok(CudaBackend { ordinal, stream, k })
+        let mut k = Kernels::compile(&ctx)?;
+        let mut report = std::mem::take(&mut k.report);
+        let gemm = match matmul::Gemm::new(&stream) {
+            Ok(g) => {
+                report.push("cuBLAS: ok".into());
+                Some(g)
+            }
+            Err(e) => {
+                eprintln!("dlm-cuda: cuBLAS not used ({e}); many-row matmuls run slower");
+                report.push(format!("cuBLAS: not used ({e})"));
+                None
+            }
+        };
+        let flash_min_rows = std::env::var("DLM_CUDA_FLASH_MIN_ROWS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(64);
+        Ok(CudaBackend {
+            ordinal,
+            stream,
+            k,
+            gemm,
+            flash_min_rows,
+            report,
+        })
+    }
+
+    /// One line per kernel file and library: loaded, or why not (then the ops it serves run
+    /// on the simple kernels). For logs and the parity tests.
+    pub fn kernel_report(&self) -> &[String] {
+        &self.report
+    }
+
+    /// A `[rows, cols]` weight matrix stored as `bytes` in `quant` (rows back to back), on the
+    /// device: [`Backend::upload_matrix`] without a model file (tests and benchmarks).
+    pub fn upload_weights(
+        &self,
+        quant: QuantType,
+        rows: usize,
+        cols: usize,
+        bytes: &[u8],
+    ) -> Result<CudaMatrix, RuntimeError> {
+        let row_bytes = bytes.len() / rows.max(1);
+        if row_bytes * rows != bytes.len() || quant.row_bytes(cols as u64) != Some(row_bytes as u64)
+        {
+            return Err(RuntimeError::InvalidRequest(format!(
+                "{} bytes are not a [{rows}, {cols}] {} matrix",
+                bytes.len(),
+                quant.name()
+            )));
+        }
+        Ok(CudaMatrix {
+            data: self.upload(bytes)?,
+            quant: kernels::kernel_type(quant),
+            row_bytes: row_bytes as i64,
+            rows,
+            cols,
+        })
+    }
+
+    /// An activation buffer holding `v`.
+    pub fn upload_act(&self, v: &[f32]) -> Result<CudaAct, RuntimeError> {
+        Ok(CudaAct {
+            buf: self.upload(v)?,
+            len: v.len(),
+        })
     }
 
     fn upload<T: cudarc::driver::DeviceRepr + Clone + Default>(
@@ -179,31 +252,10 @@ impl Backend for CudaBackend {
 
     fn upload_matrix(&self, m: &Matrix, bytes: &[u8]) -> Result<CudaMatrix, RuntimeError> {
         let w = m.view(bytes);
-        let (quant, data) = match m.quant {
-            QuantType::F32
-            | QuantType::F16
-            | QuantType::BF16
-            | QuantType::Q8_0
-            | QuantType::Q4_0 => (m.quant as i32, self.upload(w.data)?),
-            // No device kernel for these block layouts yet: dequantize once, here.
-            QuantType::Q4K | QuantType::Q6K => {
-                let mut f = vec![0f32; m.rows * m.cols];
-                for (r, row) in f.chunks_mut(m.cols.max(1)).enumerate().take(m.rows) {
-                    dlm_formats::quant::dequantize(m.quant, w.row(r), row)?;
-                }
-                let raw: Vec<u8> = f.iter().flat_map(|x| x.to_le_bytes()).collect();
-                (QuantType::F32 as i32, self.upload(&raw)?)
-            }
-        };
-        let row_bytes = if quant == QuantType::F32 as i32 {
-            4 * m.cols
-        } else {
-            w.data.len() / m.rows.max(1)
-        };
         Ok(CudaMatrix {
-            data,
-            quant,
-            row_bytes: row_bytes as i64,
+            data: self.upload(w.data)?,
+            quant: kernels::kernel_type(m.quant),
+            row_bytes: (w.data.len() / m.rows.max(1)) as i64,
             rows: m.rows,
             cols: m.cols,
         })
@@ -251,29 +303,7 @@ impl Backend for CudaBackend {
     }
 
     fn matmul(&self, w: &CudaMatrix, x: &CudaAct, n: usize, out: &mut CudaAct) {
-        if n == 0 || w.rows == 0 {
-            return;
-        }
-        let (rows, cols, ni) = (w.rows as i32, w.cols as i32, n as i32);
-        let mut b = self.stream.launch_builder(&self.k.matmul);
-        b.arg(&w.data)
-            .arg(&w.quant)
-            .arg(&w.row_bytes)
-            .arg(&rows)
-            .arg(&cols)
-            .arg(&x.buf)
-            .arg(&ni)
-            .arg(&mut out.buf);
-        let cfg = LaunchConfig {
-            grid_dim: (
-                (w.rows as u32).div_ceil(kernels::MM_WARPS),
-                (n as u32).div_ceil(kernels::MM_TOKENS),
-                1,
-            ),
-            block_dim: (32 * kernels::MM_WARPS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        launch(b, cfg);
+        matmul::matmul(self, w, x, n, out);
     }
 
     fn add_bias(&self, x: &mut CudaAct, bias: &CudaSlice<f32>) {

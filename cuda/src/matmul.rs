@@ -1,0 +1,292 @@
+//! `out = x · Wᵀ` on the device, by the shape of the call:
+//! - many rows (full canvas): cuBLAS `cublasGemmEx` on tensor cores, f32 accumulation and f32
+//!   output. f16/bf16 weights are read as stored, with the activations converted to the same
+//!   type in a scratch buffer; quantized weights are first dequantized to bf16, a tile of rows
+//!   at a time, into a scratch tile reused by every call; f32 weights run an f32 GEMM (no TF32);
+//! - few rows (cached steps): `matmul_few_*` (matmul.cu), which streams each weight byte once
+//!   and dequantizes in registers;
+//! - anything else (rows not a multiple of 8 wide, or matmul.cu / cuBLAS missing): the simple
+//!   `matmul_w` of kernels.cu.
+//!
+//! Thresholds (rows of the call at which cuBLAS takes over) are read once from the environment
+//! so they can be tuned on the device without a rebuild: `DLM_CUDA_GEMM_MIN_ROWS` (quantized
+//! weights, default 64) and `DLM_CUDA_GEMM_MIN_ROWS_FLOAT` (f32/f16/bf16, default 9).
+//! `DLM_CUDA_NO_CUBLAS=1` keeps cuBLAS out entirely.
+
+use crate::kernels::{self, FEW_BLOCK_ROWS, FEW_THREADS, MatmulKernels};
+use crate::{CudaAct, CudaBackend, CudaMatrix, launch, ok};
+use cudarc::cublas::{CudaBlas, result as blas, sys as bsys};
+use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
+use std::ffi::c_void;
+use std::sync::Mutex;
+
+/// Largest bf16 tile of dequantized weight rows (elements): 128 MiB.
+const TILE_ELEMS: usize = 1 << 26;
+
+/// cuBLAS and the scratch buffers of its path.
+pub(crate) struct Gemm {
+    blas: CudaBlas,
+    scratch: Mutex<Scratch>,
+    min_rows_quant: usize,
+    min_rows_float: usize,
+}
+
+/// Reused device buffers (one stream: a buffer is free again once the next call is queued).
+#[derive(Default)]
+struct Scratch {
+    act: Option<CudaSlice<u16>>,  // [n, cols] activations in f16/bf16
+    tile: Option<CudaSlice<u16>>, // [tile_rows, cols] dequantized weight rows in bf16
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+impl Gemm {
+    /// cuBLAS on `be`'s stream, or `None` (with the reason) when it cannot be loaded.
+    pub(crate) fn new(stream: &std::sync::Arc<cudarc::driver::CudaStream>) -> Result<Self, String> {
+        if std::env::var("DLM_CUDA_NO_CUBLAS").as_deref() == Ok("1") {
+            return Err("DLM_CUDA_NO_CUBLAS=1".into());
+        }
+        // SAFETY: only tries to dlopen libcublas by its usual names.
+        if !unsafe { bsys::is_culib_present() } {
+            return Err("libcublas.so (CUDA 13) not found".into());
+        }
+        let blas = CudaBlas::new(stream.clone()).map_err(|e| format!("cuBLAS: {e:?}"))?;
+        Ok(Gemm {
+            blas,
+            scratch: Mutex::new(Scratch::default()),
+            min_rows_quant: env_usize("DLM_CUDA_GEMM_MIN_ROWS", 64),
+            min_rows_float: env_usize("DLM_CUDA_GEMM_MIN_ROWS_FLOAT", 9),
+        })
+    }
+}
+
+/// A scratch buffer of at least `len` u16, grown (never shrunk) on demand.
+fn scratch<'a>(
+    be: &CudaBackend,
+    slot: &'a mut Option<CudaSlice<u16>>,
+    len: usize,
+) -> &'a mut CudaSlice<u16> {
+    if slot.as_ref().is_none_or(|s| s.len() < len) {
+        *slot = None; // free the old one first
+        *slot = Some(ok(be.stream.alloc_zeros::<u16>(len.max(1))));
+    }
+    slot.as_mut().expect("just allocated")
+}
+
+/// out = x · Wᵀ: x is `[n, w.cols]`, out `[n, w.rows]`.
+pub(crate) fn matmul(be: &CudaBackend, w: &CudaMatrix, x: &CudaAct, n: usize, out: &mut CudaAct) {
+    if n == 0 || w.rows == 0 {
+        return;
+    }
+    let slot = kernels::slot(w.quant);
+    let aligned = w.cols.is_multiple_of(8);
+    if let (Some(g), Some(mm), Some(s), true) = (be.gemm.as_ref(), be.k.mm.as_ref(), slot, aligned)
+    {
+        let float = w.quant <= 2;
+        let min = if float {
+            g.min_rows_float
+        } else {
+            g.min_rows_quant
+        };
+        if n >= min {
+            gemm(be, g, mm, s, w, x, n, out);
+            return;
+        }
+    }
+    if let (Some(mm), Some(s), true) = (be.k.mm.as_ref(), slot, aligned) {
+        let (rows, cols, ni) = (w.rows as i32, w.cols as i32, n as i32);
+        let mut b = be.stream.launch_builder(&mm.few[s]);
+        b.arg(&w.data)
+            .arg(&w.row_bytes)
+            .arg(&rows)
+            .arg(&cols)
+            .arg(&x.buf)
+            .arg(&ni)
+            .arg(&mut out.buf);
+        let cfg = LaunchConfig {
+            grid_dim: ((w.rows as u32).div_ceil(FEW_BLOCK_ROWS), 1, 1),
+            block_dim: (FEW_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        launch(b, cfg);
+        return;
+    }
+    simple(be, w, x, n, out);
+}
+
+/// kernels.cu's `matmul_w`: any width, any type.
+fn simple(be: &CudaBackend, w: &CudaMatrix, x: &CudaAct, n: usize, out: &mut CudaAct) {
+    let (rows, cols, ni) = (w.rows as i32, w.cols as i32, n as i32);
+    let mut b = be.stream.launch_builder(&be.k.matmul);
+    b.arg(&w.data)
+        .arg(&w.quant)
+        .arg(&w.row_bytes)
+        .arg(&rows)
+        .arg(&cols)
+        .arg(&x.buf)
+        .arg(&ni)
+        .arg(&mut out.buf);
+    let cfg = LaunchConfig {
+        grid_dim: (
+            (w.rows as u32).div_ceil(kernels::MM_WARPS),
+            (n as u32).div_ceil(kernels::MM_TOKENS),
+            1,
+        ),
+        block_dim: (32 * kernels::MM_WARPS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    launch(b, cfg);
+}
+
+fn grid_stride(len: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: ((len as u32).div_ceil(256).clamp(1, 65_535), 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// The GEMM path (see the module doc); `s` is the weight type's slot in `kernels::TYPES`.
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    be: &CudaBackend,
+    g: &Gemm,
+    mm: &MatmulKernels,
+    s: usize,
+    w: &CudaMatrix,
+    x: &CudaAct,
+    n: usize,
+    out: &mut CudaAct,
+) {
+    use bsys::cudaDataType::{CUDA_R_16BF, CUDA_R_16F, CUDA_R_32F};
+    let mut sc = g.scratch.lock().unwrap_or_else(|p| p.into_inner());
+    let sc = &mut *sc;
+    let (rows, cols) = (w.rows, w.cols);
+    let st = &be.stream;
+    let (out_ptr, _o) = out.buf.device_ptr_mut(st);
+    if w.quant == 0 {
+        let (a, _a) = w.data.device_ptr(st);
+        let (b, _b) = x.buf.device_ptr(st);
+        gemm_ex(g, rows, n, cols, a, CUDA_R_32F, b, CUDA_R_32F, out_ptr);
+        return;
+    }
+    // Activations in the type the weights are multiplied in.
+    let half_type = if w.quant == 1 {
+        CUDA_R_16F
+    } else {
+        CUDA_R_16BF
+    };
+    let to_bf16: i32 = i32::from(w.quant != 1);
+    let len = n * cols;
+    let act = scratch(be, &mut sc.act, len);
+    let l = len as i64;
+    let mut b = st.launch_builder(&mm.to_half);
+    b.arg(&x.buf).arg(&l).arg(&to_bf16).arg(&mut *act);
+    launch(b, grid_stride(len));
+    let (act_ptr, _x) = act.device_ptr(st);
+    if w.quant <= 2 {
+        let (a, _a) = w.data.device_ptr(st);
+        gemm_ex(g, rows, n, cols, a, half_type, act_ptr, half_type, out_ptr);
+        return;
+    }
+    let tile_rows = (TILE_ELEMS / cols).clamp(1, rows);
+    let tile = scratch(be, &mut sc.tile, tile_rows * cols);
+    let cols_i = cols as i32;
+    let mut r0 = 0usize;
+    while r0 < rows {
+        let nr = tile_rows.min(rows - r0);
+        let (r0_i, nr_i) = (r0 as i64, nr as i32);
+        let mut b = st.launch_builder(&mm.dequant[s]);
+        b.arg(&w.data)
+            .arg(&w.row_bytes)
+            .arg(&r0_i)
+            .arg(&nr_i)
+            .arg(&cols_i)
+            .arg(&mut *tile);
+        launch(b, grid_stride(nr * cols / 8));
+        let (t, _t) = tile.device_ptr(st);
+        // Rows r0.. of the output are columns r0.. of cuBLAS's column-major [rows, n] view.
+        let c = out_ptr + (r0 * std::mem::size_of::<f32>()) as u64;
+        gemm_ex_ld(
+            g,
+            nr,
+            n,
+            cols,
+            t,
+            CUDA_R_16BF,
+            act_ptr,
+            CUDA_R_16BF,
+            c,
+            rows,
+        );
+        r0 += nr;
+    }
+}
+
+/// `C = Aᵀ·B` in cuBLAS's column-major terms, which is row-major `out[n, m] = x[n, k] · W[m, k]ᵀ`:
+/// A is W (`k × m` column-major, transposed), B is x (`k × n`), C is out (`m × n`, leading
+/// dimension `m`). f32 accumulation, f32 output.
+#[allow(clippy::too_many_arguments)]
+fn gemm_ex(
+    g: &Gemm,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: u64,
+    a_type: bsys::cudaDataType,
+    b: u64,
+    b_type: bsys::cudaDataType,
+    c: u64,
+) {
+    gemm_ex_ld(g, m, n, k, a, a_type, b, b_type, c, m);
+}
+
+/// [`gemm_ex`] with C's leading dimension `ldc` (a tile of output columns).
+#[allow(clippy::too_many_arguments)]
+fn gemm_ex_ld(
+    g: &Gemm,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: u64,
+    a_type: bsys::cudaDataType,
+    b: u64,
+    b_type: bsys::cudaDataType,
+    c: u64,
+    ldc: usize,
+) {
+    let (alpha, beta) = (1f32, 0f32);
+    // SAFETY: a, b and c are live device allocations of this backend on the handle's stream:
+    // a holds m rows of k elements of a_type, b n rows of k elements of b_type, and c at least
+    // (n - 1) * ldc + m f32 (the callers' shape contracts); alpha and beta are host f32, as
+    // the f32 compute type expects in the default (host) pointer mode.
+    let r = unsafe {
+        blas::gemm_ex(
+            *g.blas.handle(),
+            bsys::cublasOperation_t::CUBLAS_OP_T,
+            bsys::cublasOperation_t::CUBLAS_OP_N,
+            m as i32,
+            n as i32,
+            k as i32,
+            (&alpha as *const f32).cast::<c_void>(),
+            a as *const c_void,
+            a_type,
+            k as i32,
+            b as *const c_void,
+            b_type,
+            k as i32,
+            (&beta as *const f32).cast::<c_void>(),
+            c as *mut c_void,
+            bsys::cudaDataType::CUDA_R_32F,
+            ldc as i32,
+            bsys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            bsys::cublasGemmAlgo_t::CUBLAS_GEMM_DFALT,
+        )
+    };
+    r.unwrap_or_else(|e| panic!("cublasGemmEx failed: {e:?}"));
+}
