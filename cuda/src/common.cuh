@@ -24,11 +24,14 @@ typedef unsigned int u32;
 #define NEG_INF_D __longlong_as_double(0xfff0000000000000ULL)
 #define IS_NAN(x) ((x) != (x))
 
+// (tools/cuda/host_check.cpp compiles the dequantizers on the host with its own f16 helpers.)
+#ifndef DLM_HOST_CHECK
 __device__ __forceinline__ float f16_to_f32(u16 h) {
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
     return f;
 }
+#endif
 
 __device__ __forceinline__ float bf16_to_f32(u16 h) {
     return __uint_as_float(((u32)h) << 16);
@@ -42,11 +45,13 @@ __device__ __forceinline__ u16 f32_to_bf16(float f) {
     return (u16)(u >> 16);
 }
 
+#ifndef DLM_HOST_CHECK
 __device__ __forceinline__ u16 f32_to_f16(float f) {
     u16 h;
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
     return h;
 }
+#endif
 
 // A little-endian u16 at a 2-byte-aligned address (every row of every type starts 2-aligned:
 // row_bytes is even for all of them, and device allocations are 256-aligned).
