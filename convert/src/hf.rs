@@ -344,38 +344,17 @@ pub fn model_config(config: &Value, path: &Path) -> Result<ModelConfig> {
 /// head size for RoPE, rope_theta and norm_eps finite once stored as f32), checked by every
 /// import path, so the converter never writes a file the runtime refuses.
 pub(crate) fn runtime_requirements(cfg: &ModelConfig) -> std::result::Result<(), String> {
-    dlm_formats::limits::check_shape(
-        cfg.dim,
-        cfg.hidden_dim,
-        cfg.n_layers,
-        cfg.n_heads,
-        cfg.n_kv_heads,
-        cfg.vocab_size,
-        cfg.max_seq_len,
-    )?;
-    if !cfg.dim.is_multiple_of(cfg.n_heads) || !(cfg.dim / cfg.n_heads).is_multiple_of(2) {
-        return Err(format!(
-            "dim {} is not an even head size times {} heads (RoPE rotates pairs)",
-            cfg.dim, cfg.n_heads
-        ));
-    }
-    if !cfg.n_heads.is_multiple_of(cfg.n_kv_heads) {
-        return Err(format!(
-            "{} kv heads do not divide {} heads",
-            cfg.n_kv_heads, cfg.n_heads
-        ));
-    }
-    let (theta, eps) = (cfg.rope_theta as f32, cfg.norm_eps as f32);
-    if !(theta > 0.0 && theta.is_finite()) {
-        return Err(format!(
-            "rope_theta {} is not a positive f32",
-            cfg.rope_theta
-        ));
-    }
-    if !(eps >= 0.0 && eps.is_finite()) {
-        return Err(format!("norm_eps {} is not a finite f32", cfg.norm_eps));
-    }
-    Ok(())
+    dlm_formats::limits::check_model(&dlm_formats::limits::ModelShape {
+        dim: cfg.dim,
+        hidden_dim: cfg.hidden_dim,
+        n_layers: cfg.n_layers,
+        n_heads: cfg.n_heads,
+        n_kv_heads: cfg.n_kv_heads,
+        vocab_size: cfg.vocab_size,
+        seq_len: cfg.max_seq_len,
+        rope_theta: cfg.rope_theta,
+        norm_eps: cfg.norm_eps,
+    })
 }
 
 fn missing(path: &Path, key: &str) -> ConvertError {

@@ -53,6 +53,66 @@ pub fn check_shape(
     Ok(())
 }
 
+/// A model's shape as the runtime needs it: the numbers [`check_model`] checks.
+#[derive(Debug, Clone, Copy)]
+pub struct ModelShape {
+    /// Model width.
+    pub dim: u64,
+    /// MLP width.
+    pub hidden_dim: u64,
+    /// Transformer layers.
+    pub n_layers: u64,
+    /// Query heads.
+    pub n_heads: u64,
+    /// Key/value heads.
+    pub n_kv_heads: u64,
+    /// Embedding rows.
+    pub vocab_size: u64,
+    /// Context length.
+    pub seq_len: u64,
+    /// RoPE base, as declared (the runtime computes with it as f32).
+    pub rope_theta: f64,
+    /// RMSNorm epsilon, as declared (used as f32).
+    pub norm_eps: f64,
+}
+
+/// Every rule a model's shape must meet for the runtime to load it: the limits of
+/// [`check_shape`], an even head size (RoPE rotates pairs), kv heads dividing heads, and a
+/// RoPE base and norm epsilon that are finite as f32. The converter (both import paths) and
+/// the runtime's loader call this one function, so a file the converter writes is one the
+/// runtime accepts; the error names the first rule broken.
+pub fn check_model(s: &ModelShape) -> Result<(), String> {
+    check_shape(
+        s.dim,
+        s.hidden_dim,
+        s.n_layers,
+        s.n_heads,
+        s.n_kv_heads,
+        s.vocab_size,
+        s.seq_len,
+    )?;
+    if !s.dim.is_multiple_of(s.n_heads) || !(s.dim / s.n_heads).is_multiple_of(2) {
+        return Err(format!(
+            "dim {} is not an even head size times {} heads (RoPE rotates pairs)",
+            s.dim, s.n_heads
+        ));
+    }
+    if !s.n_heads.is_multiple_of(s.n_kv_heads) {
+        return Err(format!(
+            "{} kv heads do not divide {} heads",
+            s.n_kv_heads, s.n_heads
+        ));
+    }
+    let (theta, eps) = (s.rope_theta as f32, s.norm_eps as f32);
+    if !(theta > 0.0 && theta.is_finite()) {
+        return Err(format!("rope_theta {} is not a positive f32", s.rope_theta));
+    }
+    if !(eps >= 0.0 && eps.is_finite()) {
+        return Err(format!("norm_eps {} is not a finite f32", s.norm_eps));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +128,64 @@ mod tests {
         assert!(check_shape(8, 8, 1, 1, 1, 8, 0).is_err());
         let e = check_shape(1 << 16, 8, 1, 1, 1, 8, 1 << 20).unwrap_err();
         assert!(e.contains("RoPE"), "{e}");
+    }
+
+    #[test]
+    fn model_rules_name_what_is_broken() {
+        let good = ModelShape {
+            dim: 64,
+            hidden_dim: 128,
+            n_layers: 2,
+            n_heads: 4,
+            n_kv_heads: 2,
+            vocab_size: 100,
+            seq_len: 64,
+            rope_theta: 1e4,
+            norm_eps: 1e-5,
+        };
+        check_model(&good).unwrap();
+        let cases: [(ModelShape, &str); 6] = [
+            (ModelShape { n_heads: 3, ..good }, "even head size"),
+            (
+                ModelShape {
+                    dim: 72,
+                    n_heads: 8,
+                    ..good
+                },
+                "even head size",
+            ),
+            (
+                ModelShape {
+                    n_kv_heads: 3,
+                    ..good
+                },
+                "kv heads do not divide",
+            ),
+            (
+                ModelShape {
+                    rope_theta: 1e300,
+                    ..good
+                },
+                "rope_theta",
+            ),
+            (
+                ModelShape {
+                    norm_eps: f64::NAN,
+                    ..good
+                },
+                "norm_eps",
+            ),
+            (
+                ModelShape {
+                    n_layers: 0,
+                    ..good
+                },
+                "n_layers",
+            ),
+        ];
+        for (s, what) in cases {
+            let e = check_model(&s).unwrap_err();
+            assert!(e.contains(what), "{s:?}: {e}");
+        }
     }
 }

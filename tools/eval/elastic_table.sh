@@ -7,54 +7,105 @@
 # cache saves on the rest of the canvas; it never changes an answer); DLM_TABLE_EARLY_STOP=1
 # keeps the default early stop instead (what a user's run does: on the demo model only the
 # first block is decoded, over the whole canvas). Writes markdown to stdout.
+#
 #   tools/eval/elastic_table.sh [LIMIT_PER_TASK]            (default 100)
 #   DLM_TABLE_TYPES="f32" DLM_TABLE_GENS="128 256" tools/eval/elastic_table.sh 10
+#
+# Every (type, gen, cache, task) is one single-threaded `dlm eval -t 1` job; JOBS of them run
+# side by side (default: the number of cores), so a many-core machine makes the table in
+# minutes. tokens/s is per job on a machine running JOBS such jobs at once: compare rows within
+# one table. DLM=path/to/dlm uses a built binary; RAW=DIR keeps each job's JSON (and skips jobs
+# already there); DEADLINE=SECONDS stops jobs still running then (their cells print as "-");
+# LIMITS="gen=limit ..." (e.g. "448=20") runs fewer prompts at some lengths, said in the table.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 limit=${1:-100}
-[ -n "${DLM:-}" ] || cargo build --release -q
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+jobs=${JOBS:-$(nproc)}
+if [ -z "${DLM:-}" ]; then
+  cargo build --release -q
+  DLM=target/release/dlm
+fi
+work=${RAW:-$(mktemp -d)}
+mkdir -p "$work"
 # A copy, so that a rebuild during the run cannot mix two binaries in one table.
-cp "${DLM:-target/release/dlm}" "$work/dlm"
-dlm=$work/dlm
+cp "$DLM" "$work/dlm"
+DLM=$work/dlm
 tasks=(add sort reverse lookup rust)
-whole=(--no-early-stop)
-[ "${DLM_TABLE_EARLY_STOP:-0}" = 1 ] && whole=()
-args=()
-for t in "${tasks[@]}"; do args+=(--tasks "models/demo/tasks/$t.jsonl"); done
-echo "| type | gen | steps | cache | $(printf '%s | ' "${tasks[@]}")mean NFE | layer-fwd | query rows | refreshes | tok/s | × none |"
-echo "|---|---|---|---|$(printf -- '---|%.0s' "${tasks[@]}")---|---|---|---|---|---|"
-for q in ${DLM_TABLE_TYPES:-f32 q8_0}; do
-  "$dlm" convert models/demo -o "$work/$q.dlm" --quant "$q" 2>/dev/null
-  for gen in ${DLM_TABLE_GENS:-128 256 448}; do
-    steps=$((gen / 2))
-    base=""
+whole="--no-early-stop"
+[ "${DLM_TABLE_EARLY_STOP:-0}" = 1 ] && whole=""
+types=${DLM_TABLE_TYPES:-f32 q8_0}
+gens=${DLM_TABLE_GENS:-128 256 448}
+for q in $types; do
+  [ -s "$work/$q.dlm" ] || "$DLM" convert models/demo -o "$work/$q.dlm" --quant "$q" 2>/dev/null
+done
+
+limit_for() { # GEN -> prompts per task
+  local g
+  for g in ${LIMITS:-}; do
+    [ "${g%%=*}" = "$1" ] && { echo "${g#*=}"; return; }
+  done
+  echo "$limit"
+}
+
+# The job list, one line per (type, gen, cache, task): type|gen|limit|mode|task. Long
+# generations first, so the slowest jobs start early.
+: > "$work/jobs.txt"
+for gen in $(printf '%s\n' $gens | sort -rn); do
+  for q in $types; do
     for mode in none dual dual:0.9 elastic elastic:0.9; do
-      cache=${mode%%:*}
-      thr=()
-      [ "$mode" != "${mode#*:}" ] && thr=(--threshold "${mode#*:}")
-      "$dlm" eval -m "$work/$q.dlm" "${args[@]}" --limit "$limit" --json "${whole[@]}" \
-        --gen-length "$gen" --block-length 32 --steps "$steps" --cache "$cache" "${thr[@]}" > "$work/r.json"
-      line=$(python3 - "$q" "$gen" "$steps" "$mode" "$work/r.json" "$base" <<'PY'
-import json, sys
-q, gen, steps, mode, path, base = sys.argv[1:]
-r = json.load(open(path))
-ts = r["tasks"]
-accs = " | ".join("%.0f%%" % (100 * t["accuracy"]) for t in ts)
-mean = lambda k: sum(t[k] for t in ts) / len(ts)
-# tokens/s over the whole run: generated tokens over total seconds.
-secs = sum(t["n"] * int(gen) / t["tokens_per_s"] for t in ts)
-tps = sum(t["n"] for t in ts) * int(gen) / secs
-ratio = "1.0" if not base else "%.1f" % (tps / float(base))
-print("| %s | %s | %s | %s | %s | %.1f | %.0f | %.0f | %.1f | %.1f | %s |" % (
-    q, gen, steps, mode.replace(":", " τ"), accs, mean("mean_nfe"), mean("mean_layer_forwards"),
-    mean("mean_query_rows"), mean("mean_refreshes"), tps, ratio))
-open(path + ".tps", "w").write(str(tps))
-PY
-)
-      echo "$line"
-      [ -z "$base" ] && base=$(cat "$work/r.json.tps")
+      for t in "${tasks[@]}"; do echo "$q|$gen|$(limit_for "$gen")|$mode|$t" >> "$work/jobs.txt"; done
     done
   done
 done
+nl -ba -w1 -s'|' "$work/jobs.txt" > "$work/jobs.id"
+
+run_job() { # one line of jobs.id
+  IFS='|' read -r id q gen lim mode t <<< "$1"
+  local out="$work/job-$id.json" cache=${mode%%:*} thr=""
+  [ -s "$out" ] && return 0
+  [ "$mode" != "$cache" ] && thr="--threshold ${mode#*:}"
+  # shellcheck disable=SC2086  # whole and thr are words
+  "$DLM" eval -t 1 -m "$work/$q.dlm" --tasks "models/demo/tasks/$t.jsonl" --limit "$lim" \
+    --json $whole --gen-length "$gen" --block-length 32 --steps $((gen / 2)) --cache "$cache" \
+    $thr > "$out.tmp"
+  mv "$out.tmp" "$out"
+}
+export -f run_job
+export work DLM whole
+${DEADLINE:+timeout "$DEADLINE"} xargs -d '\n' -P "$jobs" -I{} bash -c 'run_job "$1"' _ {} \
+  < "$work/jobs.id" || true
+
+python3 - "$work" "$types" "$gens" "${tasks[@]}" <<'PY'
+import json, os, sys
+work, types, gens, tasks = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4:]
+modes = ["none", "dual", "dual:0.9", "elastic", "elastic:0.9"]
+cells = {}
+for line in open(os.path.join(work, "jobs.id")):
+    jid, q, gen, lim, mode, task = line.rstrip("\n").split("|")
+    path = os.path.join(work, f"job-{jid}.json")
+    r = json.load(open(path)) if os.path.exists(path) else None
+    cells[(q, gen, mode, task)] = (r["tasks"][0] if r else None, lim)
+print(f"| type | gen | steps | prompts/task | cache | {' | '.join(tasks)} | mean NFE | layer-fwd "
+      "| query rows | refreshes | tok/s | × none |")
+print("|---|---|---|---|---|" + "---|" * len(tasks) + "---|---|---|---|---|---|")
+for q in types:
+    for gen in gens:
+        base = None
+        for mode in modes:
+            ts = [cells.get((q, gen, mode, t), (None, "-")) for t in tasks]
+            lim = ts[0][1]
+            done = [t for t, _ in ts if t]
+            accs = " | ".join(("%.0f%%" % (100 * t["accuracy"])) if t else "-" for t, _ in ts)
+            n = sum(t["n"] for t in done)
+            mean = lambda k: (sum(t[k] * t["n"] for t in done) / n) if n else float("nan")
+            # tokens/s over the row: generated tokens over the jobs' summed seconds.
+            secs = sum(t["n"] * int(gen) / t["tokens_per_s"] for t in done)
+            tps = n * int(gen) / secs if secs else float("nan")
+            if mode == "none" and len(done) == len(tasks):
+                base = tps
+            ratio = "%.1f" % (tps / base) if base and len(done) == len(tasks) else "-"
+            print("| %s | %s | %d | %s | %s | %s | %.1f | %.0f | %.0f | %.2f | %.1f | %s |" % (
+                q, gen, int(gen) // 2, lim, mode.replace(":", " τ"), accs, mean("mean_nfe"),
+                mean("mean_layer_forwards"), mean("mean_query_rows"), mean("mean_refreshes"),
+                tps, ratio))
+PY

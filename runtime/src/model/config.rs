@@ -88,40 +88,23 @@ impl ModelConfig {
         let bad = |what: String| Err(RuntimeError::Unsupported(what));
         // Limits shared with the converter keep every later size computation far from
         // overflow and the per-position tables small; checked before anything is allocated.
-        if self.n_heads == 0 {
-            return bad("model.n_heads = 0".into());
-        }
-        if let Err(e) = dlm_formats::limits::check_shape(
-            self.dim as u64,
-            self.hidden_dim as u64,
-            self.n_layers as u64,
-            self.n_heads as u64,
-            self.n_kv_heads as u64,
-            self.vocab_size as u64,
-            self.seq_len as u64,
-        ) {
+        // One home for the shape rules: the converter checks the same function, so a file it
+        // writes always loads.
+        if let Err(e) = dlm_formats::limits::check_model(&dlm_formats::limits::ModelShape {
+            dim: self.dim as u64,
+            hidden_dim: self.hidden_dim as u64,
+            n_layers: self.n_layers as u64,
+            n_heads: self.n_heads as u64,
+            n_kv_heads: self.n_kv_heads as u64,
+            vocab_size: self.vocab_size as u64,
+            seq_len: self.seq_len as u64,
+            rope_theta: self.rope_theta as f64,
+            norm_eps: self.norm_eps as f64,
+        }) {
             return bad(format!("model.{e}"));
-        }
-        if !self.dim.is_multiple_of(self.n_heads) || !self.head_dim().is_multiple_of(2) {
-            return bad(format!(
-                "dim {} is not an even head_dim times n_heads {}",
-                self.dim, self.n_heads
-            ));
-        }
-        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
-            return bad(format!(
-                "n_heads {} is not a multiple of n_kv_heads {}",
-                self.n_heads, self.n_kv_heads
-            ));
         }
         if self.mask_id as usize >= self.vocab_size {
             return bad(format!("mask id {} outside the vocabulary", self.mask_id));
-        }
-        if !(self.rope_theta > 0.0 && self.rope_theta.is_finite()) {
-            return bad(format!("rope_theta {}", self.rope_theta));
-        }
-        if !(self.norm_eps >= 0.0 && self.norm_eps.is_finite()) {
-            return bad(format!("norm_eps {}", self.norm_eps));
         }
         Ok(())
     }
