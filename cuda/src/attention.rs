@@ -57,7 +57,7 @@ pub(crate) fn attention(
             b.arg(&null).arg(&null);
         }
     }
-    b.arg(&outside)
+    b.arg(&*outside)
         .arg(&n_out)
         .arg(&nh)
         .arg(&nkv)
@@ -116,7 +116,7 @@ fn flash(
             b.arg(&null).arg(&null);
         }
     }
-    b.arg(&outside)
+    b.arg(&*outside)
         .arg(&n_out)
         .arg(&nh)
         .arg(&nkv)

@@ -27,7 +27,7 @@ use dlm_runtime::backend::{AttentionArgs, Backend, CacheShape};
 use dlm_runtime::decode::{Proposal, ProposeSpec, Rng};
 use dlm_runtime::model::{LayerAttention, Matrix};
 use kernels::Kernels;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Runs the forward pass on one CUDA device.
 pub struct CudaBackend {
@@ -40,7 +40,15 @@ pub struct CudaBackend {
     flash_min_rows: usize,
     /// What compiled and loaded (see [`CudaBackend::kernel_report`]).
     report: Vec<String>,
+    /// Recently uploaded index lists, oldest first (see `ints`).
+    int_lists: Mutex<Vec<IntList>>,
 }
+
+/// An index list and its device copy.
+type IntList = (Vec<i32>, Arc<CudaSlice<i32>>);
+
+/// Index lists kept on the device for reuse.
+const INT_LISTS: usize = 16;
 
 /// A weight matrix on the device, in its stored type.
 pub struct CudaMatrix {
@@ -163,6 +171,7 @@ impl CudaBackend {
             gemm,
             flash_min_rows,
             report,
+            int_lists: Mutex::new(Vec::new()),
         })
     }
 
@@ -222,11 +231,29 @@ impl CudaBackend {
             .map_err(|e| device_err(&format!("upload of {} bytes", std::mem::size_of_val(v)), e))
     }
 
-    fn ints(&self, v: &[usize]) -> CudaSlice<i32> {
+    /// `v` as i32 on the device. A forward pass uploads the same few lists many times (the
+    /// span's positions for RoPE and the cache writes, the cached positions for attention, in
+    /// every layer), and each upload from pageable memory waits for the copy: the last
+    /// [`INT_LISTS`] lists are kept and handed out again (they are never written).
+    fn ints(&self, v: &[usize]) -> Arc<CudaSlice<i32>> {
         let v: Vec<i32> = v.iter().map(|&x| x as i32).collect();
-        ok(self
-            .stream
-            .memcpy_stod(if v.is_empty() { &[0][..] } else { &v[..] }))
+        let mut lists = self.int_lists.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = lists.iter().position(|(k, _)| *k == v) {
+            let hit = lists.remove(i);
+            let d = hit.1.clone();
+            lists.push(hit);
+            return d;
+        }
+        let d = Arc::new(ok(self.stream.memcpy_stod(if v.is_empty() {
+            &[0][..]
+        } else {
+            &v[..]
+        })));
+        if lists.len() >= INT_LISTS {
+            lists.remove(0);
+        }
+        lists.push((v, d.clone()));
+        d
     }
 
     fn zeros(&self, len: usize) -> Result<CudaSlice<f32>, RuntimeError> {
@@ -284,7 +311,7 @@ impl Backend for CudaBackend {
             .arg(&table.quant)
             .arg(&table.row_bytes)
             .arg(&cols)
-            .arg(&t)
+            .arg(&*t)
             .arg(&n)
             .arg(&mut out.buf);
         launch(b, rows_cfg(tokens.len(), 256));
@@ -331,7 +358,12 @@ impl Backend for CudaBackend {
         let p = self.ints(positions);
         let (w, hd) = (width as i32, head_dim as i32);
         let mut b = self.stream.launch_builder(&self.k.rope);
-        b.arg(&mut x.buf).arg(&w).arg(&hd).arg(cos).arg(sin).arg(&p);
+        b.arg(&mut x.buf)
+            .arg(&w)
+            .arg(&hd)
+            .arg(cos)
+            .arg(sin)
+            .arg(&*p);
         launch(b, rows_cfg(positions.len(), 128));
     }
 
@@ -363,7 +395,7 @@ impl Backend for CudaBackend {
         let r = self.ints(rows);
         let w = width as i32;
         let mut b = self.stream.launch_builder(&self.k.gather);
-        b.arg(&x.buf).arg(&w).arg(&r).arg(&mut out.buf);
+        b.arg(&x.buf).arg(&w).arg(&*r).arg(&mut out.buf);
         launch(b, rows_cfg(rows.len(), 256));
     }
 
@@ -422,7 +454,7 @@ impl Backend for CudaBackend {
         let r = self.ints(positions);
         let w = d as i32;
         let mut b = self.stream.launch_builder(&self.k.gather);
-        b.arg(&cache.h[layer]).arg(&w).arg(&r).arg(&mut out.buf);
+        b.arg(&cache.h[layer]).arg(&w).arg(&*r).arg(&mut out.buf);
         launch(b, rows_cfg(positions.len(), 256));
     }
 
@@ -465,7 +497,7 @@ impl CudaBackend {
         let r = self.ints(positions);
         let w = width as i32;
         let mut b = self.stream.launch_builder(&self.k.scatter);
-        b.arg(dst).arg(&w).arg(&r).arg(src);
+        b.arg(dst).arg(&w).arg(&*r).arg(src);
         launch(b, rows_cfg(positions.len(), 256));
     }
 }
