@@ -254,19 +254,41 @@ mod gpu {
         ignore = "needs an NVIDIA GPU (nvidia-smi at build time)"
     )]
     fn matmul_matches_a_reference_per_type() {
-        let be = backend();
+        let mut be = backend();
+        let defaults = be.tuning();
+        // Every path: the defaults (cuBLAS for many rows, tensor cores for 9..64 rows of
+        // quantized weights, CUDA cores below), then without the tensor-core kernel, then
+        // without cuBLAS.
+        let tunings = [
+            ("default", defaults),
+            (
+                "no mma",
+                dlm_cuda::Tuning {
+                    mma_min_rows: usize::MAX,
+                    ..defaults
+                },
+            ),
+            (
+                "no cublas",
+                dlm_cuda::Tuning {
+                    gemm_min_rows_quant: usize::MAX,
+                    gemm_min_rows_float: usize::MAX,
+                    ..defaults
+                },
+            ),
+        ];
         let mut rng = Rng::new(11);
         let mut failures = Vec::new();
         for t in TYPES {
             let q = QuantType::from_name(t).expect("type");
-            // Widths: 512 (every type); 100 (not a multiple of 8: the simple kernel) for the
-            // float types. Rows odd, and not a multiple of any block of rows.
-            let widths: &[usize] = if q.is_quantized() {
-                &[512]
-            } else {
-                &[512, 100]
-            };
-            for &cols in widths {
+            // Widths that are whole blocks of the type, among 512, 768 (6 column tiles of 128),
+            // 1152 (9 tiles; not whole 256-blocks) and 100 (not a multiple of 8: the simple
+            // kernel, float types only). Rows odd, and not a multiple of any block of rows.
+            let widths: Vec<usize> = [512usize, 768, 1152, 100]
+                .into_iter()
+                .filter(|&c| q.row_bytes(c as u64).is_some())
+                .collect();
+            for cols in widths {
                 let rows = 37;
                 let w = random(&mut rng, rows * cols);
                 let row_bytes = q.row_bytes(cols as u64).expect("row bytes") as usize;
@@ -285,32 +307,36 @@ mod gpu {
                 for n in [1usize, 3, 32, 64, 65, 300] {
                     let x = random(&mut rng, n * cols);
                     let xa = be.upload_act(&x).expect("upload x");
-                    let mut out = be.alloc(n * rows).expect("alloc");
-                    be.matmul(&m, &xa, n, &mut out);
-                    let got = be.to_host(&out);
-                    // f32: f32 arithmetic; the others may run in bf16/f16 operands (cuBLAS).
-                    let tol = if q == QuantType::F32 { 1e-5 } else { 1.2e-2 };
-                    let mut worst = 0f64;
-                    for i in 0..n {
-                        for r in 0..rows {
-                            let (xr, wr) = (&x[i * cols..][..cols], &deq[r * cols..][..cols]);
-                            let want: f64 =
-                                xr.iter().zip(wr).map(|(&a, &b)| a as f64 * b as f64).sum();
-                            let mag: f64 = xr
-                                .iter()
-                                .zip(wr)
-                                .map(|(&a, &b)| (a as f64 * b as f64).abs())
-                                .sum();
-                            let err = (got[i * rows + r] as f64 - want).abs() / mag.max(1e-30);
-                            worst = worst.max(if err.is_nan() { f64::INFINITY } else { err });
+                    for (label, tuning) in &tunings {
+                        be.set_tuning(*tuning);
+                        let mut out = be.alloc(n * rows).expect("alloc");
+                        be.matmul(&m, &xa, n, &mut out);
+                        let got = be.to_host(&out);
+                        // f32: f32 arithmetic; the others may run in bf16/f16 operands.
+                        let tol = if q == QuantType::F32 { 1e-5 } else { 1.2e-2 };
+                        let mut worst = 0f64;
+                        for i in 0..n {
+                            for r in 0..rows {
+                                let (xr, wr) = (&x[i * cols..][..cols], &deq[r * cols..][..cols]);
+                                let (mut want, mut mag) = (0f64, 0f64);
+                                for (&a, &b) in xr.iter().zip(wr) {
+                                    want += a as f64 * b as f64;
+                                    mag += (a as f64 * b as f64).abs();
+                                }
+                                let err = (got[i * rows + r] as f64 - want).abs() / mag.max(1e-30);
+                                worst = worst.max(if err.is_nan() { f64::INFINITY } else { err });
+                            }
+                        }
+                        println!(
+                            "matmul {t} [{rows}, {cols}] n {n} ({label}): max error / sum|terms| = {worst:.2e}"
+                        );
+                        if worst > tol {
+                            failures.push(format!(
+                                "{t} cols {cols} n {n} ({label}): {worst:.2e} > {tol:.0e}"
+                            ));
                         }
                     }
-                    println!(
-                        "matmul {t} [{rows}, {cols}] n {n}: max error / sum|terms| = {worst:.2e}"
-                    );
-                    if worst > tol {
-                        failures.push(format!("{t} cols {cols} n {n}: {worst:.2e} > {tol:.0e}"));
-                    }
+                    be.set_tuning(defaults);
                 }
             }
         }

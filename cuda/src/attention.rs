@@ -34,7 +34,7 @@ pub(crate) fn attention(
     let n_keys = n + a.outside.len();
     let probing = a.probe_keys.is_some() || a.probe_mass;
     if !probing
-        && n >= be.flash_min_rows
+        && n >= be.tuning.flash_min_rows
         && sh.head_dim <= FLASH_MAX_HEAD_DIM
         && let Some(f) = be.k.flash.as_ref()
     {

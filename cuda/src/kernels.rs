@@ -20,6 +20,8 @@ const CORE: &str = include_str!("kernels.cu");
 const MATMUL: &str = include_str!("matmul.cu");
 /// Tiled attention.
 const FLASH: &str = include_str!("flash.cu");
+/// Few-row matmul on tensor cores (sm_80+).
+const MMA: &str = include_str!("mma.cu");
 
 /// Weight rows per matmul block (one warp each); must match `MM_WARPS` in kernels.cu.
 pub const MM_WARPS: u32 = 8;
@@ -77,6 +79,8 @@ pub struct Kernels {
     pub mm: Option<MatmulKernels>,
     /// flash.cu, when it compiled.
     pub flash: Option<CudaFunction>,
+    /// mma.cu, when it compiled.
+    pub mma: Option<MmaKernels>,
     /// One line per file: compiled, or why not.
     pub report: Vec<String>,
 }
@@ -86,6 +90,13 @@ pub struct MatmulKernels {
     pub few: Vec<CudaFunction>,
     pub dequant: Vec<CudaFunction>,
     pub to_half: CudaFunction,
+}
+
+/// The kernels of mma.cu: `matmul_mma_*` per weight type in [`TYPES`] order, and the sum of
+/// split partials.
+pub struct MmaKernels {
+    pub mma: Vec<CudaFunction>,
+    pub sum_splits: CudaFunction,
 }
 
 /// `compute_XY` for NVRTC; the architectures it knows need a static name.
@@ -162,6 +173,17 @@ impl Kernels {
         });
         let (mm, e) = split(mm);
         optional("matmul.cu", e)?;
+        let mma = build(ctx, arch, MMA).and_then(|m| {
+            Ok(MmaKernels {
+                mma: TYPES
+                    .iter()
+                    .map(|(_, n)| function(&m, &format!("matmul_mma_{n}")))
+                    .collect::<Result<Vec<_>, _>>()?,
+                sum_splits: function(&m, "mma_sum_splits")?,
+            })
+        });
+        let (mma, e) = split(mma);
+        optional("mma.cu", e)?;
         let flash = build(ctx, arch, FLASH).and_then(|m| function(&m, "attention_flash"));
         let (flash, e) = split(flash);
         optional("flash.cu", e)?;
@@ -179,6 +201,7 @@ impl Kernels {
             propose_llada_greedy: f("propose_llada_greedy")?,
             mm,
             flash,
+            mma,
             report,
         })
     }

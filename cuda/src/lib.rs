@@ -36,12 +36,16 @@ pub struct CudaBackend {
     k: Kernels,
     /// cuBLAS for many-row matmuls, when it loaded.
     gemm: Option<matmul::Gemm>,
-    /// Span rows from which attention takes `flash.cu` (`DLM_CUDA_FLASH_MIN_ROWS`, default 64).
-    flash_min_rows: usize,
+    /// Which kernel serves which shape (see [`Tuning`]).
+    tuning: Tuning,
+    /// Streaming multiprocessors (sizes the split of mma.cu's columns).
+    n_sms: usize,
     /// What compiled and loaded (see [`CudaBackend::kernel_report`]).
     report: Vec<String>,
     /// Recently uploaded index lists, oldest first (see `ints`).
     int_lists: Mutex<Vec<IntList>>,
+    /// `[splits, n, rows]` partial sums of mma.cu's split matmuls, reused.
+    partials: Mutex<Option<CudaSlice<f32>>>,
 }
 
 /// An index list and its device copy.
@@ -74,6 +78,41 @@ pub struct CudaCache {
     k: Vec<CudaSlice<f32>>,
     v: Vec<CudaSlice<f32>>,
     h: Vec<CudaSlice<f32>>,
+}
+
+/// Which kernel serves which shape; the defaults can be changed with environment variables
+/// read when the backend starts, so they can be tuned on the device without a rebuild.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// Rows of a matmul from which quantized weights go through cuBLAS (dequantized to bf16
+    /// tiles): `DLM_CUDA_GEMM_MIN_ROWS`, default 65. `usize::MAX` never.
+    pub gemm_min_rows_quant: usize,
+    /// Rows from which f32/f16/bf16 weights go through cuBLAS: `DLM_CUDA_GEMM_MIN_ROWS_FLOAT`,
+    /// default 9.
+    pub gemm_min_rows_float: usize,
+    /// Rows from which quantized weights below the cuBLAS threshold take the tensor-core
+    /// kernel (mma.cu, at most 64 rows) instead of the CUDA-core one (matmul.cu):
+    /// `DLM_CUDA_MMA_MIN_ROWS`, default 9; `usize::MAX` never.
+    pub mma_min_rows: usize,
+    /// Span rows from which attention takes flash.cu: `DLM_CUDA_FLASH_MIN_ROWS`, default 64.
+    pub flash_min_rows: usize,
+}
+
+impl Tuning {
+    fn from_env() -> Self {
+        let get = |name: &str, default: usize| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        Tuning {
+            gemm_min_rows_quant: get("DLM_CUDA_GEMM_MIN_ROWS", 65),
+            gemm_min_rows_float: get("DLM_CUDA_GEMM_MIN_ROWS_FLOAT", 9),
+            mma_min_rows: get("DLM_CUDA_MMA_MIN_ROWS", 9),
+            flash_min_rows: get("DLM_CUDA_FLASH_MIN_ROWS", 64),
+        }
+    }
 }
 
 /// Parse a device name: `cuda` (device 0) or `cuda:N`; `None` for anything else.
@@ -160,19 +199,33 @@ impl CudaBackend {
                 None
             }
         };
-        let flash_min_rows = std::env::var("DLM_CUDA_FLASH_MIN_ROWS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(64);
+        let n_sms = ctx
+            .attribute(
+                cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+            )
+            .map_err(|e| device_err("multiprocessor count", e))?
+            .max(1) as usize;
         Ok(CudaBackend {
             ordinal,
             stream,
             k,
             gemm,
-            flash_min_rows,
+            tuning: Tuning::from_env(),
+            n_sms,
             report,
             int_lists: Mutex::new(Vec::new()),
+            partials: Mutex::new(None),
         })
+    }
+
+    /// Which kernel serves which shape.
+    pub fn tuning(&self) -> Tuning {
+        self.tuning
+    }
+
+    /// Choose other kernels by shape (the parity tests check every path this way).
+    pub fn set_tuning(&mut self, t: Tuning) {
+        self.tuning = t;
     }
 
     /// One line per kernel file and library: loaded, or why not (then the ops it serves run

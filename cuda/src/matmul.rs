@@ -3,17 +3,16 @@
 //!   output. f16/bf16 weights are read as stored, with the activations converted to the same
 //!   type in a scratch buffer; quantized weights are first dequantized to bf16, a tile of rows
 //!   at a time, into a scratch tile reused by every call; f32 weights run an f32 GEMM (no TF32);
-//! - few rows (cached steps): `matmul_few_*` (matmul.cu), which streams each weight byte once
-//!   and dequantizes in registers;
+//! - few rows (cached steps), quantized weights: `matmul_mma_*` (mma.cu, tensor cores, 9..64
+//!   rows) or `matmul_few_*` (matmul.cu, CUDA cores), which stream each weight byte once and
+//!   dequantize on the fly;
+//! - few rows, f32/f16/bf16 weights (1..8 rows by default): `matmul_few_*`;
 //! - anything else (rows not a multiple of 8 wide, or matmul.cu / cuBLAS missing): the simple
 //!   `matmul_w` of kernels.cu.
 //!
-//! Thresholds (rows of the call at which cuBLAS takes over) are read once from the environment
-//! so they can be tuned on the device without a rebuild: `DLM_CUDA_GEMM_MIN_ROWS` (quantized
-//! weights, default 64) and `DLM_CUDA_GEMM_MIN_ROWS_FLOAT` (f32/f16/bf16, default 9).
-//! `DLM_CUDA_NO_CUBLAS=1` keeps cuBLAS out entirely.
+//! Thresholds: [`crate::Tuning`]. `DLM_CUDA_NO_CUBLAS=1` keeps cuBLAS out entirely.
 
-use crate::kernels::{self, FEW_BLOCK_ROWS, FEW_THREADS, MatmulKernels};
+use crate::kernels::{self, FEW_BLOCK_ROWS, FEW_THREADS, MatmulKernels, MmaKernels};
 use crate::{CudaAct, CudaBackend, CudaMatrix, launch, ok};
 use cudarc::cublas::{CudaBlas, result as blas, sys as bsys};
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
@@ -27,8 +26,6 @@ const TILE_ELEMS: usize = 1 << 26;
 pub(crate) struct Gemm {
     blas: CudaBlas,
     scratch: Mutex<Scratch>,
-    min_rows_quant: usize,
-    min_rows_float: usize,
 }
 
 /// Reused device buffers (one stream: a buffer is free again once the next call is queued).
@@ -36,13 +33,6 @@ pub(crate) struct Gemm {
 struct Scratch {
     act: Option<CudaSlice<u16>>,  // [n, cols] activations in f16/bf16
     tile: Option<CudaSlice<u16>>, // [tile_rows, cols] dequantized weight rows in bf16
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 impl Gemm {
@@ -59,8 +49,6 @@ impl Gemm {
         Ok(Gemm {
             blas,
             scratch: Mutex::new(Scratch::default()),
-            min_rows_quant: env_usize("DLM_CUDA_GEMM_MIN_ROWS", 64),
-            min_rows_float: env_usize("DLM_CUDA_GEMM_MIN_ROWS_FLOAT", 9),
         })
     }
 }
@@ -85,18 +73,26 @@ pub(crate) fn matmul(be: &CudaBackend, w: &CudaMatrix, x: &CudaAct, n: usize, ou
     }
     let slot = kernels::slot(w.quant);
     let aligned = w.cols.is_multiple_of(8);
+    let t = be.tuning;
+    let float = w.quant <= 2;
     if let (Some(g), Some(mm), Some(s), true) = (be.gemm.as_ref(), be.k.mm.as_ref(), slot, aligned)
     {
-        let float = w.quant <= 2;
         let min = if float {
-            g.min_rows_float
+            t.gemm_min_rows_float
         } else {
-            g.min_rows_quant
+            t.gemm_min_rows_quant
         };
         if n >= min {
             gemm(be, g, mm, s, w, x, n, out);
             return;
         }
+    }
+    if let (Some(mk), Some(s), true, false) = (be.k.mma.as_ref(), slot, aligned, float)
+        && n >= t.mma_min_rows
+        && n <= MMA_MAX_ROWS
+    {
+        mma(be, mk, s, w, x, n, out);
+        return;
     }
     if let (Some(mm), Some(s), true) = (be.k.mm.as_ref(), slot, aligned) {
         let (rows, cols, ni) = (w.rows as i32, w.cols as i32, n as i32);
@@ -117,6 +113,72 @@ pub(crate) fn matmul(be: &CudaBackend, w: &CudaMatrix, x: &CudaAct, n: usize, ou
         return;
     }
     simple(be, w, x, n, out);
+}
+
+/// Activation rows mma.cu takes at most (`MMA_MAXN`).
+const MMA_MAX_ROWS: usize = 64;
+/// Weight rows per block of mma.cu (`MMA_ROWS`), columns per tile (`MMA_KC`), threads.
+const MMA_BLOCK_ROWS: usize = 64;
+const MMA_KC: usize = 128;
+const MMA_THREADS: u32 = 128;
+
+/// mma.cu: tensor cores for 9..64 rows. The columns are split over enough blocks to fill the
+/// GPU twice (weight matrices of 4096 rows make only 64 row blocks); partial sums then go to a
+/// scratch buffer and are added in split order.
+fn mma(
+    be: &CudaBackend,
+    mk: &MmaKernels,
+    s: usize,
+    w: &CudaMatrix,
+    x: &CudaAct,
+    n: usize,
+    out: &mut CudaAct,
+) {
+    let row_blocks = w.rows.div_ceil(MMA_BLOCK_ROWS);
+    let n_chunks = w.cols.div_ceil(MMA_KC).max(1);
+    let want = (2 * be.n_sms).div_ceil(row_blocks).clamp(1, n_chunks);
+    let cps = n_chunks.div_ceil(want);
+    let splits = n_chunks.div_ceil(cps);
+    let (rows, cols, ni, cps_i) = (w.rows as i32, w.cols as i32, n as i32, cps as i32);
+    let cfg = LaunchConfig {
+        grid_dim: (row_blocks as u32, splits as u32, 1),
+        block_dim: (MMA_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    if splits == 1 {
+        let mut b = be.stream.launch_builder(&mk.mma[s]);
+        b.arg(&w.data)
+            .arg(&w.row_bytes)
+            .arg(&rows)
+            .arg(&cols)
+            .arg(&x.buf)
+            .arg(&ni)
+            .arg(&cps_i)
+            .arg(&mut out.buf);
+        launch(b, cfg);
+        return;
+    }
+    let len = n * w.rows;
+    let mut part = be.partials.lock().unwrap_or_else(|p| p.into_inner());
+    if part.as_ref().is_none_or(|p| p.len() < splits * len) {
+        *part = None;
+        *part = Some(ok(be.stream.alloc_zeros::<f32>(splits * len)));
+    }
+    let part = part.as_mut().expect("just allocated");
+    let mut b = be.stream.launch_builder(&mk.mma[s]);
+    b.arg(&w.data)
+        .arg(&w.row_bytes)
+        .arg(&rows)
+        .arg(&cols)
+        .arg(&x.buf)
+        .arg(&ni)
+        .arg(&cps_i)
+        .arg(&mut *part);
+    launch(b, cfg);
+    let (sp, l) = (splits as i32, len as i64);
+    let mut b = be.stream.launch_builder(&mk.sum_splits);
+    b.arg(&*part).arg(&sp).arg(&l).arg(&mut out.buf);
+    launch(b, grid_stride(len));
 }
 
 /// kernels.cu's `matmul_w`: any width, any type.
