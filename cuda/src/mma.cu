@@ -15,12 +15,15 @@
                                   // loads of 8 rows x 4 lanes hit 32 different banks
 
 // d += a · b for one m16n8k16 tile: a is 16x16 (row-major fragments a0..a3), b 16x8 ("col").
+// (tools/cuda/emulate.cpp has a host version for its warp emulation.)
+#ifndef DLM_HOST_CHECK
 __device__ __forceinline__ void mma_bf16(float *d, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
                  "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
+#endif
 
 __device__ __forceinline__ uint4 pack_bf16x8(const float *v) {
     uint4 u;
