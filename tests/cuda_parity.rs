@@ -584,4 +584,59 @@ mod gpu {
         }
         assert!(differ.is_empty(), "canvases differ: {differ:?}");
     }
+
+    #[test]
+    #[cfg_attr(
+        not(dlm_gpu),
+        ignore = "needs an NVIDIA GPU (nvidia-smi at build time)"
+    )]
+    fn propose_matches_the_cpu_per_rule() {
+        use dlm_runtime::decode::{DreamConfidence, Filter, ProposeSpec, RowRule, propose_rows};
+        let be = backend();
+        let mut rng = Rng::new(9);
+        let (rows, vocab) = (37, 5003);
+        let mut logits: Vec<f32> = random(&mut rng, rows * vocab)
+            .iter()
+            .map(|x| 8.0 * x)
+            .collect();
+        logits[3 * vocab + 17] = 40.0; // one confident row
+        logits[5 * vocab + 2] = logits[5 * vocab + 9]; // a tie somewhere
+        let dev = be.upload_act(&logits).expect("upload");
+        let mut failures = Vec::new();
+        for rule in [
+            RowRule::Llada,
+            RowRule::Dream(DreamConfidence::Probability),
+            RowRule::Dream(DreamConfidence::Margin),
+            RowRule::Dream(DreamConfidence::NegEntropy),
+        ] {
+            for (temperature, random_confidence) in [(0.0, false), (0.0, true), (0.7, false)] {
+                let spec = ProposeSpec {
+                    rule,
+                    temperature,
+                    filter: Filter::default(),
+                    random_confidence,
+                };
+                let want = propose_rows(&logits, vocab, &spec, &mut Rng::new(1));
+                let got = be.propose(&dev, vocab, &spec, &mut Rng::new(1));
+                let bad = want
+                    .iter()
+                    .zip(&got)
+                    .filter(|(a, b)| {
+                        a.token != b.token
+                            || (a.confidence - b.confidence).abs()
+                                > 1e-9 * a.confidence.abs().max(1e-3)
+                    })
+                    .count();
+                println!(
+                    "propose {rule:?} T {temperature} random {random_confidence}: {bad} of {rows} rows differ"
+                );
+                if bad > 0 {
+                    failures.push(format!(
+                        "{rule:?} T {temperature} random {random_confidence}: {bad}"
+                    ));
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{failures:?}");
+    }
 }

@@ -22,6 +22,8 @@ const MATMUL: &str = include_str!("matmul.cu");
 const FLASH: &str = include_str!("flash.cu");
 /// Few-row matmul on tensor cores (sm_80+).
 const MMA: &str = include_str!("mma.cu");
+/// Greedy proposals of every confidence rule.
+const PROPOSE: &str = include_str!("propose.cu");
 
 /// Weight rows per matmul block (one warp each); must match `MM_WARPS` in kernels.cu.
 pub const MM_WARPS: u32 = 8;
@@ -81,6 +83,8 @@ pub struct Kernels {
     pub flash: Option<CudaFunction>,
     /// mma.cu, when it compiled.
     pub mma: Option<MmaKernels>,
+    /// propose.cu's `propose_greedy`, when it compiled.
+    pub propose_greedy: Option<CudaFunction>,
     /// One line per file: compiled, or why not.
     pub report: Vec<String>,
 }
@@ -184,6 +188,9 @@ impl Kernels {
         });
         let (mma, e) = split(mma);
         optional("mma.cu", e)?;
+        let pg = build(ctx, arch, PROPOSE).and_then(|m| function(&m, "propose_greedy"));
+        let (propose_greedy, e) = split(pg);
+        optional("propose.cu", e)?;
         let flash = build(ctx, arch, FLASH).and_then(|m| function(&m, "attention_flash"));
         let (flash, e) = split(flash);
         optional("flash.cu", e)?;
@@ -202,6 +209,7 @@ impl Kernels {
             mm,
             flash,
             mma,
+            propose_greedy,
             report,
         })
     }
