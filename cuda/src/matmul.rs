@@ -19,13 +19,17 @@ use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, LaunchConfig, PushKerne
 use std::ffi::c_void;
 use std::sync::Mutex;
 
-/// Largest bf16 tile of dequantized weight rows (elements): 128 MiB.
-const TILE_ELEMS: usize = 1 << 26;
+/// Default bf16 tile of dequantized weight rows: 16 MiB (8 Mi elements), small enough to stay
+/// in L2 between the dequantizing kernel that writes it and the GEMM that reads it, large
+/// enough for an efficient GEMM (2048 rows of 4096). `DLM_CUDA_TILE_MIB` changes it.
+const TILE_MIB: usize = 16;
 
 /// cuBLAS and the scratch buffers of its path.
 pub(crate) struct Gemm {
     blas: CudaBlas,
     scratch: Mutex<Scratch>,
+    /// Elements of the bf16 weight tile.
+    tile_elems: usize,
 }
 
 /// Reused device buffers (one stream: a buffer is free again once the next call is queued).
@@ -46,9 +50,15 @@ impl Gemm {
             return Err("libcublas.so (CUDA 13) not found".into());
         }
         let blas = CudaBlas::new(stream.clone()).map_err(|e| format!("cuBLAS: {e:?}"))?;
+        let mib = std::env::var("DLM_CUDA_TILE_MIB")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&m| m > 0)
+            .unwrap_or(TILE_MIB);
         Ok(Gemm {
             blas,
             scratch: Mutex::new(Scratch::default()),
+            tile_elems: mib << 19,
         })
     }
 }
@@ -256,7 +266,7 @@ fn gemm(
         gemm_ex(g, rows, n, cols, a, half_type, act_ptr, half_type, out_ptr);
         return;
     }
-    let tile_rows = (TILE_ELEMS / cols).clamp(1, rows);
+    let tile_rows = (g.tile_elems / cols).clamp(1, rows);
     let tile = scratch(be, &mut sc.tile, tile_rows * cols);
     let cols_i = cols as i32;
     let mut r0 = 0usize;
