@@ -388,11 +388,32 @@ mod gpu {
         ignore = "needs an NVIDIA GPU (nvidia-smi at build time)"
     )]
     fn attention_matches_a_reference() {
-        let be = backend();
+        let mut be = backend();
+        let defaults = be.tuning();
+        // flash_tc.cu (bf16 tensor cores), flash.cu (f32), kernels.cu's one block per row.
+        let kernels = [
+            ("tensor cores", defaults, 3e-2f32),
+            (
+                "f32 tiles",
+                dlm_cuda::Tuning {
+                    flash_tc: false,
+                    ..defaults
+                },
+                1e-4,
+            ),
+            (
+                "per row",
+                dlm_cuda::Tuning {
+                    flash_min_rows: usize::MAX,
+                    ..defaults
+                },
+                1e-4,
+            ),
+        ];
         let mut rng = Rng::new(5);
         let mut failures = Vec::new();
-        // (span rows, cached rows outside the span, heads, kv heads, head_dim): spans of 64+
-        // rows take flash.cu, shorter ones kernels.cu; 256-wide heads always kernels.cu.
+        // (span rows, cached rows outside the span, heads, kv heads, head_dim); 256-wide heads
+        // always take kernels.cu.
         for (n, n_out, nh, nkv, hd) in [
             (20, 0, 4, 2, 64),
             (20, 45, 4, 2, 64),
@@ -435,41 +456,47 @@ mod gpu {
                 be.upload_act(&k).expect("k"),
                 be.upload_act(&v).expect("v"),
             );
-            let mut out = be.alloc(n * qd).expect("alloc");
-            let args = AttentionArgs {
-                q: &qa,
-                k: &ka,
-                v: &va,
-                n,
-                outside: &outside,
-                cache: (n_out > 0).then_some(&cache),
-                layer: 0,
-                shape: sh,
-                probe_keys: None,
-                probe_mass: false,
-            };
-            assert!(be.attention(args, &mut out).is_none());
-            let got = be.to_host(&out);
             let keys: Vec<f32> = k.iter().chain(&ck).copied().collect();
             let values: Vec<f32> = v.iter().chain(&cv).copied().collect();
             let want = attention_ref(&q, &keys, &values, n, sh);
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| {
-                    if a.is_nan() {
-                        f32::INFINITY
-                    } else {
-                        (a - b).abs()
-                    }
-                })
-                .fold(0f32, f32::max);
-            println!(
-                "attention n {n} outside {n_out} heads {nh}/{nkv} hd {hd}: max |err| = {worst:.2e}"
-            );
-            if worst > 1e-4 {
-                failures.push(format!("n {n} outside {n_out} hd {hd}: {worst:.2e}"));
+            for (label, tuning, tol) in &kernels {
+                be.set_tuning(*tuning);
+                let mut out = be.alloc(n * qd).expect("alloc");
+                let args = AttentionArgs {
+                    q: &qa,
+                    k: &ka,
+                    v: &va,
+                    n,
+                    outside: &outside,
+                    cache: (n_out > 0).then_some(&cache),
+                    layer: 0,
+                    shape: sh,
+                    probe_keys: None,
+                    probe_mass: false,
+                };
+                assert!(be.attention(args, &mut out).is_none());
+                let got = be.to_host(&out);
+                let worst = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| {
+                        if a.is_nan() {
+                            f32::INFINITY
+                        } else {
+                            (a - b).abs()
+                        }
+                    })
+                    .fold(0f32, f32::max);
+                println!(
+                    "attention ({label}) n {n} outside {n_out} heads {nh}/{nkv} hd {hd}: max |err| = {worst:.2e}"
+                );
+                if worst > *tol {
+                    failures.push(format!(
+                        "{label} n {n} outside {n_out} hd {hd}: {worst:.2e}"
+                    ));
+                }
             }
+            be.set_tuning(defaults);
         }
         assert!(failures.is_empty(), "attention errors: {failures:?}");
     }

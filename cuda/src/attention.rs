@@ -33,13 +33,20 @@ pub(crate) fn attention(
     }
     let n_keys = n + a.outside.len();
     let probing = a.probe_keys.is_some() || a.probe_mass;
-    if !probing
-        && n >= be.tuning.flash_min_rows
-        && sh.head_dim <= FLASH_MAX_HEAD_DIM
-        && let Some(f) = be.k.flash.as_ref()
-    {
-        flash(be, f, &a, out);
-        return None;
+    if !probing && n >= be.tuning.flash_min_rows && sh.head_dim <= FLASH_MAX_HEAD_DIM {
+        let precise = be.precise.load(std::sync::atomic::Ordering::Relaxed);
+        if let Some(f) = be.k.flash_tc.as_ref()
+            && be.tuning.flash_tc
+            && !precise
+            && sh.head_dim.is_multiple_of(16)
+        {
+            flash(be, f, 64, &a, out);
+            return None;
+        }
+        if let Some(f) = be.k.flash.as_ref() {
+            flash(be, f, 16, &a, out);
+            return None;
+        }
     }
     let mut scores = probing.then(|| ok(be.stream.alloc_zeros::<f32>(n * sh.n_heads * n_keys)));
     let outside = be.ints(a.outside);
@@ -91,12 +98,12 @@ pub(crate) fn attention(
 
 /// Widest head `flash.cu` takes (`FA_MAX_DIM`).
 const FLASH_MAX_HEAD_DIM: usize = 128;
-/// Query rows per block of `flash.cu` (`FA_Q`).
-const FLASH_ROWS: u32 = 16;
-
+/// A tiled kernel (`flash.cu`: `rows_per_block` 16, `flash_tc.cu`: 64; both 128 threads and the
+/// same arguments).
 fn flash(
     be: &CudaBackend,
     f: &cudarc::driver::CudaFunction,
+    rows_per_block: u32,
     a: &AttentionArgs<'_, CudaBackend>,
     out: &mut CudaAct,
 ) {
@@ -124,7 +131,7 @@ fn flash(
         .arg(&scale)
         .arg(&mut out.buf);
     let cfg = LaunchConfig {
-        grid_dim: ((a.n as u32).div_ceil(FLASH_ROWS), sh.n_heads as u32, 1),
+        grid_dim: ((a.n as u32).div_ceil(rows_per_block), sh.n_heads as u32, 1),
         block_dim: (128, 1, 1),
         shared_mem_bytes: 0,
     };

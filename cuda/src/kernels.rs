@@ -22,6 +22,8 @@ const MATMUL: &str = include_str!("matmul.cu");
 const FLASH: &str = include_str!("flash.cu");
 /// Few-row matmul on tensor cores (sm_80+).
 const MMA: &str = include_str!("mma.cu");
+/// Tiled attention on tensor cores (sm_80+).
+const FLASH_TC: &str = include_str!("flash_tc.cu");
 /// Greedy proposals of every confidence rule.
 const PROPOSE: &str = include_str!("propose.cu");
 
@@ -81,6 +83,8 @@ pub struct Kernels {
     pub mm: Option<MatmulKernels>,
     /// flash.cu, when it compiled.
     pub flash: Option<CudaFunction>,
+    /// flash_tc.cu, when it compiled.
+    pub flash_tc: Option<CudaFunction>,
     /// mma.cu, when it compiled.
     pub mma: Option<MmaKernels>,
     /// propose.cu's `propose_greedy`, when it compiled.
@@ -188,6 +192,9 @@ impl Kernels {
         });
         let (mma, e) = split(mma);
         optional("mma.cu", e)?;
+        let ftc = build(ctx, arch, FLASH_TC).and_then(|m| function(&m, "attention_flash_tc"));
+        let (flash_tc, e) = split(ftc);
+        optional("flash_tc.cu", e)?;
         let pg = build(ctx, arch, PROPOSE).and_then(|m| function(&m, "propose_greedy"));
         let (propose_greedy, e) = split(pg);
         optional("propose.cu", e)?;
@@ -208,6 +215,7 @@ impl Kernels {
             propose_llada_greedy: f("propose_llada_greedy")?,
             mm,
             flash,
+            flash_tc,
             mma,
             propose_greedy,
             report,

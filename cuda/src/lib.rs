@@ -27,6 +27,7 @@ use dlm_runtime::backend::{AttentionArgs, Backend, CacheShape};
 use dlm_runtime::decode::{Proposal, ProposeSpec, Rng};
 use dlm_runtime::model::{LayerAttention, Matrix};
 use kernels::Kernels;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Runs the forward pass on one CUDA device.
@@ -46,6 +47,9 @@ pub struct CudaBackend {
     int_lists: Mutex<Vec<IntList>>,
     /// `[splits, n, rows]` partial sums of mma.cu's split matmuls, reused.
     partials: Mutex<Option<CudaSlice<f32>>>,
+    /// Set once an f32 matrix is uploaded: a model stored in f32 asks for f32 arithmetic, so
+    /// attention stays off the bf16 tensor cores (its matmuls run f32 GEMMs already).
+    precise: AtomicBool,
 }
 
 /// An index list and its device copy.
@@ -94,8 +98,13 @@ pub struct Tuning {
     /// kernel (mma.cu, at most 64 rows) instead of the CUDA-core one (matmul.cu):
     /// `DLM_CUDA_MMA_MIN_ROWS`, default 9; `usize::MAX` never.
     pub mma_min_rows: usize,
-    /// Span rows from which attention takes flash.cu: `DLM_CUDA_FLASH_MIN_ROWS`, default 64.
+    /// Span rows from which attention takes the tiled kernels (flash_tc.cu, or flash.cu for
+    /// models with f32 matrices) over kernels.cu's one block per (row, head):
+    /// `DLM_CUDA_FLASH_MIN_ROWS`, default 1.
     pub flash_min_rows: usize,
+    /// Attention on tensor cores (bf16 operands) for models without f32 matrices:
+    /// `DLM_CUDA_FLASH_TC=0` turns it off.
+    pub flash_tc: bool,
 }
 
 impl Tuning {
@@ -110,7 +119,8 @@ impl Tuning {
             gemm_min_rows_quant: get("DLM_CUDA_GEMM_MIN_ROWS", 65),
             gemm_min_rows_float: get("DLM_CUDA_GEMM_MIN_ROWS_FLOAT", 9),
             mma_min_rows: get("DLM_CUDA_MMA_MIN_ROWS", 9),
-            flash_min_rows: get("DLM_CUDA_FLASH_MIN_ROWS", 64),
+            flash_min_rows: get("DLM_CUDA_FLASH_MIN_ROWS", 1),
+            flash_tc: get("DLM_CUDA_FLASH_TC", 1) != 0,
         }
     }
 }
@@ -215,6 +225,7 @@ impl CudaBackend {
             report,
             int_lists: Mutex::new(Vec::new()),
             partials: Mutex::new(None),
+            precise: AtomicBool::new(false),
         })
     }
 
@@ -251,6 +262,9 @@ impl CudaBackend {
                 bytes.len(),
                 quant.name()
             )));
+        }
+        if quant == QuantType::F32 {
+            self.precise.store(true, Ordering::Relaxed);
         }
         Ok(CudaMatrix {
             data: self.upload(bytes)?,
@@ -332,6 +346,9 @@ impl Backend for CudaBackend {
 
     fn upload_matrix(&self, m: &Matrix, bytes: &[u8]) -> Result<CudaMatrix, RuntimeError> {
         let w = m.view(bytes);
+        if m.quant == QuantType::F32 {
+            self.precise.store(true, Ordering::Relaxed);
+        }
         Ok(CudaMatrix {
             data: self.upload(w.data)?,
             quant: kernels::kernel_type(m.quant),

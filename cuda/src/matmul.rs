@@ -240,6 +240,9 @@ fn gemm(
     let sc = &mut *sc;
     let (rows, cols) = (w.rows, w.cols);
     let st = &be.stream;
+    // cuBLAS runs in the calling thread's current context (a kernel launch binds it, a raw
+    // cuBLAS call does not): the forward pass may run on any thread.
+    ok(st.context().bind_to_thread());
     let (out_ptr, _o) = out.buf.device_ptr_mut(st);
     if w.quant == 0 {
         let (a, _a) = w.data.device_ptr(st);
