@@ -17,7 +17,7 @@
 #    (ms per cached 32-token step, tokens/s), load time, peak GPU memory (nvidia-smi).
 # 3. tools/cuda/torch_ref.py (PyTorch bf16 at the same shape) when python3 has torch.
 #
-# Env: STEPS_NONE (default 64: steps of the no-cache run, each a full step), DEVICE (default
+# Then a sweep of other kernel choices (SWEEP=0 skips it). Env: STEPS_NONE (default 64: steps of the no-cache run, each a full step), DEVICE (default
 # cuda; cpu checks the script on a small model), PROMPT_TOKENS and GEN (256 each), DLM_CUDA_* tuning
 # knobs (see cuda/src/matmul.rs) pass through. Build the binaries (on the Rust machine):
 #   cargo build --release --features cuda --example random_dlm
@@ -25,7 +25,7 @@
 set -uo pipefail
 
 DLM= ; RANDOM_DLM= ; OUT=${TMPDIR:-/tmp}/dlm-device-check
-TESTS=() ; declare -A MODEL=()
+TESTS=() ; declare -A MODEL=() MODELS=() PROMPTS=()
 RUN_TESTS=1 ; RUN_BENCH=1 ; RUN_TORCH=1
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -150,12 +150,49 @@ blocks = meta["gen_length"] // meta["block_length"]
 cached = (dual["seconds"] * 1000 - blocks * full) / max(dual["nfe"] - blocks, 1)
 load = (t1 - t0) - none["seconds"]
 print(f"{q}: prompt {meta['prompt_tokens']} tok, file {meta['file_bytes']/2**30:.2f} GiB | "
-      f"full step {full:.2f} ms (none, {none['nfe']} steps; matmul {none['matmul_s']/none['seconds']:.0%}, "
-      f"attn {none['attention_s']/none['seconds']:.0%}) | cached step {cached:.2f} ms (dual, "
+      f"full step {full:.2f} ms (none, {none['nfe']} steps) | cached step {cached:.2f} ms (dual, "
       f"{dual['nfe']} steps, {blocks} of them full) | dual {dual['tokens_per_s']:.1f} tok/s at 1 token/step | "
       f"load+first step {load:.2f} s | GPU memory peak {peak} MiB")
 EOF
+        MODELS[$q]=$m
+        PROMPTS[$q]=$prompt
     done
+fi
+
+# Other kernel choices (cuda/src/lib.rs Tuning), to pick the defaults: the dual-cache run of
+# each quantized model with the CUDA-core few-row kernel instead of the tensor-core one, and
+# with dequantize + cuBLAS at 32 rows; the bf16 model with f32 attention tiles and with the
+# per-row attention kernel. SWEEP=0 skips it.
+sweep_run() { # TYPE LABEL CACHE STEPS ENV...
+    local q=$1 label=$2 cache=$3 steps=$4; shift 4
+    local m=${MODELS[$q]:-}
+    [ -n "$m" ] || return 0
+    env "$@" "$DLM" bench -m "$m" --device "${DEVICE:-cuda}" --prompt "${PROMPTS[$q]}" -n "${GEN:-256}" \
+        --block-length 32 --threshold 0 --json --caches "$cache" --steps "$steps" \
+        > "$OUT/sweep.json" 2> "$OUT/sweep.err" || { say "sweep $q $label: failed"; tail -3 "$OUT/sweep.err"; return 0; }
+    python3 - "$OUT/bench-$q-none.json" "$OUT/sweep.json" "$q" "$label" "$cache" <<'EOF' | tee -a "$SUMMARY"
+import json, sys
+full = json.load(open(sys.argv[1]))["runs"][0]["ms_per_step"]
+meta = json.load(open(sys.argv[2]))
+r = meta["runs"][0]
+q, label, cache = sys.argv[3:6]
+if cache == "none":
+    print(f"sweep {q} {label}: full step {r['ms_per_step']:.2f} ms")
+else:
+    blocks = meta["gen_length"] // meta["block_length"]
+    cached = (r["seconds"] * 1000 - blocks * full) / max(r["nfe"] - blocks, 1)
+    print(f"sweep {q} {label}: cached step {cached:.2f} ms ({r['tokens_per_s']:.1f} tok/s)")
+EOF
+}
+if [ "$RUN_BENCH" = 1 ] && [ "${SWEEP:-1}" = 1 ]; then
+    echo "== sweep of kernel choices"
+    for q in q8_0 q4_k; do
+        sweep_run "$q" "cuda-core few-row kernel" dual "${GEN:-256}" DLM_CUDA_MMA_MIN_ROWS=1000000
+        sweep_run "$q" "dequantize+cuBLAS from 9 rows" dual "${GEN:-256}" DLM_CUDA_GEMM_MIN_ROWS=9
+    done
+    sweep_run bf16 "f32 attention tiles" none "$STEPS_NONE" DLM_CUDA_FLASH_TC=0
+    sweep_run bf16 "per-row attention" dual "${GEN:-256}" DLM_CUDA_FLASH_MIN_ROWS=1000000
+    sweep_run bf16 "f32 attention tiles" dual "${GEN:-256}" DLM_CUDA_FLASH_TC=0
 fi
 
 if [ "$RUN_TORCH" = 1 ] && python3 -c 'import torch' 2>/dev/null; then
