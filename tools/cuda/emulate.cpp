@@ -93,6 +93,7 @@ static void mma_bf16(float *d, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
 #include "../../cuda/src/mma.cu"
 #include "../../cuda/src/flash.cu"
 #include "../../cuda/src/flash_tc.cu"
+#include "../../cuda/src/propose.cu"
 
 static void launch(unsigned gx, unsigned gy, unsigned threads, const std::function<void()> &f) {
     gridDim = {gx, gy, 1};
@@ -140,8 +141,7 @@ static std::vector<u8> q8_rows(int rows, int cols, std::vector<float> &deq) {
 
 static int check_matmul() {
     int fail = 0;
-    for (int cols : {512, 1152}) {
-        int rows = 37;
+    for (auto [rows, cols] : {std::pair{37, 512}, std::pair{37, 1152}, std::pair{150, 256}}) {
         std::vector<float> deq;
         std::vector<u8> w = q8_rows(rows, cols, deq);
         long long rb = cols / 32 * 34;
@@ -160,9 +160,19 @@ static int check_matmul() {
                     }
             std::vector<float> out(n * rows, NAN);
             launch((rows + 15) / 16, 1, 128, [&] { matmul_few_q8_0(w.data(), rb, rows, cols, x.data(), n, out.data()); });
+            // dequant_bf16 of rows 5.. (the cuBLAS path's tile), against the rounded values
+            if (n == 1) {
+                int r0 = 5, nr = rows - 5;
+                std::vector<u16> tile(nr * cols, 0xffff);
+                launch(3, 1, 64, [&] { dequant_bf16_q8_0(w.data(), rb, r0, nr, cols, tile.data()); });
+                int bad = 0;
+                for (int i = 0; i < nr * cols; i++) bad += bf16_to_f32(tile[i]) != round_bf16(deq[r0 * cols + i]);
+                printf("dequant_bf16 q8_0 rows %d cols %d: %d wrong\n", nr, cols, bad);
+                fail += bad != 0;
+            }
             double worst = 0;
             for (int i = 0; i < n * rows; i++) worst = std::fmax(worst, std::isnan(out[i]) ? 1e9 : std::fabs(out[i] - exact[i]) / mag[i]);
-            printf("matmul_few q8_0 cols %d n %d: %.2e\n", cols, n, worst);
+            printf("matmul_few q8_0 rows %d cols %d n %d: %.2e\n", rows, cols, n, worst);
             fail += worst > 1e-5;
             for (int splits_want : {1, 3}) {
                 int chunks = (cols + 127) / 128;
@@ -173,7 +183,7 @@ static int check_matmul() {
                 launch(4, 1, 64, [&] { mma_sum_splits(part.data(), splits, (long long)n * rows, o2.data()); });
                 double wr = 0;
                 for (int i = 0; i < n * rows; i++) wr = std::fmax(wr, std::isnan(o2[i]) ? 1e9 : std::fabs(o2[i] - rounded[i]) / mag[i]);
-                printf("matmul_mma q8_0 cols %d n %d splits %d: %.2e (vs bf16-rounded operands)\n", cols, n, splits, wr);
+                printf("matmul_mma q8_0 rows %d cols %d n %d splits %d: %.2e (vs bf16-rounded operands)\n", rows, cols, n, splits, wr);
                 fail += wr > 1e-5;
             }
         }
@@ -237,8 +247,57 @@ static int check_flash() {
     return fail;
 }
 
+// runtime/src/decode/sample.rs on one row: argmax (lowest index on ties), then the rule.
+static void propose_ref(const float *row, int vocab, int mode, int *tok, double *conf) {
+    int best = 0;
+    for (int i = 1; i < vocab; i++) if (row[i] > row[best]) best = i;
+    double m = -INFINITY, sum = 0;
+    for (int i = 0; i < vocab; i++) m = std::fmax(m, (double)row[i]);
+    std::vector<double> p(vocab);
+    for (int i = 0; i < vocab; i++) sum += (p[i] = std::exp((double)row[i] - m));
+    for (auto &x : p) x /= sum;
+    *tok = best;
+    if (mode == 0) *conf = p[best];
+    else if (mode == 1) {
+        double t1 = -INFINITY, t2 = -INFINITY;
+        for (double x : p) { if (x > t1) { t2 = t1; t1 = x; } else if (x > t2) t2 = x; }
+        *conf = vocab < 2 ? t1 : t1 - t2;
+    } else {
+        double e = 0;
+        for (double x : p) e += x * std::log(x + 1e-10);
+        *conf = e;
+    }
+}
+
+static int check_propose() {
+    int fail = 0;
+    for (int vocab : {1, 7, 300, 5003}) {
+        int rows = 3;
+        std::vector<float> logits(rows * vocab);
+        for (auto &x : logits) x = uni() * 8;
+        if (vocab > 10) { logits[vocab + 9] = 30; logits[vocab + 4] = 30; } // a tie for the top
+        if (vocab > 10) logits[2 * vocab + 3] = logits[2 * vocab + 5] = 50; // equal top two: margin 0
+        for (int mode = 0; mode < 3; mode++) {
+            std::vector<int> tok(rows, -1);
+            std::vector<double> conf(rows, NAN);
+            launch(rows, 1, 256, [&] {
+                // one row per block, as rows_cfg launches it
+                propose_greedy(logits.data(), vocab, mode, tok.data(), conf.data());
+            });
+            for (int r = 0; r < rows; r++) {
+                int t; double c;
+                propose_ref(&logits[r * vocab], vocab, mode, &t, &c);
+                bool ok = t == tok[r] && std::fabs(c - conf[r]) <= 1e-12 * std::fmax(1.0, std::fabs(c));
+                if (!ok) { printf("propose vocab %d mode %d row %d: %d %.17g vs %d %.17g\n", vocab, mode, r, tok[r], conf[r], t, c); fail++; }
+            }
+        }
+        printf("propose_greedy vocab %d: %s\n", vocab, fail ? "MISMATCH" : "ok");
+    }
+    return fail;
+}
+
 int main() {
-    int fail = check_matmul() + check_flash();
+    int fail = check_matmul() + check_flash() + check_propose();
     printf(fail ? "FAILED (%d)\n" : "all ok\n", fail);
     return fail ? 1 : 0;
 }
