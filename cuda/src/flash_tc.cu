@@ -47,6 +47,9 @@ extern "C" __global__ void attention_flash_tc(const float *q, const float *k, co
     int nks = head_dim >> 4;  // k-steps over the head
     int ndt = head_dim >> 3;  // 8-wide tiles of the head
     int r0 = blockIdx.x * TC_Q + warp * 16 + g, r1 = r0 + 8; // this lane's two query rows
+    // A warp whose 16 rows are all past the span (a short span, as in cached steps) only helps
+    // load the tiles.
+    bool active = blockIdx.x * TC_Q + warp * 16 < n;
 
     // Queries as A fragments: qa[s] covers head dims 16s..16s+16.
     u32 qa[TC_MAX_DIM / 16][4];
@@ -85,6 +88,7 @@ extern "C" __global__ void attention_flash_tc(const float *q, const float *k, co
             vt[d * TC_VLD + kk] = f32_to_bf16(vv);
         }
         __syncthreads();
+        if (!active) continue;
 
         // S = Q·Kᵀ for 64 keys: s[j] is keys 8j..8j+8.
         float s[TC_K / 8][4];
@@ -153,6 +157,7 @@ extern "C" __global__ void attention_flash_tc(const float *q, const float *k, co
             }
         }
     }
+    if (!active) return;
     for (int x = 1; x < 4; x <<= 1) {
         l0 += __shfl_xor_sync(0xffffffffu, l0, x);
         l1 += __shfl_xor_sync(0xffffffffu, l1, x);
