@@ -32,11 +32,16 @@ __device__ __forceinline__ u32 pack2(float lo, float hi) {
     return (u32)f32_to_bf16(lo) | ((u32)f32_to_bf16(hi) << 16);
 }
 
-// Arguments as flash.cu's attention_flash.
+// Arguments as flash.cu's attention_flash, and a split of the keys for short spans (too few
+// blocks to fill the GPU): block z of gridDim.z takes keys z*kps .. (z+1)*kps (kps a multiple of
+// TC_K). With part_o null (one split) it writes out; else the unnormalized output of its keys
+// to part_o ([splits, n, q_dim]) and each row's max and sum to part_ml ([splits, n, n_heads, 2]),
+// which attention_combine merges.
 extern "C" __global__ void attention_flash_tc(const float *q, const float *k, const float *v, int n,
                                               const float *ck, const float *cv, const int *outside,
                                               int n_out, int n_heads, int n_kv_heads, int head_dim,
-                                              float scale, float *out) {
+                                              float scale, float *out, int kps, float *part_o,
+                                              float *part_ml) {
     __shared__ __align__(16) u16 ks[TC_K * TC_KLD];       // [TC_K, head_dim] keys
     __shared__ __align__(16) u16 vt[TC_MAX_DIM * TC_VLD]; // [head_dim, TC_K] values, transposed
     int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -44,6 +49,7 @@ extern "C" __global__ void attention_flash_tc(const float *q, const float *k, co
     int h = blockIdx.y, kvh = h / (n_heads / n_kv_heads);
     int q_dim = n_heads * head_dim, kv_dim = n_kv_heads * head_dim;
     int n_keys = n + n_out;
+    int k_begin = blockIdx.z * kps, k_end = min(n_keys, k_begin + kps);
     int nks = head_dim >> 4;  // k-steps over the head
     int ndt = head_dim >> 3;  // 8-wide tiles of the head
     int r0 = blockIdx.x * TC_Q + warp * 16 + g, r1 = r0 + 8; // this lane's two query rows
@@ -73,13 +79,13 @@ extern "C" __global__ void attention_flash_tc(const float *q, const float *k, co
     float m0 = NEG_INF_F, m1 = NEG_INF_F; // running max of rows r0, r1
     float l0 = 0.0f, l1 = 0.0f;           // this lane's part of the running sums
 
-    for (int base = 0; base < n_keys; base += TC_K) {
+    for (int base = k_begin; base < k_end; base += TC_K) {
         __syncthreads(); // the previous tile's readers are done
         for (int i = tid; i < TC_K * head_dim; i += blockDim.x) {
             int kk = i / head_dim, d = i - kk * head_dim;
             int j = base + kk;
             float kv = 0.0f, vv = 0.0f;
-            if (j < n_keys) {
+            if (j < k_end) {
                 long long off = (j < n ? (long long)j : (long long)outside[j - n]) * kv_dim + kvh * head_dim + d;
                 kv = j < n ? k[off] : ck[off];
                 vv = j < n ? v[off] : cv[off];
@@ -110,8 +116,8 @@ extern "C" __global__ void attention_flash_tc(const float *q, const float *k, co
 #pragma unroll
         for (int j = 0; j < TC_K / 8; j++) {
             int key = base + j * 8 + 2 * tg;
-            if (key >= n_keys) s[j][0] = s[j][2] = NEG_INF_F;
-            if (key + 1 >= n_keys) s[j][1] = s[j][3] = NEG_INF_F;
+            if (key >= k_end) s[j][0] = s[j][2] = NEG_INF_F;
+            if (key + 1 >= k_end) s[j][1] = s[j][3] = NEG_INF_F;
             t0 = fmaxf(t0, fmaxf(s[j][0], s[j][1]));
             t1 = fmaxf(t1, fmaxf(s[j][2], s[j][3]));
         }
@@ -163,8 +169,19 @@ extern "C" __global__ void attention_flash_tc(const float *q, const float *k, co
         l1 += __shfl_xor_sync(0xffffffffu, l1, x);
     }
     float i0 = 1.0f / l0, i1 = 1.0f / l1;
-    float *o0 = out + (long long)r0 * q_dim + h * head_dim;
-    float *o1 = out + (long long)r1 * q_dim + h * head_dim;
+    float *dst = out;
+    if (part_o) {
+        // Unnormalized, with this split's max and sum beside it.
+        i0 = i1 = 1.0f;
+        dst = part_o + (long long)blockIdx.z * n * q_dim;
+        if (tg == 0) {
+            float *ml = part_ml + ((long long)blockIdx.z * n * n_heads) * 2;
+            if (r0 < n) { ml[((long long)r0 * n_heads + h) * 2] = m0; ml[((long long)r0 * n_heads + h) * 2 + 1] = l0; }
+            if (r1 < n) { ml[((long long)r1 * n_heads + h) * 2] = m1; ml[((long long)r1 * n_heads + h) * 2 + 1] = l1; }
+        }
+    }
+    float *o0 = dst + (long long)r0 * q_dim + h * head_dim;
+    float *o1 = dst + (long long)r1 * q_dim + h * head_dim;
 #pragma unroll
     for (int j = 0; j < TC_MAX_DIM / 8; j++) {
         if (j < ndt) {
@@ -179,4 +196,23 @@ extern "C" __global__ void attention_flash_tc(const float *q, const float *k, co
             }
         }
     }
+}
+
+// out[i, h*hd + d] from the splits of attention_flash_tc: with M the largest split max,
+// sum_s o_s * e^(m_s - M) / sum_s l_s * e^(m_s - M). One block per (row, head), head_dim threads.
+extern "C" __global__ void attention_combine(const float *part_o, const float *part_ml, int splits,
+                                             int n, int n_heads, int head_dim, float *out) {
+    int i = blockIdx.x, h = blockIdx.y, d = threadIdx.x;
+    if (d >= head_dim) return;
+    int q_dim = n_heads * head_dim;
+    float mx = NEG_INF_F;
+    for (int s = 0; s < splits; s++) mx = fmaxf(mx, part_ml[(((long long)s * n + i) * n_heads + h) * 2]);
+    float o = 0.0f, l = 0.0f;
+    for (int s = 0; s < splits; s++) {
+        long long at = (((long long)s * n + i) * n_heads + h) * 2;
+        float w = expf(part_ml[at] - mx);
+        l += w * part_ml[at + 1];
+        o += w * part_o[((long long)s * n + i) * q_dim + h * head_dim + d];
+    }
+    out[(long long)i * q_dim + h * head_dim + d] = o / l;
 }

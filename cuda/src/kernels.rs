@@ -83,8 +83,8 @@ pub struct Kernels {
     pub mm: Option<MatmulKernels>,
     /// flash.cu, when it compiled.
     pub flash: Option<CudaFunction>,
-    /// flash_tc.cu, when it compiled.
-    pub flash_tc: Option<CudaFunction>,
+    /// flash_tc.cu (`attention_flash_tc`, `attention_combine`), when it compiled.
+    pub flash_tc: Option<(CudaFunction, CudaFunction)>,
     /// mma.cu, when it compiled.
     pub mma: Option<MmaKernels>,
     /// propose.cu's `propose_greedy`, when it compiled.
@@ -192,7 +192,12 @@ impl Kernels {
         });
         let (mma, e) = split(mma);
         optional("mma.cu", e)?;
-        let ftc = build(ctx, arch, FLASH_TC).and_then(|m| function(&m, "attention_flash_tc"));
+        let ftc = build(ctx, arch, FLASH_TC).and_then(|m| {
+            Ok((
+                function(&m, "attention_flash_tc")?,
+                function(&m, "attention_combine")?,
+            ))
+        });
         let (flash_tc, e) = split(ftc);
         optional("flash_tc.cu", e)?;
         let pg = build(ctx, arch, PROPOSE).and_then(|m| function(&m, "propose_greedy"));

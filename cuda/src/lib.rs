@@ -47,10 +47,16 @@ pub struct CudaBackend {
     int_lists: Mutex<Vec<IntList>>,
     /// `[splits, n, rows]` partial sums of mma.cu's split matmuls, reused.
     partials: Mutex<Option<CudaSlice<f32>>>,
+    /// flash_tc.cu's key splits: `[splits, n, q_dim]` outputs and `[splits, n, heads, 2]` row
+    /// maxima and sums, reused.
+    att_parts: Mutex<AttParts>,
     /// Set once an f32 matrix is uploaded: a model stored in f32 asks for f32 arithmetic, so
     /// attention stays off the bf16 tensor cores (its matmuls run f32 GEMMs already).
     precise: AtomicBool,
 }
+
+/// Partial attention outputs and their row maxima and sums (see `attention::flash`).
+type AttParts = (Option<CudaSlice<f32>>, Option<CudaSlice<f32>>);
 
 /// An index list and its device copy.
 type IntList = (Vec<i32>, Arc<CudaSlice<i32>>);
@@ -225,6 +231,7 @@ impl CudaBackend {
             report,
             int_lists: Mutex::new(Vec::new()),
             partials: Mutex::new(None),
+            att_parts: Mutex::new((None, None)),
             precise: AtomicBool::new(false),
         })
     }

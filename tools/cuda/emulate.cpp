@@ -95,9 +95,10 @@ static void mma_bf16(float *d, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
 #include "../../cuda/src/flash_tc.cu"
 #include "../../cuda/src/propose.cu"
 
-static void launch(unsigned gx, unsigned gy, unsigned threads, const std::function<void()> &f) {
-    gridDim = {gx, gy, 1};
+static void launch(unsigned gx, unsigned gy, unsigned threads, const std::function<void()> &f, unsigned gz = 1) {
+    gridDim = {gx, gy, gz};
     blockDim = {threads, 1, 1};
+    for (unsigned bz = 0; bz < gz; bz++)
     for (unsigned by = 0; by < gy; by++)
         for (unsigned bx = 0; bx < gx; bx++) {
             std::barrier<> block(threads);
@@ -109,7 +110,7 @@ static void launch(unsigned gx, unsigned gy, unsigned threads, const std::functi
             for (unsigned t = 0; t < threads; t++)
                 ts.emplace_back([&, t] {
                     threadIdx = {t, 0, 0};
-                    blockIdx = {bx, by, 0};
+                    blockIdx = {bx, by, bz};
                     f();
                 });
             for (auto &t : ts) t.join();
@@ -205,14 +206,22 @@ static int check_flash() {
             outside.push_back(p);
             for (int d = 0; d < kd; d++) { ck[p * kd + d] = uni() * 2; cv[p * kd + d] = uni(); }
         }
-      for (int tc = 0; tc < 2; tc++) {
+      for (int tc = 0; tc < 3; tc++) {
         std::vector<float> out(cs.n * qd, NAN);
         float scale = 1.0f / std::sqrt((float)cs.hd);
-        if (tc)
+        int n_keys = cs.n + cs.n_out;
+        if (tc == 1)
             launch((cs.n + 63) / 64, cs.nh, 128, [&] {
-                attention_flash_tc(q.data(), k.data(), v.data(), cs.n, ck.data(), cv.data(), outside.data(), cs.n_out, cs.nh, cs.nkv, cs.hd, scale, out.data());
+                attention_flash_tc(q.data(), k.data(), v.data(), cs.n, ck.data(), cv.data(), outside.data(), cs.n_out, cs.nh, cs.nkv, cs.hd, scale, out.data(), n_keys, nullptr, nullptr);
             });
-        else
+        else if (tc == 2) {
+            int kps = 64, splits = (n_keys + kps - 1) / kps;
+            std::vector<float> po(splits * cs.n * qd, NAN), pml(splits * cs.n * cs.nh * 2, NAN);
+            launch((cs.n + 63) / 64, cs.nh, 128, [&] {
+                attention_flash_tc(q.data(), k.data(), v.data(), cs.n, ck.data(), cv.data(), outside.data(), cs.n_out, cs.nh, cs.nkv, cs.hd, scale, out.data(), kps, po.data(), pml.data());
+            }, splits);
+            launch(cs.n, cs.nh, cs.hd, [&] { attention_combine(po.data(), pml.data(), splits, cs.n, cs.nh, cs.hd, out.data()); });
+        } else
             launch((cs.n + 15) / 16, cs.nh, 128, [&] {
                 attention_flash(q.data(), k.data(), v.data(), cs.n, ck.data(), cv.data(), outside.data(), cs.n_out, cs.nh, cs.nkv, cs.hd, scale, out.data());
             });
@@ -240,7 +249,7 @@ static int check_flash() {
                     worst = std::fmax(worst, std::isnan(got) ? 1e9 : std::fabs(got - o / sum));
                 }
             }
-        printf("%s n %d outside %d heads %d/%d hd %d: max |err| %.2e\n", tc ? "flash_tc" : "flash", cs.n, cs.n_out, cs.nh, cs.nkv, cs.hd, worst);
+        printf("%s n %d outside %d heads %d/%d hd %d: max |err| %.2e\n", tc == 2 ? "flash_tc split" : tc ? "flash_tc" : "flash", cs.n, cs.n_out, cs.nh, cs.nkv, cs.hd, worst);
         fail += worst > (tc ? 2e-2 : 1e-5);
       }
     }
