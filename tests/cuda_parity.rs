@@ -505,10 +505,9 @@ mod gpu {
     /// 20 + 12 masks (few-row paths).
     fn demo_canvases(cpu_f32: &Path) -> Vec<Vec<u32>> {
         let engine = dlm_runtime::Engine::open(cpu_f32).expect("open on the CPU");
-        let text = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("models/demo/heldout.txt"),
-        )
-        .unwrap_or_else(|_| "The quick brown fox jumps over the lazy dog. ".repeat(60));
+        // The parity model's held-out text when it is a folder that has one (models/demo does).
+        let text = std::fs::read_to_string(parity_model().join("heldout.txt"))
+            .unwrap_or_else(|_| "The quick brown fox jumps over the lazy dog. ".repeat(60));
         let ids = engine.tokenizer().encode(&text);
         let mask = engine.decode_tokens().mask_id;
         let seq = engine.model().config().seq_len;
