@@ -4,7 +4,8 @@
 NVRTC needs no driver: `pip download --no-deps nvidia-cuda-nvrtc` and unzip the wheel, then
     NVRTC_LIB=path/to/libnvrtc.so.13 python3 tools/cuda/nvrtc_check.py cuda/src/*.cu
 compiles each file after cuda/src/common.cuh (as src/kernels.rs does) and prints NVRTC's log for each file and exits non-zero when one does not compile. Options are the
-backend's: `--gpu-architecture=compute_90` (H100/H200) unless ARCH says otherwise.
+backend's: `--gpu-architecture=compute_90` (H100/H200) unless ARCH says otherwise; ARCH=sm_90 also
+assembles to SASS (checks inline PTX, prints registers and spills).
 """
 import ctypes
 import os
@@ -23,6 +24,10 @@ def main() -> int:
         rc = lib.nvrtcCreateProgram(ctypes.byref(prog), src, path.encode(), 0, None, None)
         assert rc == 0, f"nvrtcCreateProgram: {rc}"
         opts = [f"--gpu-architecture={arch}".encode()]
+        if arch.startswith("sm_"):
+            # A real architecture: NVRTC also assembles (ptxas), which checks inline PTX and
+            # reports registers and spills per kernel.
+            opts.append(b"--ptxas-options=-v")
         arr = (ctypes.c_char_p * len(opts))(*opts)
         rc = lib.nvrtcCompileProgram(prog, len(opts), arr)
         size = ctypes.c_size_t()
