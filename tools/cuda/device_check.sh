@@ -20,7 +20,7 @@
 # Then a sweep of other kernel choices (SWEEP=0 skips it). Env: STEPS_NONE (default 64: steps of the no-cache run, each a full step), DEVICE (default
 # cuda; cpu checks the script on a small model), PROMPT_TOKENS and GEN (256 each), DLM_CUDA_* tuning
 # knobs (see cuda/src/matmul.rs) pass through. Build the binaries (on the Rust machine):
-#   cargo build --release --features cuda --example random_dlm
+#   cargo build --release --features cuda --bin dlm --example random_dlm
 #   cargo test --release --features cuda --test cuda_parity --no-run   # prints the test binary
 set -uo pipefail
 
