@@ -1,50 +1,6 @@
-// dlm CUDA kernels, compiled by NVRTC at backend start (see src/kernels.rs).
-// Activations are f32 row-major; weights are read in their stored type.
-// Quant type ids follow formats/SPEC.md: 0 f32, 1 f16, 2 bf16, 8 q8_0, 9 q4_0.
-
-typedef unsigned char u8;
-typedef unsigned short u16;
-typedef unsigned int u32;
-
-// NVRTC has no math.h: the constants by their bits.
-#define NEG_INF_F __int_as_float(0xff800000)
-#define NAN_F __int_as_float(0x7fffffff)
-#define NEG_INF_D __longlong_as_double(0xfff0000000000000ULL)
-#define IS_NAN(x) ((x) != (x))
-
-__device__ __forceinline__ float f16_to_f32(u16 h) {
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
-    return f;
-}
-
-__device__ __forceinline__ float bf16_to_f32(u16 h) {
-    return __uint_as_float(((u32)h) << 16);
-}
-
-// Element (r, c) of a weight matrix with `row_bytes` bytes per row.
-__device__ __forceinline__ float load_w(const u8 *w, int quant, long long row_bytes, long long r, int c) {
-    const u8 *row = w + r * row_bytes;
-    switch (quant) {
-    case 0: return ((const float *)row)[c];
-    case 1: return f16_to_f32(((const u16 *)row)[c]);
-    case 2: return bf16_to_f32(((const u16 *)row)[c]);
-    case 8: {
-        const u8 *b = row + (c >> 5) * 34;
-        float d = f16_to_f32((u16)b[0] | ((u16)b[1] << 8));
-        return d * (float)((const signed char *)(b + 2))[c & 31];
-    }
-    case 9: {
-        const u8 *b = row + (c >> 5) * 18;
-        float d = f16_to_f32((u16)b[0] | ((u16)b[1] << 8));
-        int j = c & 31;
-        u8 q = b[2 + (j & 15)];
-        int v = j < 16 ? (q & 15) : (q >> 4);
-        return d * (float)(v - 8);
-    }
-    }
-    return 0.0f;
-}
+// dlm CUDA kernels: the first, simple set (every op of the forward pass, and the fallback
+// matmul for shapes the fast kernels in matmul.cu do not take). Compiled by NVRTC at backend
+// start after common.cuh (see src/kernels.rs).
 
 #define MM_TOKENS 8
 #define MM_WARPS 8
@@ -62,7 +18,7 @@ extern "C" __global__ void matmul_w(const u8 *w, int quant, long long row_bytes,
 #pragma unroll
     for (int t = 0; t < MM_TOKENS; t++) acc[t] = 0.0f;
     for (int c = lane; c < cols; c += 32) {
-        float wv = load_w(w, quant, row_bytes, r, c);
+        float wv = load_w1(w + (long long)r * row_bytes, quant, c);
 #pragma unroll
         for (int t = 0; t < MM_TOKENS; t++)
             if (t < nt) acc[t] += wv * x[(long long)(t0 + t) * cols + c];
@@ -82,19 +38,7 @@ extern "C" __global__ void embed(const u8 *w, int quant, long long row_bytes, in
     if (i >= n) return;
     long long r = tokens[i];
     for (int c = threadIdx.x; c < cols; c += blockDim.x)
-        out[(long long)i * cols + c] = load_w(w, quant, row_bytes, r, c);
-}
-
-__device__ float block_sum(float v, float *sh) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    __syncthreads();
-    if (lane == 0) sh[warp] = v;
-    __syncthreads();
-    float s = 0.0f;
-    int nw = (blockDim.x + 31) >> 5;
-    for (int k = 0; k < nw; k++) s += sh[k];
-    return s;
+        out[(long long)i * cols + c] = load_w1(w + r * row_bytes, quant, c);
 }
 
 // One block per row.

@@ -1,11 +1,12 @@
-//! The CUDA backend of the dlm runtime: weights uploaded once in their stored type
-//! (f32, f16, bf16, q8_0, q4_0; q4_k and q6_k are dequantized to f32 at upload for now),
-//! activations and the KV cache on the device, kernels in CUDA C (`kernels.cu`) compiled by
-//! NVRTC when the backend starts.
+//! The CUDA backend of the dlm runtime: weights uploaded once in their stored type (f32, f16,
+//! bf16, q8_0, q4_0, q4_k, q6_k), activations and the KV cache on the device, kernels in CUDA C
+//! (`*.cu`) compiled by NVRTC when the backend starts, many-row matmuls on cuBLAS (tensor cores).
 //!
-//! Nothing here links CUDA: the driver and NVRTC are opened with `dlopen` on
-//! [`CudaBackend::new`], which first checks that they are present, so a machine without a
-//! driver gets an error naming what is missing, never a panic.
+//! Nothing here links CUDA: the driver, NVRTC and cuBLAS are opened with `dlopen` on
+//! [`CudaBackend::new`], which first checks that the driver and NVRTC are present, so a
+//! machine without a driver gets an error naming what is missing, never a panic; without
+//! cuBLAS the backend runs its own (slower) kernels and says so in
+//! [`CudaBackend::kernel_report`].
 //!
 //! The [`Backend`] ops return no `Result` (the forward pass checks requests before any op
 //! runs); a CUDA failure inside an op (a lost device, an out-of-memory in `alloc` is reported
@@ -14,6 +15,7 @@
 
 mod attention;
 mod kernels;
+mod matmul;
 mod propose;
 
 use cudarc::driver::{
@@ -25,18 +27,47 @@ use dlm_runtime::backend::{AttentionArgs, Backend, CacheShape};
 use dlm_runtime::decode::{Proposal, ProposeSpec, Rng};
 use dlm_runtime::model::{LayerAttention, Matrix};
 use kernels::Kernels;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Runs the forward pass on one CUDA device.
 pub struct CudaBackend {
     ordinal: usize,
     stream: Arc<CudaStream>,
     k: Kernels,
+    /// cuBLAS for many-row matmuls, when it loaded.
+    gemm: Option<matmul::Gemm>,
+    /// Which kernel serves which shape (see [`Tuning`]).
+    tuning: Tuning,
+    /// Streaming multiprocessors (sizes the split of mma.cu's columns).
+    n_sms: usize,
+    /// What compiled and loaded (see [`CudaBackend::kernel_report`]).
+    report: Vec<String>,
+    /// Recently uploaded index lists, oldest first (see `ints`).
+    int_lists: Mutex<Vec<IntList>>,
+    /// `[splits, n, rows]` partial sums of mma.cu's split matmuls, reused.
+    partials: Mutex<Option<CudaSlice<f32>>>,
+    /// flash_tc.cu's key splits: `[splits, n, q_dim]` outputs and `[splits, n, heads, 2]` row
+    /// maxima and sums, reused.
+    att_parts: Mutex<AttParts>,
+    /// Set once an f32 matrix is uploaded: a model stored in f32 asks for f32 arithmetic, so
+    /// attention stays off the bf16 tensor cores (its matmuls run f32 GEMMs already).
+    precise: AtomicBool,
 }
 
-/// A weight matrix on the device, in its stored type (or f32 for types without a kernel).
+/// Partial attention outputs and their row maxima and sums (see `attention::flash`).
+type AttParts = (Option<CudaSlice<f32>>, Option<CudaSlice<f32>>);
+
+/// An index list and its device copy.
+type IntList = (Vec<i32>, Arc<CudaSlice<i32>>);
+
+/// Index lists kept on the device for reuse.
+const INT_LISTS: usize = 16;
+
+/// A weight matrix on the device, in its stored type.
 pub struct CudaMatrix {
     data: CudaSlice<u8>,
+    /// Kernel type id (`kernels::kernel_type`).
     quant: i32,
     row_bytes: i64,
     rows: usize,
@@ -57,6 +88,47 @@ pub struct CudaCache {
     k: Vec<CudaSlice<f32>>,
     v: Vec<CudaSlice<f32>>,
     h: Vec<CudaSlice<f32>>,
+}
+
+/// Which kernel serves which shape; the defaults can be changed with environment variables
+/// read when the backend starts, so they can be tuned on the device without a rebuild.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// Rows of a matmul from which quantized weights go through cuBLAS (dequantized to bf16
+    /// tiles): `DLM_CUDA_GEMM_MIN_ROWS`, default 65. `usize::MAX` never.
+    pub gemm_min_rows_quant: usize,
+    /// Rows from which f32/f16/bf16 weights go through cuBLAS: `DLM_CUDA_GEMM_MIN_ROWS_FLOAT`,
+    /// default 9.
+    pub gemm_min_rows_float: usize,
+    /// Rows from which quantized weights below the cuBLAS threshold take the tensor-core
+    /// kernel (mma.cu, at most 64 rows) instead of the CUDA-core one (matmul.cu):
+    /// `DLM_CUDA_MMA_MIN_ROWS`, default 9; `usize::MAX` never.
+    pub mma_min_rows: usize,
+    /// Span rows from which attention takes the tiled kernels (flash_tc.cu, or flash.cu for
+    /// models with f32 matrices) over kernels.cu's one block per (row, head):
+    /// `DLM_CUDA_FLASH_MIN_ROWS`, default 1.
+    pub flash_min_rows: usize,
+    /// Attention on tensor cores (bf16 operands) for models without f32 matrices:
+    /// `DLM_CUDA_FLASH_TC=0` turns it off.
+    pub flash_tc: bool,
+}
+
+impl Tuning {
+    fn from_env() -> Self {
+        let get = |name: &str, default: usize| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        Tuning {
+            gemm_min_rows_quant: get("DLM_CUDA_GEMM_MIN_ROWS", 65),
+            gemm_min_rows_float: get("DLM_CUDA_GEMM_MIN_ROWS_FLOAT", 9),
+            mma_min_rows: get("DLM_CUDA_MMA_MIN_ROWS", 9),
+            flash_min_rows: get("DLM_CUDA_FLASH_MIN_ROWS", 1),
+            flash_tc: get("DLM_CUDA_FLASH_TC", 1) != 0,
+        }
+    }
 }
 
 /// Parse a device name: `cuda` (device 0) or `cuda:N`; `None` for anything else.
@@ -130,8 +202,92 @@ impl CudaBackend {
         // SAFETY: every buffer of this backend is used on this one stream only.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.default_stream();
-        let k = Kernels::compile(&ctx)?;
-        Ok(CudaBackend { ordinal, stream, k })
+        let mut k = Kernels::compile(&ctx)?;
+        let mut report = std::mem::take(&mut k.report);
+        let gemm = match matmul::Gemm::new(&stream) {
+            Ok(g) => {
+                report.push("cuBLAS: ok".into());
+                Some(g)
+            }
+            Err(e) => {
+                eprintln!("dlm-cuda: cuBLAS not used ({e}); many-row matmuls run slower");
+                report.push(format!("cuBLAS: not used ({e})"));
+                None
+            }
+        };
+        let n_sms = ctx
+            .attribute(
+                cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+            )
+            .map_err(|e| device_err("multiprocessor count", e))?
+            .max(1) as usize;
+        Ok(CudaBackend {
+            ordinal,
+            stream,
+            k,
+            gemm,
+            tuning: Tuning::from_env(),
+            n_sms,
+            report,
+            int_lists: Mutex::new(Vec::new()),
+            partials: Mutex::new(None),
+            att_parts: Mutex::new((None, None)),
+            precise: AtomicBool::new(false),
+        })
+    }
+
+    /// Which kernel serves which shape.
+    pub fn tuning(&self) -> Tuning {
+        self.tuning
+    }
+
+    /// Choose other kernels by shape (the parity tests check every path this way).
+    pub fn set_tuning(&mut self, t: Tuning) {
+        self.tuning = t;
+    }
+
+    /// One line per kernel file and library: loaded, or why not (then the ops it serves run
+    /// on the simple kernels). For logs and the parity tests.
+    pub fn kernel_report(&self) -> &[String] {
+        &self.report
+    }
+
+    /// A `[rows, cols]` weight matrix stored as `bytes` in `quant` (rows back to back), on the
+    /// device: [`Backend::upload_matrix`] without a model file (tests and benchmarks).
+    pub fn upload_weights(
+        &self,
+        quant: QuantType,
+        rows: usize,
+        cols: usize,
+        bytes: &[u8],
+    ) -> Result<CudaMatrix, RuntimeError> {
+        let row_bytes = bytes.len() / rows.max(1);
+        if row_bytes * rows != bytes.len() || quant.row_bytes(cols as u64) != Some(row_bytes as u64)
+        {
+            return Err(RuntimeError::InvalidRequest(format!(
+                "{} bytes are not a [{rows}, {cols}] {} matrix",
+                bytes.len(),
+                quant.name()
+            )));
+        }
+        if quant == QuantType::F32 {
+            self.precise.store(true, Ordering::Relaxed);
+        }
+        Ok(CudaMatrix {
+            data: self.upload(bytes)?,
+            quant: kernels::kernel_type(quant),
+            row_bytes: row_bytes as i64,
+            rows,
+            cols,
+        })
+    }
+
+    /// An activation buffer holding `v`.
+    pub fn upload_act(&self, v: &[f32]) -> Result<CudaAct, RuntimeError> {
+        Ok(CudaAct {
+            buf: self.upload(v)?,
+            len: v.len(),
+        })
     }
 
     fn upload<T: cudarc::driver::DeviceRepr + Clone + Default>(
@@ -149,11 +305,29 @@ impl CudaBackend {
             .map_err(|e| device_err(&format!("upload of {} bytes", std::mem::size_of_val(v)), e))
     }
 
-    fn ints(&self, v: &[usize]) -> CudaSlice<i32> {
+    /// `v` as i32 on the device. A forward pass uploads the same few lists many times (the
+    /// span's positions for RoPE and the cache writes, the cached positions for attention, in
+    /// every layer), and each upload from pageable memory waits for the copy: the last
+    /// [`INT_LISTS`] lists are kept and handed out again (they are never written).
+    fn ints(&self, v: &[usize]) -> Arc<CudaSlice<i32>> {
         let v: Vec<i32> = v.iter().map(|&x| x as i32).collect();
-        ok(self
-            .stream
-            .memcpy_stod(if v.is_empty() { &[0][..] } else { &v[..] }))
+        let mut lists = self.int_lists.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = lists.iter().position(|(k, _)| *k == v) {
+            let hit = lists.remove(i);
+            let d = hit.1.clone();
+            lists.push(hit);
+            return d;
+        }
+        let d = Arc::new(ok(self.stream.memcpy_stod(if v.is_empty() {
+            &[0][..]
+        } else {
+            &v[..]
+        })));
+        if lists.len() >= INT_LISTS {
+            lists.remove(0);
+        }
+        lists.push((v, d.clone()));
+        d
     }
 
     fn zeros(&self, len: usize) -> Result<CudaSlice<f32>, RuntimeError> {
@@ -179,31 +353,13 @@ impl Backend for CudaBackend {
 
     fn upload_matrix(&self, m: &Matrix, bytes: &[u8]) -> Result<CudaMatrix, RuntimeError> {
         let w = m.view(bytes);
-        let (quant, data) = match m.quant {
-            QuantType::F32
-            | QuantType::F16
-            | QuantType::BF16
-            | QuantType::Q8_0
-            | QuantType::Q4_0 => (m.quant as i32, self.upload(w.data)?),
-            // No device kernel for these block layouts yet: dequantize once, here.
-            QuantType::Q4K | QuantType::Q6K => {
-                let mut f = vec![0f32; m.rows * m.cols];
-                for (r, row) in f.chunks_mut(m.cols.max(1)).enumerate().take(m.rows) {
-                    dlm_formats::quant::dequantize(m.quant, w.row(r), row)?;
-                }
-                let raw: Vec<u8> = f.iter().flat_map(|x| x.to_le_bytes()).collect();
-                (QuantType::F32 as i32, self.upload(&raw)?)
-            }
-        };
-        let row_bytes = if quant == QuantType::F32 as i32 {
-            4 * m.cols
-        } else {
-            w.data.len() / m.rows.max(1)
-        };
+        if m.quant == QuantType::F32 {
+            self.precise.store(true, Ordering::Relaxed);
+        }
         Ok(CudaMatrix {
-            data,
-            quant,
-            row_bytes: row_bytes as i64,
+            data: self.upload(w.data)?,
+            quant: kernels::kernel_type(m.quant),
+            row_bytes: (w.data.len() / m.rows.max(1)) as i64,
             rows: m.rows,
             cols: m.cols,
         })
@@ -232,7 +388,7 @@ impl Backend for CudaBackend {
             .arg(&table.quant)
             .arg(&table.row_bytes)
             .arg(&cols)
-            .arg(&t)
+            .arg(&*t)
             .arg(&n)
             .arg(&mut out.buf);
         launch(b, rows_cfg(tokens.len(), 256));
@@ -251,29 +407,7 @@ impl Backend for CudaBackend {
     }
 
     fn matmul(&self, w: &CudaMatrix, x: &CudaAct, n: usize, out: &mut CudaAct) {
-        if n == 0 || w.rows == 0 {
-            return;
-        }
-        let (rows, cols, ni) = (w.rows as i32, w.cols as i32, n as i32);
-        let mut b = self.stream.launch_builder(&self.k.matmul);
-        b.arg(&w.data)
-            .arg(&w.quant)
-            .arg(&w.row_bytes)
-            .arg(&rows)
-            .arg(&cols)
-            .arg(&x.buf)
-            .arg(&ni)
-            .arg(&mut out.buf);
-        let cfg = LaunchConfig {
-            grid_dim: (
-                (w.rows as u32).div_ceil(kernels::MM_WARPS),
-                (n as u32).div_ceil(kernels::MM_TOKENS),
-                1,
-            ),
-            block_dim: (32 * kernels::MM_WARPS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        launch(b, cfg);
+        matmul::matmul(self, w, x, n, out);
     }
 
     fn add_bias(&self, x: &mut CudaAct, bias: &CudaSlice<f32>) {
@@ -301,7 +435,12 @@ impl Backend for CudaBackend {
         let p = self.ints(positions);
         let (w, hd) = (width as i32, head_dim as i32);
         let mut b = self.stream.launch_builder(&self.k.rope);
-        b.arg(&mut x.buf).arg(&w).arg(&hd).arg(cos).arg(sin).arg(&p);
+        b.arg(&mut x.buf)
+            .arg(&w)
+            .arg(&hd)
+            .arg(cos)
+            .arg(sin)
+            .arg(&*p);
         launch(b, rows_cfg(positions.len(), 128));
     }
 
@@ -333,7 +472,7 @@ impl Backend for CudaBackend {
         let r = self.ints(rows);
         let w = width as i32;
         let mut b = self.stream.launch_builder(&self.k.gather);
-        b.arg(&x.buf).arg(&w).arg(&r).arg(&mut out.buf);
+        b.arg(&x.buf).arg(&w).arg(&*r).arg(&mut out.buf);
         launch(b, rows_cfg(rows.len(), 256));
     }
 
@@ -392,7 +531,7 @@ impl Backend for CudaBackend {
         let r = self.ints(positions);
         let w = d as i32;
         let mut b = self.stream.launch_builder(&self.k.gather);
-        b.arg(&cache.h[layer]).arg(&w).arg(&r).arg(&mut out.buf);
+        b.arg(&cache.h[layer]).arg(&w).arg(&*r).arg(&mut out.buf);
         launch(b, rows_cfg(positions.len(), 256));
     }
 
@@ -435,7 +574,7 @@ impl CudaBackend {
         let r = self.ints(positions);
         let w = width as i32;
         let mut b = self.stream.launch_builder(&self.k.scatter);
-        b.arg(dst).arg(&w).arg(&r).arg(src);
+        b.arg(dst).arg(&w).arg(&*r).arg(src);
         launch(b, rows_cfg(positions.len(), 256));
     }
 }

@@ -1,0 +1,218 @@
+// Tiled attention on tensor cores (after common.cuh; sm_80+): flash.cu's algorithm with the two
+// products on mma.m16n8k16 (bf16 operands, f32 accumulation). For models not stored in f32
+// (src/attention.rs keeps f32 models on flash.cu's f32 arithmetic). Heads 16..128 wide, a
+// multiple of 16.
+//
+// One block per (tile of TC_Q = 64 query rows, head); warp w owns rows 16w..16w+16 and keeps
+// its queries as mma A fragments in registers (scaled by 1/sqrt(d)). Per tile of TC_K = 64
+// keys: the block stores K [key][dim] and V transposed [dim][key] in shared memory as bf16;
+// each warp computes S = Q·Kᵀ (16 x 64, 8 n-tiles), the online softmax on the accumulator
+// fragments (row max over the 4 lanes that share a row), and O += P·V with P's accumulator
+// fragments reused as A fragments (bf16). Lane (g = lane / 4, tg = lane % 4) holds rows g and
+// g + 8 of every tile, columns 2tg and 2tg + 1 of every 8-wide n-tile.
+
+#define TC_Q 64
+#define TC_K 64
+#define TC_MAX_DIM 128
+#define TC_KLD (TC_MAX_DIM + 8) // Ks row stride (bf16): conflict-free fragment loads
+#define TC_VLD (TC_K + 8)       // Vt row stride (bf16)
+
+#ifndef DLM_HOST_CHECK
+__device__ __forceinline__ void tc_mma(float *d, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+#else
+#define tc_mma mma_bf16
+#endif
+
+__device__ __forceinline__ u32 pack2(float lo, float hi) {
+    return (u32)f32_to_bf16(lo) | ((u32)f32_to_bf16(hi) << 16);
+}
+
+// Arguments as flash.cu's attention_flash, and a split of the keys for short spans (too few
+// blocks to fill the GPU): block z of gridDim.z takes keys z*kps .. (z+1)*kps (kps a multiple of
+// TC_K). With part_o null (one split) it writes out; else the unnormalized output of its keys
+// to part_o ([splits, n, q_dim]) and each row's max and sum to part_ml ([splits, n, n_heads, 2]),
+// which attention_combine merges.
+extern "C" __global__ void attention_flash_tc(const float *q, const float *k, const float *v, int n,
+                                              const float *ck, const float *cv, const int *outside,
+                                              int n_out, int n_heads, int n_kv_heads, int head_dim,
+                                              float scale, float *out, int kps, float *part_o,
+                                              float *part_ml) {
+    __shared__ __align__(16) u16 ks[TC_K * TC_KLD];       // [TC_K, head_dim] keys
+    __shared__ __align__(16) u16 vt[TC_MAX_DIM * TC_VLD]; // [head_dim, TC_K] values, transposed
+    int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    int g = lane >> 2, tg = lane & 3;
+    int h = blockIdx.y, kvh = h / (n_heads / n_kv_heads);
+    int q_dim = n_heads * head_dim, kv_dim = n_kv_heads * head_dim;
+    int n_keys = n + n_out;
+    int k_begin = blockIdx.z * kps, k_end = min(n_keys, k_begin + kps);
+    int nks = head_dim >> 4;  // k-steps over the head
+    int ndt = head_dim >> 3;  // 8-wide tiles of the head
+    int r0 = blockIdx.x * TC_Q + warp * 16 + g, r1 = r0 + 8; // this lane's two query rows
+    // A warp whose 16 rows are all past the span (a short span, as in cached steps) only helps
+    // load the tiles.
+    bool active = blockIdx.x * TC_Q + warp * 16 < n;
+
+    // Queries as A fragments: qa[s] covers head dims 16s..16s+16.
+    u32 qa[TC_MAX_DIM / 16][4];
+    const float *q0 = q + (long long)r0 * q_dim + h * head_dim;
+    const float *q1 = q + (long long)r1 * q_dim + h * head_dim;
+#pragma unroll
+    for (int s = 0; s < TC_MAX_DIM / 16; s++) {
+        if (s < nks) {
+            int c = 16 * s + 2 * tg;
+            qa[s][0] = r0 < n ? pack2(q0[c] * scale, q0[c + 1] * scale) : 0u;
+            qa[s][1] = r1 < n ? pack2(q1[c] * scale, q1[c + 1] * scale) : 0u;
+            qa[s][2] = r0 < n ? pack2(q0[c + 8] * scale, q0[c + 9] * scale) : 0u;
+            qa[s][3] = r1 < n ? pack2(q1[c + 8] * scale, q1[c + 9] * scale) : 0u;
+        } else {
+            qa[s][0] = qa[s][1] = qa[s][2] = qa[s][3] = 0u;
+        }
+    }
+    float o[TC_MAX_DIM / 8][4];
+#pragma unroll
+    for (int j = 0; j < TC_MAX_DIM / 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+    float m0 = NEG_INF_F, m1 = NEG_INF_F; // running max of rows r0, r1
+    float l0 = 0.0f, l1 = 0.0f;           // this lane's part of the running sums
+
+    for (int base = k_begin; base < k_end; base += TC_K) {
+        __syncthreads(); // the previous tile's readers are done
+        for (int i = tid; i < TC_K * head_dim; i += blockDim.x) {
+            int kk = i / head_dim, d = i - kk * head_dim;
+            int j = base + kk;
+            float kv = 0.0f, vv = 0.0f;
+            if (j < k_end) {
+                long long off = (j < n ? (long long)j : (long long)outside[j - n]) * kv_dim + kvh * head_dim + d;
+                kv = j < n ? k[off] : ck[off];
+                vv = j < n ? v[off] : cv[off];
+            }
+            ks[kk * TC_KLD + d] = f32_to_bf16(kv);
+            vt[d * TC_VLD + kk] = f32_to_bf16(vv);
+        }
+        __syncthreads();
+        if (!active) continue;
+
+        // S = Q·Kᵀ for 64 keys: s[j] is keys 8j..8j+8.
+        float s[TC_K / 8][4];
+#pragma unroll
+        for (int j = 0; j < TC_K / 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll
+        for (int st = 0; st < TC_MAX_DIM / 16; st++) {
+            if (st < nks) {
+#pragma unroll
+                for (int j = 0; j < TC_K / 8; j++) {
+                    const u16 *kb = ks + (j * 8 + g) * TC_KLD + 16 * st + 2 * tg;
+                    tc_mma(s[j], qa[st][0], qa[st][1], qa[st][2], qa[st][3], *(const u32 *)kb,
+                           *(const u32 *)(kb + 8));
+                }
+            }
+        }
+        // Mask keys past the end; the tile's row maxima over the 4 lanes of a row.
+        float t0 = NEG_INF_F, t1 = NEG_INF_F;
+#pragma unroll
+        for (int j = 0; j < TC_K / 8; j++) {
+            int key = base + j * 8 + 2 * tg;
+            if (key >= k_end) s[j][0] = s[j][2] = NEG_INF_F;
+            if (key + 1 >= k_end) s[j][1] = s[j][3] = NEG_INF_F;
+            t0 = fmaxf(t0, fmaxf(s[j][0], s[j][1]));
+            t1 = fmaxf(t1, fmaxf(s[j][2], s[j][3]));
+        }
+        for (int x = 1; x < 4; x <<= 1) {
+            t0 = fmaxf(t0, __shfl_xor_sync(0xffffffffu, t0, x));
+            t1 = fmaxf(t1, __shfl_xor_sync(0xffffffffu, t1, x));
+        }
+        float n0 = fmaxf(m0, t0), n1 = fmaxf(m1, t1); // finite: key `base` is always valid
+        float c0 = expf(m0 - n0), c1 = expf(m1 - n1);  // 0 on the first tile (m = -inf)
+        m0 = n0;
+        m1 = n1;
+        l0 *= c0;
+        l1 *= c1;
+#pragma unroll
+        for (int j = 0; j < TC_MAX_DIM / 8; j++) {
+            o[j][0] *= c0;
+            o[j][1] *= c0;
+            o[j][2] *= c1;
+            o[j][3] *= c1;
+        }
+#pragma unroll
+        for (int j = 0; j < TC_K / 8; j++) {
+            s[j][0] = expf(s[j][0] - n0);
+            s[j][1] = expf(s[j][1] - n0);
+            s[j][2] = expf(s[j][2] - n1);
+            s[j][3] = expf(s[j][3] - n1);
+            l0 += s[j][0] + s[j][1];
+            l1 += s[j][2] + s[j][3];
+        }
+        // O += P·V: P's n-tiles 2ks, 2ks+1 are the A fragment of keys 16ks..16ks+16.
+#pragma unroll
+        for (int kst = 0; kst < TC_K / 16; kst++) {
+            u32 a0 = pack2(s[2 * kst][0], s[2 * kst][1]);
+            u32 a1 = pack2(s[2 * kst][2], s[2 * kst][3]);
+            u32 a2 = pack2(s[2 * kst + 1][0], s[2 * kst + 1][1]);
+            u32 a3 = pack2(s[2 * kst + 1][2], s[2 * kst + 1][3]);
+#pragma unroll
+            for (int j = 0; j < TC_MAX_DIM / 8; j++) {
+                if (j < ndt) {
+                    const u16 *vb = vt + (j * 8 + g) * TC_VLD + 16 * kst + 2 * tg;
+                    tc_mma(o[j], a0, a1, a2, a3, *(const u32 *)vb, *(const u32 *)(vb + 8));
+                }
+            }
+        }
+    }
+    if (!active) return;
+    for (int x = 1; x < 4; x <<= 1) {
+        l0 += __shfl_xor_sync(0xffffffffu, l0, x);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, x);
+    }
+    float i0 = 1.0f / l0, i1 = 1.0f / l1;
+    float *dst = out;
+    if (part_o) {
+        // Unnormalized, with this split's max and sum beside it.
+        i0 = i1 = 1.0f;
+        dst = part_o + (long long)blockIdx.z * n * q_dim;
+        if (tg == 0) {
+            float *ml = part_ml + ((long long)blockIdx.z * n * n_heads) * 2;
+            if (r0 < n) { ml[((long long)r0 * n_heads + h) * 2] = m0; ml[((long long)r0 * n_heads + h) * 2 + 1] = l0; }
+            if (r1 < n) { ml[((long long)r1 * n_heads + h) * 2] = m1; ml[((long long)r1 * n_heads + h) * 2 + 1] = l1; }
+        }
+    }
+    float *o0 = dst + (long long)r0 * q_dim + h * head_dim;
+    float *o1 = dst + (long long)r1 * q_dim + h * head_dim;
+#pragma unroll
+    for (int j = 0; j < TC_MAX_DIM / 8; j++) {
+        if (j < ndt) {
+            int d = 8 * j + 2 * tg;
+            if (r0 < n) {
+                o0[d] = o[j][0] * i0;
+                o0[d + 1] = o[j][1] * i0;
+            }
+            if (r1 < n) {
+                o1[d] = o[j][2] * i1;
+                o1[d + 1] = o[j][3] * i1;
+            }
+        }
+    }
+}
+
+// out[i, h*hd + d] from the splits of attention_flash_tc: with M the largest split max,
+// sum_s o_s * e^(m_s - M) / sum_s l_s * e^(m_s - M). One block per (row, head), head_dim threads.
+extern "C" __global__ void attention_combine(const float *part_o, const float *part_ml, int splits,
+                                             int n, int n_heads, int head_dim, float *out) {
+    int i = blockIdx.x, h = blockIdx.y, d = threadIdx.x;
+    if (d >= head_dim) return;
+    int q_dim = n_heads * head_dim;
+    float mx = NEG_INF_F;
+    for (int s = 0; s < splits; s++) mx = fmaxf(mx, part_ml[(((long long)s * n + i) * n_heads + h) * 2]);
+    float o = 0.0f, l = 0.0f;
+    for (int s = 0; s < splits; s++) {
+        long long at = (((long long)s * n + i) * n_heads + h) * 2;
+        float w = expf(part_ml[at] - mx);
+        l += w * part_ml[at + 1];
+        o += w * part_o[((long long)s * n + i) * q_dim + h * head_dim + d];
+    }
+    out[(long long)i * q_dim + h * head_dim + d] = o / l;
+}

@@ -1,0 +1,367 @@
+//! `out = x · Wᵀ` on the device, by the shape of the call:
+//! - many rows (full canvas): cuBLAS `cublasGemmEx` on tensor cores, f32 accumulation and f32
+//!   output. f16/bf16 weights are read as stored, with the activations converted to the same
+//!   type in a scratch buffer; quantized weights are first dequantized to bf16, a tile of rows
+//!   at a time, into a scratch tile reused by every call; f32 weights run an f32 GEMM (no TF32);
+//! - few rows (cached steps), quantized weights: `matmul_mma_*` (mma.cu, tensor cores, 9..64
+//!   rows) or `matmul_few_*` (matmul.cu, CUDA cores), which stream each weight byte once and
+//!   dequantize on the fly;
+//! - few rows, f32/f16/bf16 weights (1..8 rows by default): `matmul_few_*`;
+//! - anything else (rows not a multiple of 8 wide, or matmul.cu / cuBLAS missing): the simple
+//!   `matmul_w` of kernels.cu.
+//!
+//! Thresholds: [`crate::Tuning`]. `DLM_CUDA_NO_CUBLAS=1` keeps cuBLAS out entirely.
+
+use crate::kernels::{self, FEW_BLOCK_ROWS, FEW_THREADS, MatmulKernels, MmaKernels};
+use crate::{CudaAct, CudaBackend, CudaMatrix, launch, ok};
+use cudarc::cublas::{CudaBlas, result as blas, sys as bsys};
+use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
+use std::ffi::c_void;
+use std::sync::Mutex;
+
+/// Default bf16 tile of dequantized weight rows: 16 MiB (8 Mi elements), small enough to stay
+/// in L2 between the dequantizing kernel that writes it and the GEMM that reads it, large
+/// enough for an efficient GEMM (2048 rows of 4096). `DLM_CUDA_TILE_MIB` changes it.
+const TILE_MIB: usize = 16;
+
+/// cuBLAS and the scratch buffers of its path.
+pub(crate) struct Gemm {
+    blas: CudaBlas,
+    scratch: Mutex<Scratch>,
+    /// Elements of the bf16 weight tile.
+    tile_elems: usize,
+}
+
+/// Reused device buffers (one stream: a buffer is free again once the next call is queued).
+#[derive(Default)]
+struct Scratch {
+    act: Option<CudaSlice<u16>>,  // [n, cols] activations in f16/bf16
+    tile: Option<CudaSlice<u16>>, // [tile_rows, cols] dequantized weight rows in bf16
+}
+
+impl Gemm {
+    /// cuBLAS on `be`'s stream, or `None` (with the reason) when it cannot be loaded.
+    pub(crate) fn new(stream: &std::sync::Arc<cudarc::driver::CudaStream>) -> Result<Self, String> {
+        if std::env::var("DLM_CUDA_NO_CUBLAS").as_deref() == Ok("1") {
+            return Err("DLM_CUDA_NO_CUBLAS=1".into());
+        }
+        // SAFETY: only tries to dlopen libcublas by its usual names.
+        if !unsafe { bsys::is_culib_present() } {
+            return Err("libcublas.so (CUDA 13) not found".into());
+        }
+        let blas = CudaBlas::new(stream.clone()).map_err(|e| format!("cuBLAS: {e:?}"))?;
+        let mib = std::env::var("DLM_CUDA_TILE_MIB")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&m| m > 0)
+            .unwrap_or(TILE_MIB);
+        Ok(Gemm {
+            blas,
+            scratch: Mutex::new(Scratch::default()),
+            tile_elems: mib << 19,
+        })
+    }
+}
+
+/// A scratch buffer of at least `len` u16, grown (never shrunk) on demand.
+fn scratch<'a>(
+    be: &CudaBackend,
+    slot: &'a mut Option<CudaSlice<u16>>,
+    len: usize,
+) -> &'a mut CudaSlice<u16> {
+    if slot.as_ref().is_none_or(|s| s.len() < len) {
+        *slot = None; // free the old one first
+        *slot = Some(ok(be.stream.alloc_zeros::<u16>(len.max(1))));
+    }
+    slot.as_mut().expect("just allocated")
+}
+
+/// out = x · Wᵀ: x is `[n, w.cols]`, out `[n, w.rows]`.
+pub(crate) fn matmul(be: &CudaBackend, w: &CudaMatrix, x: &CudaAct, n: usize, out: &mut CudaAct) {
+    if n == 0 || w.rows == 0 {
+        return;
+    }
+    let slot = kernels::slot(w.quant);
+    let aligned = w.cols.is_multiple_of(8);
+    let t = be.tuning;
+    let float = w.quant <= 2;
+    if let (Some(g), Some(mm), Some(s), true) = (be.gemm.as_ref(), be.k.mm.as_ref(), slot, aligned)
+    {
+        let min = if float {
+            t.gemm_min_rows_float
+        } else {
+            t.gemm_min_rows_quant
+        };
+        if n >= min {
+            gemm(be, g, mm, s, w, x, n, out);
+            return;
+        }
+    }
+    if let (Some(mk), Some(s), true, false) = (be.k.mma.as_ref(), slot, aligned, float)
+        && n >= t.mma_min_rows
+        && n <= MMA_MAX_ROWS
+    {
+        mma(be, mk, s, w, x, n, out);
+        return;
+    }
+    if let (Some(mm), Some(s), true) = (be.k.mm.as_ref(), slot, aligned) {
+        let (rows, cols, ni) = (w.rows as i32, w.cols as i32, n as i32);
+        let mut b = be.stream.launch_builder(&mm.few[s]);
+        b.arg(&w.data)
+            .arg(&w.row_bytes)
+            .arg(&rows)
+            .arg(&cols)
+            .arg(&x.buf)
+            .arg(&ni)
+            .arg(&mut out.buf);
+        let cfg = LaunchConfig {
+            grid_dim: ((w.rows as u32).div_ceil(FEW_BLOCK_ROWS), 1, 1),
+            block_dim: (FEW_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        launch(b, cfg);
+        return;
+    }
+    simple(be, w, x, n, out);
+}
+
+/// Activation rows mma.cu takes at most (`MMA_MAXN`).
+const MMA_MAX_ROWS: usize = 64;
+/// Weight rows per block of mma.cu (`MMA_ROWS`), columns per tile (`MMA_KC`), threads.
+const MMA_BLOCK_ROWS: usize = 64;
+const MMA_KC: usize = 128;
+const MMA_THREADS: u32 = 128;
+
+/// mma.cu: tensor cores for 9..64 rows. The columns are split over enough blocks to fill the
+/// GPU twice (weight matrices of 4096 rows make only 64 row blocks); partial sums then go to a
+/// scratch buffer and are added in split order.
+fn mma(
+    be: &CudaBackend,
+    mk: &MmaKernels,
+    s: usize,
+    w: &CudaMatrix,
+    x: &CudaAct,
+    n: usize,
+    out: &mut CudaAct,
+) {
+    let row_blocks = w.rows.div_ceil(MMA_BLOCK_ROWS);
+    let n_chunks = w.cols.div_ceil(MMA_KC).max(1);
+    let want = (2 * be.n_sms).div_ceil(row_blocks).clamp(1, n_chunks);
+    let cps = n_chunks.div_ceil(want);
+    let splits = n_chunks.div_ceil(cps);
+    let (rows, cols, ni, cps_i) = (w.rows as i32, w.cols as i32, n as i32, cps as i32);
+    let cfg = LaunchConfig {
+        grid_dim: (row_blocks as u32, splits as u32, 1),
+        block_dim: (MMA_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    if splits == 1 {
+        let mut b = be.stream.launch_builder(&mk.mma[s]);
+        b.arg(&w.data)
+            .arg(&w.row_bytes)
+            .arg(&rows)
+            .arg(&cols)
+            .arg(&x.buf)
+            .arg(&ni)
+            .arg(&cps_i)
+            .arg(&mut out.buf);
+        launch(b, cfg);
+        return;
+    }
+    let len = n * w.rows;
+    let mut part = be.partials.lock().unwrap_or_else(|p| p.into_inner());
+    if part.as_ref().is_none_or(|p| p.len() < splits * len) {
+        *part = None;
+        *part = Some(ok(be.stream.alloc_zeros::<f32>(splits * len)));
+    }
+    let part = part.as_mut().expect("just allocated");
+    let mut b = be.stream.launch_builder(&mk.mma[s]);
+    b.arg(&w.data)
+        .arg(&w.row_bytes)
+        .arg(&rows)
+        .arg(&cols)
+        .arg(&x.buf)
+        .arg(&ni)
+        .arg(&cps_i)
+        .arg(&mut *part);
+    launch(b, cfg);
+    let (sp, l) = (splits as i32, len as i64);
+    let mut b = be.stream.launch_builder(&mk.sum_splits);
+    b.arg(&*part).arg(&sp).arg(&l).arg(&mut out.buf);
+    launch(b, grid_stride(len));
+}
+
+/// kernels.cu's `matmul_w`: any width, any type.
+fn simple(be: &CudaBackend, w: &CudaMatrix, x: &CudaAct, n: usize, out: &mut CudaAct) {
+    let (rows, cols, ni) = (w.rows as i32, w.cols as i32, n as i32);
+    let mut b = be.stream.launch_builder(&be.k.matmul);
+    b.arg(&w.data)
+        .arg(&w.quant)
+        .arg(&w.row_bytes)
+        .arg(&rows)
+        .arg(&cols)
+        .arg(&x.buf)
+        .arg(&ni)
+        .arg(&mut out.buf);
+    let cfg = LaunchConfig {
+        grid_dim: (
+            (w.rows as u32).div_ceil(kernels::MM_WARPS),
+            (n as u32).div_ceil(kernels::MM_TOKENS),
+            1,
+        ),
+        block_dim: (32 * kernels::MM_WARPS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    launch(b, cfg);
+}
+
+fn grid_stride(len: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: ((len as u32).div_ceil(256).clamp(1, 65_535), 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// The GEMM path (see the module doc); `s` is the weight type's slot in `kernels::TYPES`.
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    be: &CudaBackend,
+    g: &Gemm,
+    mm: &MatmulKernels,
+    s: usize,
+    w: &CudaMatrix,
+    x: &CudaAct,
+    n: usize,
+    out: &mut CudaAct,
+) {
+    use bsys::cudaDataType::{CUDA_R_16BF, CUDA_R_16F, CUDA_R_32F};
+    let mut sc = g.scratch.lock().unwrap_or_else(|p| p.into_inner());
+    let sc = &mut *sc;
+    let (rows, cols) = (w.rows, w.cols);
+    let st = &be.stream;
+    // cuBLAS runs in the calling thread's current context (a kernel launch binds it, a raw
+    // cuBLAS call does not): the forward pass may run on any thread.
+    ok(st.context().bind_to_thread());
+    let (out_ptr, _o) = out.buf.device_ptr_mut(st);
+    if w.quant == 0 {
+        let (a, _a) = w.data.device_ptr(st);
+        let (b, _b) = x.buf.device_ptr(st);
+        gemm_ex(g, rows, n, cols, a, CUDA_R_32F, b, CUDA_R_32F, out_ptr);
+        return;
+    }
+    // Activations in the type the weights are multiplied in.
+    let half_type = if w.quant == 1 {
+        CUDA_R_16F
+    } else {
+        CUDA_R_16BF
+    };
+    let to_bf16: i32 = i32::from(w.quant != 1);
+    let len = n * cols;
+    let act = scratch(be, &mut sc.act, len);
+    let l = len as i64;
+    let mut b = st.launch_builder(&mm.to_half);
+    b.arg(&x.buf).arg(&l).arg(&to_bf16).arg(&mut *act);
+    launch(b, grid_stride(len));
+    let (act_ptr, _x) = act.device_ptr(st);
+    if w.quant <= 2 {
+        let (a, _a) = w.data.device_ptr(st);
+        gemm_ex(g, rows, n, cols, a, half_type, act_ptr, half_type, out_ptr);
+        return;
+    }
+    let tile_rows = (g.tile_elems / cols).clamp(1, rows);
+    let tile = scratch(be, &mut sc.tile, tile_rows * cols);
+    let cols_i = cols as i32;
+    let mut r0 = 0usize;
+    while r0 < rows {
+        let nr = tile_rows.min(rows - r0);
+        let (r0_i, nr_i) = (r0 as i64, nr as i32);
+        let mut b = st.launch_builder(&mm.dequant[s]);
+        b.arg(&w.data)
+            .arg(&w.row_bytes)
+            .arg(&r0_i)
+            .arg(&nr_i)
+            .arg(&cols_i)
+            .arg(&mut *tile);
+        launch(b, grid_stride(nr * cols / 8));
+        let (t, _t) = tile.device_ptr(st);
+        // Rows r0.. of the output are columns r0.. of cuBLAS's column-major [rows, n] view.
+        let c = out_ptr + (r0 * std::mem::size_of::<f32>()) as u64;
+        gemm_ex_ld(
+            g,
+            nr,
+            n,
+            cols,
+            t,
+            CUDA_R_16BF,
+            act_ptr,
+            CUDA_R_16BF,
+            c,
+            rows,
+        );
+        r0 += nr;
+    }
+}
+
+/// `C = Aᵀ·B` in cuBLAS's column-major terms, which is row-major `out[n, m] = x[n, k] · W[m, k]ᵀ`:
+/// A is W (`k × m` column-major, transposed), B is x (`k × n`), C is out (`m × n`, leading
+/// dimension `m`). f32 accumulation, f32 output.
+#[allow(clippy::too_many_arguments)]
+fn gemm_ex(
+    g: &Gemm,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: u64,
+    a_type: bsys::cudaDataType,
+    b: u64,
+    b_type: bsys::cudaDataType,
+    c: u64,
+) {
+    gemm_ex_ld(g, m, n, k, a, a_type, b, b_type, c, m);
+}
+
+/// [`gemm_ex`] with C's leading dimension `ldc` (a tile of output columns).
+#[allow(clippy::too_many_arguments)]
+fn gemm_ex_ld(
+    g: &Gemm,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: u64,
+    a_type: bsys::cudaDataType,
+    b: u64,
+    b_type: bsys::cudaDataType,
+    c: u64,
+    ldc: usize,
+) {
+    let (alpha, beta) = (1f32, 0f32);
+    // SAFETY: a, b and c are live device allocations of this backend on the handle's stream:
+    // a holds m rows of k elements of a_type, b n rows of k elements of b_type, and c at least
+    // (n - 1) * ldc + m f32 (the callers' shape contracts); alpha and beta are host f32, as
+    // the f32 compute type expects in the default (host) pointer mode.
+    let r = unsafe {
+        blas::gemm_ex(
+            *g.blas.handle(),
+            bsys::cublasOperation_t::CUBLAS_OP_T,
+            bsys::cublasOperation_t::CUBLAS_OP_N,
+            m as i32,
+            n as i32,
+            k as i32,
+            (&alpha as *const f32).cast::<c_void>(),
+            a as *const c_void,
+            a_type,
+            k as i32,
+            b as *const c_void,
+            b_type,
+            k as i32,
+            (&beta as *const f32).cast::<c_void>(),
+            c as *mut c_void,
+            bsys::cudaDataType::CUDA_R_32F,
+            ldc as i32,
+            bsys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            bsys::cublasGemmAlgo_t::CUBLAS_GEMM_DFALT,
+        )
+    };
+    r.unwrap_or_else(|e| panic!("cublasGemmEx failed: {e:?}"));
+}

@@ -1,0 +1,312 @@
+// Runs the CUDA kernels on the host, one std::thread per CUDA thread, to check their indexing
+// without a GPU: __syncthreads is a block barrier, shuffles and mma.m16n8k16 are warp
+// collectives emulated from the PTX ISA's fragment layouts (what this checks is the kernels'
+// tiling, guards and index arithmetic; the fragment layout itself is this file's reading of
+// the ISA, which only the GPU can confirm).
+//   g++ -O2 -std=c++20 -pthread -o /tmp/emulate tools/cuda/emulate.cpp && /tmp/emulate
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <random>
+#include <thread>
+#include <vector>
+
+#define DLM_HOST_CHECK
+#define __device__
+#define __forceinline__ inline
+#define __global__
+#define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
+struct float4 { float x, y, z, w; };
+struct uint4 { unsigned x, y, z, w; };
+struct uint2 { unsigned x, y; };
+struct Dim { unsigned x = 0, y = 0, z = 0; };
+static thread_local Dim threadIdx, blockIdx;
+static Dim blockDim, gridDim;
+static float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
+static float __uint_as_float(unsigned i) { float f; memcpy(&f, &i, 4); return f; }
+static unsigned __float_as_uint(float f) { unsigned i; memcpy(&i, &f, 4); return i; }
+static double __longlong_as_double(unsigned long long i) { double d; memcpy(&d, &i, 8); return d; }
+static int min(int a, int b) { return a < b ? a : b; }
+typedef unsigned short u16;
+typedef unsigned int u32;
+static float f16_to_f32(u16 h) {
+    int s = h >> 15, e = (h >> 10) & 31, m = h & 1023;
+    float v = e == 0 ? std::ldexp((float)m, -24) : e == 31 ? (m ? NAN : INFINITY) : std::ldexp((float)(m | 1024), e - 25);
+    return s ? -v : v;
+}
+static u16 f32_to_f16(float) { return 0; } // not used by the kernels checked here
+
+// Block and warp synchronization of the running launch.
+static std::barrier<> *g_block;
+static std::vector<std::unique_ptr<std::barrier<>>> g_warps;
+struct WarpEx { float f[32]; u32 a[32][4], b[32][2]; float c[32][4]; };
+static std::vector<WarpEx> g_ex;
+static void __syncthreads() { g_block->arrive_and_wait(); }
+static void __syncwarp() { g_warps[threadIdx.x >> 5]->arrive_and_wait(); }
+static float __shfl_xor_sync(unsigned, float v, int o) {
+    int w = threadIdx.x >> 5, l = threadIdx.x & 31;
+    g_ex[w].f[l] = v;
+    __syncwarp();
+    float r = g_ex[w].f[l ^ o];
+    __syncwarp();
+    return r;
+}
+static float bf(u32 h) { return __uint_as_float((h & 0xffffu) << 16); }
+// mma.m16n8k16.row.col bf16 -> f32: lane = 4 * group + tig; A rows group / group + 8, columns
+// 2 tig (+1) and 2 tig + 8 (+1); B rows (k) 2 tig (+1) and 2 tig + 8 (+1), column group;
+// C rows group / group + 8, columns 2 tig (+1).
+static void mma_bf16(float *d, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+    int w = threadIdx.x >> 5, l = threadIdx.x & 31;
+    WarpEx &e = g_ex[w];
+    e.a[l][0] = a0; e.a[l][1] = a1; e.a[l][2] = a2; e.a[l][3] = a3;
+    e.b[l][0] = b0; e.b[l][1] = b1;
+    __syncwarp();
+    float A[16][16], B[16][8];
+    for (int ln = 0; ln < 32; ln++) {
+        int g = ln >> 2, t = ln & 3;
+        for (int h = 0; h < 2; h++) {
+            A[g][2 * t + h] = bf(e.a[ln][0] >> (16 * h));
+            A[g + 8][2 * t + h] = bf(e.a[ln][1] >> (16 * h));
+            A[g][2 * t + 8 + h] = bf(e.a[ln][2] >> (16 * h));
+            A[g + 8][2 * t + 8 + h] = bf(e.a[ln][3] >> (16 * h));
+            B[2 * t + h][g] = bf(e.b[ln][0] >> (16 * h));
+            B[2 * t + 8 + h][g] = bf(e.b[ln][1] >> (16 * h));
+        }
+    }
+    __syncwarp();
+    int g = l >> 2, t = l & 3;
+    int rr[4] = {g, g, g + 8, g + 8}, cc[4] = {2 * t, 2 * t + 1, 2 * t, 2 * t + 1};
+    for (int i = 0; i < 4; i++) {
+        float s = 0;
+        for (int k = 0; k < 16; k++) s += A[rr[i]][k] * B[k][cc[i]];
+        d[i] += s;
+    }
+}
+
+#include "../../cuda/src/common.cuh"
+#include "../../cuda/src/matmul.cu"
+#include "../../cuda/src/mma.cu"
+#include "../../cuda/src/flash.cu"
+#include "../../cuda/src/flash_tc.cu"
+#include "../../cuda/src/propose.cu"
+
+static void launch(unsigned gx, unsigned gy, unsigned threads, const std::function<void()> &f, unsigned gz = 1) {
+    gridDim = {gx, gy, gz};
+    blockDim = {threads, 1, 1};
+    for (unsigned bz = 0; bz < gz; bz++)
+    for (unsigned by = 0; by < gy; by++)
+        for (unsigned bx = 0; bx < gx; bx++) {
+            std::barrier<> block(threads);
+            g_block = &block;
+            g_warps.clear();
+            for (unsigned w = 0; w < (threads + 31) / 32; w++) g_warps.push_back(std::make_unique<std::barrier<>>(32));
+            g_ex.assign((threads + 31) / 32, WarpEx{});
+            std::vector<std::thread> ts;
+            for (unsigned t = 0; t < threads; t++)
+                ts.emplace_back([&, t] {
+                    threadIdx = {t, 0, 0};
+                    blockIdx = {bx, by, bz};
+                    f();
+                });
+            for (auto &t : ts) t.join();
+        }
+}
+
+static std::mt19937 rng(3);
+static float uni() { return std::uniform_real_distribution<float>(-1, 1)(rng); }
+static float round_bf16(float f) { return bf16_to_f32(f32_to_bf16(f)); }
+
+// q8_0 rows of `cols` with random scales and values; deq gets the values.
+static std::vector<u8> q8_rows(int rows, int cols, std::vector<float> &deq) {
+    int rb = cols / 32 * 34;
+    std::vector<u8> w(rows * rb + 16);
+    deq.assign(rows * cols, 0);
+    for (int r = 0; r < rows; r++)
+        for (int b = 0; b < cols / 32; b++) {
+            u8 *blk = w.data() + r * rb + b * 34;
+            u16 h = (u16)(0x2000 + rng() % 0x800); // f16 scale ~ 2^-7 .. 2^-6
+            memcpy(blk, &h, 2);
+            for (int k = 0; k < 32; k++) {
+                int8_t q = (int8_t)(rng() % 255 - 127);
+                blk[2 + k] = (u8)q;
+                deq[r * cols + b * 32 + k] = f16_to_f32(h) * q;
+            }
+        }
+    return w;
+}
+
+static int check_matmul() {
+    int fail = 0;
+    for (auto [rows, cols] : {std::pair{37, 512}, std::pair{37, 1152}, std::pair{150, 256}}) {
+        std::vector<float> deq;
+        std::vector<u8> w = q8_rows(rows, cols, deq);
+        long long rb = cols / 32 * 34;
+        for (int n : {1, 3, 9, 32, 64}) {
+            std::vector<float> x(n * cols);
+            for (auto &v : x) v = uni();
+            // exact, and with both operands rounded to bf16 (what the tensor cores multiply)
+            std::vector<double> exact(n * rows), rounded(n * rows), mag(n * rows);
+            for (int t = 0; t < n; t++)
+                for (int r = 0; r < rows; r++)
+                    for (int c = 0; c < cols; c++) {
+                        double a = x[t * cols + c], b = deq[r * cols + c];
+                        exact[t * rows + r] += a * b;
+                        rounded[t * rows + r] += (double)round_bf16(a) * round_bf16(b);
+                        mag[t * rows + r] += std::fabs(a * b);
+                    }
+            std::vector<float> out(n * rows, NAN);
+            launch((rows + 15) / 16, 1, 128, [&] { matmul_few_q8_0(w.data(), rb, rows, cols, x.data(), n, out.data()); });
+            // dequant_bf16 of rows 5.. (the cuBLAS path's tile), against the rounded values
+            if (n == 1) {
+                int r0 = 5, nr = rows - 5;
+                std::vector<u16> tile(nr * cols, 0xffff);
+                launch(3, 1, 64, [&] { dequant_bf16_q8_0(w.data(), rb, r0, nr, cols, tile.data()); });
+                int bad = 0;
+                for (int i = 0; i < nr * cols; i++) bad += bf16_to_f32(tile[i]) != round_bf16(deq[r0 * cols + i]);
+                printf("dequant_bf16 q8_0 rows %d cols %d: %d wrong\n", nr, cols, bad);
+                fail += bad != 0;
+            }
+            double worst = 0;
+            for (int i = 0; i < n * rows; i++) worst = std::fmax(worst, std::isnan(out[i]) ? 1e9 : std::fabs(out[i] - exact[i]) / mag[i]);
+            printf("matmul_few q8_0 rows %d cols %d n %d: %.2e\n", rows, cols, n, worst);
+            fail += worst > 1e-5;
+            for (int splits_want : {1, 3}) {
+                int chunks = (cols + 127) / 128;
+                int cps = (chunks + splits_want - 1) / splits_want;
+                int splits = (chunks + cps - 1) / cps;
+                std::vector<float> part(splits * n * rows, NAN), o2(n * rows, NAN);
+                launch((rows + 63) / 64, splits, 128, [&] { matmul_mma_q8_0(w.data(), rb, rows, cols, x.data(), n, cps, part.data()); });
+                launch(4, 1, 64, [&] { mma_sum_splits(part.data(), splits, (long long)n * rows, o2.data()); });
+                double wr = 0;
+                for (int i = 0; i < n * rows; i++) wr = std::fmax(wr, std::isnan(o2[i]) ? 1e9 : std::fabs(o2[i] - rounded[i]) / mag[i]);
+                printf("matmul_mma q8_0 rows %d cols %d n %d splits %d: %.2e (vs bf16-rounded operands)\n", rows, cols, n, splits, wr);
+                fail += wr > 1e-5;
+            }
+        }
+    }
+    return fail;
+}
+
+static int check_flash() {
+    int fail = 0;
+    struct Case { int n, n_out, nh, nkv, hd; } cases[] = {{20, 0, 2, 1, 64}, {37, 45, 4, 2, 64}, {70, 10, 2, 2, 96}, {33, 7, 2, 1, 128}, {130, 70, 2, 1, 64}, {5, 0, 1, 1, 16}};
+    for (auto cs : cases) {
+        int qd = cs.nh * cs.hd, kd = cs.nkv * cs.hd, len = cs.n + cs.n_out;
+        std::vector<float> q(cs.n * qd), k(cs.n * kd), v(cs.n * kd), ck(len * kd, NAN), cv(len * kd, NAN);
+        for (auto &x : q) x = uni() * 2;
+        for (auto &x : k) x = uni() * 2;
+        for (auto &x : v) x = uni();
+        std::vector<int> outside;
+        for (int p = cs.n; p < len; p++) {
+            outside.push_back(p);
+            for (int d = 0; d < kd; d++) { ck[p * kd + d] = uni() * 2; cv[p * kd + d] = uni(); }
+        }
+      for (int tc = 0; tc < 3; tc++) {
+        std::vector<float> out(cs.n * qd, NAN);
+        float scale = 1.0f / std::sqrt((float)cs.hd);
+        int n_keys = cs.n + cs.n_out;
+        if (tc == 1)
+            launch((cs.n + 63) / 64, cs.nh, 128, [&] {
+                attention_flash_tc(q.data(), k.data(), v.data(), cs.n, ck.data(), cv.data(), outside.data(), cs.n_out, cs.nh, cs.nkv, cs.hd, scale, out.data(), n_keys, nullptr, nullptr);
+            });
+        else if (tc == 2) {
+            int kps = 64, splits = (n_keys + kps - 1) / kps;
+            std::vector<float> po(splits * cs.n * qd, NAN), pml(splits * cs.n * cs.nh * 2, NAN);
+            launch((cs.n + 63) / 64, cs.nh, 128, [&] {
+                attention_flash_tc(q.data(), k.data(), v.data(), cs.n, ck.data(), cv.data(), outside.data(), cs.n_out, cs.nh, cs.nkv, cs.hd, scale, out.data(), kps, po.data(), pml.data());
+            }, splits);
+            launch(cs.n, cs.nh, cs.hd, [&] { attention_combine(po.data(), pml.data(), splits, cs.n, cs.nh, cs.hd, out.data()); });
+        } else
+            launch((cs.n + 15) / 16, cs.nh, 128, [&] {
+                attention_flash(q.data(), k.data(), v.data(), cs.n, ck.data(), cv.data(), outside.data(), cs.n_out, cs.nh, cs.nkv, cs.hd, scale, out.data());
+            });
+        double worst = 0;
+        for (int i = 0; i < cs.n; i++)
+            for (int h = 0; h < cs.nh; h++) {
+                int g = h / (cs.nh / cs.nkv);
+                std::vector<double> s;
+                for (int j = 0; j < cs.n + cs.n_out; j++) {
+                    const float *kj = j < cs.n ? &k[j * kd] : &ck[outside[j - cs.n] * kd];
+                    double dot = 0;
+                    for (int d = 0; d < cs.hd; d++) dot += (double)q[i * qd + h * cs.hd + d] * kj[g * cs.hd + d];
+                    s.push_back(dot * scale);
+                }
+                double m = -1e300, sum = 0;
+                for (double x : s) m = std::fmax(m, x);
+                for (double &x : s) { x = std::exp(x - m); sum += x; }
+                for (int d = 0; d < cs.hd; d++) {
+                    double o = 0;
+                    for (int j = 0; j < (int)s.size(); j++) {
+                        const float *vj = j < cs.n ? &v[j * kd] : &cv[outside[j - cs.n] * kd];
+                        o += s[j] * vj[g * cs.hd + d];
+                    }
+                    float got = out[i * qd + h * cs.hd + d];
+                    worst = std::fmax(worst, std::isnan(got) ? 1e9 : std::fabs(got - o / sum));
+                }
+            }
+        printf("%s n %d outside %d heads %d/%d hd %d: max |err| %.2e\n", tc == 2 ? "flash_tc split" : tc ? "flash_tc" : "flash", cs.n, cs.n_out, cs.nh, cs.nkv, cs.hd, worst);
+        fail += worst > (tc ? 2e-2 : 1e-5);
+      }
+    }
+    return fail;
+}
+
+// runtime/src/decode/sample.rs on one row: argmax (lowest index on ties), then the rule.
+static void propose_ref(const float *row, int vocab, int mode, int *tok, double *conf) {
+    int best = 0;
+    for (int i = 1; i < vocab; i++) if (row[i] > row[best]) best = i;
+    double m = -INFINITY, sum = 0;
+    for (int i = 0; i < vocab; i++) m = std::fmax(m, (double)row[i]);
+    std::vector<double> p(vocab);
+    for (int i = 0; i < vocab; i++) sum += (p[i] = std::exp((double)row[i] - m));
+    for (auto &x : p) x /= sum;
+    *tok = best;
+    if (mode == 0) *conf = p[best];
+    else if (mode == 1) {
+        double t1 = -INFINITY, t2 = -INFINITY;
+        for (double x : p) { if (x > t1) { t2 = t1; t1 = x; } else if (x > t2) t2 = x; }
+        *conf = vocab < 2 ? t1 : t1 - t2;
+    } else {
+        double e = 0;
+        for (double x : p) e += x * std::log(x + 1e-10);
+        *conf = e;
+    }
+}
+
+static int check_propose() {
+    int fail = 0;
+    for (int vocab : {1, 7, 300, 5003}) {
+        int rows = 3;
+        std::vector<float> logits(rows * vocab);
+        for (auto &x : logits) x = uni() * 8;
+        if (vocab > 10) { logits[vocab + 9] = 30; logits[vocab + 4] = 30; } // a tie for the top
+        if (vocab > 10) logits[2 * vocab + 3] = logits[2 * vocab + 5] = 50; // equal top two: margin 0
+        for (int mode = 0; mode < 3; mode++) {
+            std::vector<int> tok(rows, -1);
+            std::vector<double> conf(rows, NAN);
+            launch(rows, 1, 256, [&] {
+                // one row per block, as rows_cfg launches it
+                propose_greedy(logits.data(), vocab, mode, tok.data(), conf.data());
+            });
+            for (int r = 0; r < rows; r++) {
+                int t; double c;
+                propose_ref(&logits[r * vocab], vocab, mode, &t, &c);
+                bool ok = t == tok[r] && std::fabs(c - conf[r]) <= 1e-12 * std::fmax(1.0, std::fabs(c));
+                if (!ok) { printf("propose vocab %d mode %d row %d: %d %.17g vs %d %.17g\n", vocab, mode, r, tok[r], conf[r], t, c); fail++; }
+            }
+        }
+        printf("propose_greedy vocab %d: %s\n", vocab, fail ? "MISMATCH" : "ok");
+    }
+    return fail;
+}
+
+int main() {
+    int fail = check_matmul() + check_flash() + check_propose();
+    printf(fail ? "FAILED (%d)\n" : "all ok\n", fail);
+    return fail ? 1 : 0;
+}
