@@ -76,7 +76,7 @@ add_libs
 if [ "$RUN_TESTS" = 1 ]; then
     for t in "${TESTS[@]}"; do
         echo "== parity tests: $t"
-        DLM_CUDA_PARITY_MODEL="$REPO/models/demo" DLM_CUDA_STRICT=1 \
+        DLM_CUDA_PARITY_MODEL="${DLM_CUDA_PARITY_MODEL:-$REPO/models/demo}" DLM_CUDA_STRICT=1 \
             "$t" --include-ignored --nocapture --test-threads=1 2>&1 | tee "$OUT/parity.log" \
             | grep -E "^(test |kernels:|matmul |attention |demo |llada|dream|test result|thread|  left|  right)|panicked|error" 
         say "parity: $(grep -E '^test result' "$OUT/parity.log" | tail -1)"
