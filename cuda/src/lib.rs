@@ -95,7 +95,11 @@ pub struct CudaCache {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tuning {
     /// Rows of a matmul from which quantized weights go through cuBLAS (dequantized to bf16
-    /// tiles): `DLM_CUDA_GEMM_MIN_ROWS`, default 65. `usize::MAX` never.
+    /// tiles): `DLM_CUDA_GEMM_MIN_ROWS`, default 9. `usize::MAX` never. Measured on an H100 at
+    /// the LLaDA-8B shape (dual-cache steps of 32 rows): 23.8 ms per step at q8_0 and 25.5 at
+    /// q4_k through cuBLAS, against 26.7 and 27.1 through the tensor-core kernel (mma.cu) and
+    /// 95 and 73 through the CUDA-core one. So by default mma.cu is not used; it runs for 9..64
+    /// rows with `DLM_CUDA_GEMM_MIN_ROWS=65`, for shapes where it may win.
     pub gemm_min_rows_quant: usize,
     /// Rows from which f32/f16/bf16 weights go through cuBLAS: `DLM_CUDA_GEMM_MIN_ROWS_FLOAT`,
     /// default 9.
@@ -122,7 +126,7 @@ impl Tuning {
                 .unwrap_or(default)
         };
         Tuning {
-            gemm_min_rows_quant: get("DLM_CUDA_GEMM_MIN_ROWS", 65),
+            gemm_min_rows_quant: get("DLM_CUDA_GEMM_MIN_ROWS", 9),
             gemm_min_rows_float: get("DLM_CUDA_GEMM_MIN_ROWS_FLOAT", 9),
             mma_min_rows: get("DLM_CUDA_MMA_MIN_ROWS", 9),
             flash_min_rows: get("DLM_CUDA_FLASH_MIN_ROWS", 1),

@@ -188,7 +188,7 @@ if [ "$RUN_BENCH" = 1 ] && [ "${SWEEP:-1}" = 1 ]; then
     echo "== sweep of kernel choices"
     for q in q8_0 q4_k; do
         sweep_run "$q" "cuda-core few-row kernel" dual "${GEN:-256}" DLM_CUDA_MMA_MIN_ROWS=1000000
-        sweep_run "$q" "dequantize+cuBLAS from 9 rows" dual "${GEN:-256}" DLM_CUDA_GEMM_MIN_ROWS=9
+        sweep_run "$q" "tensor-core few-row kernel (mma.cu) below 65 rows" dual "${GEN:-256}" DLM_CUDA_GEMM_MIN_ROWS=65
     done
     sweep_run bf16 "f32 attention tiles" none "$STEPS_NONE" DLM_CUDA_FLASH_TC=0
     sweep_run bf16 "per-row attention" dual "${GEN:-256}" DLM_CUDA_FLASH_MIN_ROWS=1000000
