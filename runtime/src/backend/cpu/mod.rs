@@ -29,24 +29,6 @@ impl CpuBackend {
     }
 }
 
-/// Dot product with eight independent accumulators, so the compiler can vectorize it.
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
 impl Backend for CpuBackend {
     type Matrix = Matrix;
     type Vector = Vec<f32>;
