@@ -42,9 +42,19 @@ pub type AccumulateKernel =
 /// probabilities of a tile once the block's max `m` and `c = 1 / l` are known (the probe path).
 pub type ProbsKernel = fn(s: &mut [f32], m: &[f32; ATTN_LANES], c: &[f32; ATTN_LANES]);
 
+/// `qt[d][i] = rows[i][d] · scale`: a block's queries (`rows.len() <= ATTN_LANES`, each at
+/// least `head_dim` long) into `qt` (`[head_dim, ATTN_LANES]`); lanes from `rows.len()` on are 0.
+pub type LoadKernel = fn(rows: &[&[f32]], scale: f32, qt: &mut [f32]);
+
+/// `out[i][d] = ot[d][i] · c[i]`: the first `out.len() / head_dim` lanes of a block's outputs
+/// (`ot`, `[head_dim, ATTN_LANES]`) into rows (`out`, `[lanes, head_dim]`).
+pub type StoreKernel = fn(ot: &[f32], c: &[f32; ATTN_LANES], out: &mut [f32]);
+
 /// One instruction set's attention kernels.
 #[derive(Debug, Clone, Copy)]
 pub struct AttentionKernels {
+    /// A block's queries, transposed and scaled.
+    pub load: LoadKernel,
     /// Scores of a query block against a tile of keys.
     pub scores: ScoresKernel,
     /// Online softmax update of a tile of scores.
@@ -53,14 +63,18 @@ pub struct AttentionKernels {
     pub accumulate: AccumulateKernel,
     /// Final probabilities of a tile of scores.
     pub probs: ProbsKernel,
+    /// A block's outputs, transposed back to rows and scaled.
+    pub store: StoreKernel,
 }
 
 /// The scalar reference kernels.
 pub const SCALAR_ATTENTION: AttentionKernels = AttentionKernels {
+    load,
     scores,
     softmax,
     accumulate,
     probs,
+    store,
 };
 
 /// `head_dim` of a transposed block `qt` or `ot`, checking it is whole lanes.
@@ -81,6 +95,60 @@ pub(crate) fn check_rows(rows: &[&[f32]], hd: usize, what: &str) {
             "{what}: row of {} values, head_dim {hd}",
             r.len()
         );
+    }
+}
+
+/// Scalar reference of [`LoadKernel`].
+pub fn load(rows: &[&[f32]], scale: f32, qt: &mut [f32]) {
+    let hd = head_dim_of(qt, "load");
+    assert!(rows.len() <= ATTN_LANES, "load: {} rows", rows.len());
+    check_rows(rows, hd, "load");
+    load_lanes(rows, scale, qt, hd, 0..ATTN_LANES, 0..hd);
+}
+
+/// The scalar reference over lanes `lanes` and columns `cols` only (the fast kernels' edges).
+pub(crate) fn load_lanes(
+    rows: &[&[f32]],
+    scale: f32,
+    qt: &mut [f32],
+    hd: usize,
+    lanes: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+) {
+    debug_assert_eq!(qt.len(), hd * ATTN_LANES);
+    for i in lanes {
+        for d in cols.clone() {
+            qt[d * ATTN_LANES + i] = rows.get(i).map_or(0.0, |r| r[d] * scale);
+        }
+    }
+}
+
+/// Scalar reference of [`StoreKernel`].
+pub fn store(ot: &[f32], c: &[f32; ATTN_LANES], out: &mut [f32]) {
+    let hd = head_dim_of(ot, "store");
+    if hd == 0 {
+        return;
+    }
+    assert!(
+        out.len().is_multiple_of(hd) && out.len() <= ot.len(),
+        "store: out is not whole rows of at most {ATTN_LANES}"
+    );
+    store_lanes(ot, c, out, hd, 0..out.len() / hd, 0..hd);
+}
+
+/// The scalar reference over lanes `lanes` and columns `cols` only (the fast kernels' edges).
+pub(crate) fn store_lanes(
+    ot: &[f32],
+    c: &[f32; ATTN_LANES],
+    out: &mut [f32],
+    hd: usize,
+    lanes: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+) {
+    for i in lanes {
+        for d in cols.clone() {
+            out[i * hd + d] = ot[d * ATTN_LANES + i] * c[i];
+        }
     }
 }
 

@@ -7,11 +7,15 @@ use crate::attn::{ATTN_LANES, AttentionKernels, check_rows, head_dim_of};
 use std::arch::aarch64::*;
 
 /// The NEON attention kernels.
+/// (The transposes on the way in and out are the scalar reference's: they are a few percent of
+/// a block's work.)
 pub(super) const NEON_ATTENTION: AttentionKernels = AttentionKernels {
+    load: crate::attn::load,
     scores,
     softmax,
     accumulate,
     probs,
+    store: crate::attn::store,
 };
 
 /// Keys (scores) or `head_dim` columns (accumulate) per register block.
@@ -36,12 +40,12 @@ fn store16(x: &mut [f32], v: V16) {
 }
 
 /// e^x per lane, the AVX2 `exp8` algorithm (Cephes `expf` polynomial, 2^n through the exponent
-/// bits): below -87.3 the result is 0 (e^-inf = 0), NaN stays NaN, above 88 it is e^88.
+/// bits, x clamped to [-88, 88]): below about -87.3 the result is 0 or a
+/// subnormal (e^-inf = 0), NaN stays NaN.
 #[target_feature(enable = "neon")]
 fn exp4(x: float32x4_t) -> float32x4_t {
-    let lo = vdupq_n_f32(-87.336_55);
     // vmaxq/vminq return NaN when either operand is NaN
-    let xc = vminq_f32(vdupq_n_f32(88.0), vmaxq_f32(lo, x));
+    let xc = vminq_f32(vdupq_n_f32(88.0), vmaxq_f32(vdupq_n_f32(-88.0), x));
     let fx = vrndnq_f32(vmulq_n_f32(xc, std::f32::consts::LOG2_E));
     let r = vfmsq_f32(xc, fx, vdupq_n_f32(0.693_359_4));
     let r = vfmsq_f32(r, fx, vdupq_n_f32(-2.121_944_4e-4));
@@ -58,10 +62,8 @@ fn exp4(x: float32x4_t) -> float32x4_t {
     let y = vfmaq_f32(vaddq_f32(r, vdupq_n_f32(1.0)), p, vmulq_f32(r, r));
     let n = vcvtq_s32_f32(fx);
     let pow2n = vreinterpretq_f32_s32(vshlq_n_s32::<23>(vaddq_s32(n, vdupq_n_s32(127))));
-    let e = vmulq_f32(y, pow2n);
-    // x < lo is false for NaN, which keeps its NaN
-    let below = vcltq_f32(x, lo);
-    vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(e), below))
+    // from x = -88 on n = -127, whose exponent bits are 0: e^x = 0
+    vmulq_f32(y, pow2n)
 }
 
 fn scores(qt: &[f32], keys: &[&[f32]], s: &mut [f32]) {

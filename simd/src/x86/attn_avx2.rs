@@ -7,15 +7,17 @@
 //! ports stay busy and 12 independent chains cover the FMA latency. Each accumulator is one FMA
 //! chain in key (or `head_dim`) order, the scalar reference's order.
 
-use crate::attn::{ATTN_LANES, AttentionKernels, check_rows, head_dim_of};
+use crate::attn::{ATTN_LANES, AttentionKernels, check_rows, head_dim_of, load_lanes, store_lanes};
 use std::arch::x86_64::*;
 
 /// The AVX2 attention kernels; reachable only through `super::table` after feature detection.
 pub(super) const AVX2_ATTENTION: AttentionKernels = AttentionKernels {
+    load,
     scores,
     softmax,
     accumulate,
     probs,
+    store,
 };
 
 /// Keys (scores) or `head_dim` columns (accumulate) per register block.
@@ -44,14 +46,18 @@ fn store16(x: &mut [f32], v: (__m256, __m256)) {
 }
 
 /// e^x per lane, within a few ulp of `f32::exp` for x in [-87.3, 88]: x = n·ln2 + r with
-/// |r| <= ln2/2, e^r by the Cephes `expf` polynomial, 2^n through the exponent bits. Below
-/// -87.3 (where e^x is subnormal) the result is 0, so e^-inf = 0; NaN stays NaN; above 88 the
-/// result is that of 88 (attention only asks for x <= 0).
+/// |r| <= ln2/2, e^r by the Cephes `expf` polynomial, 2^n through the exponent bits. x is
+/// clamped to [-88, 88]; from -88 on n = -127, whose exponent bits are 0, so below about -87.3
+/// (where e^x is subnormal) the result is 0 or a subnormal, and e^-inf = 0 without a compare.
+/// NaN stays NaN.
+/// Attention only asks for x <= 0.
 #[target_feature(enable = "avx2,fma")]
 fn exp8(x: __m256) -> __m256 {
-    let lo = _mm256_set1_ps(-87.336_55);
     // max/min return their second operand when one is NaN, so a NaN x goes through.
-    let xc = _mm256_min_ps(_mm256_set1_ps(88.0), _mm256_max_ps(lo, x));
+    let xc = _mm256_min_ps(
+        _mm256_set1_ps(88.0),
+        _mm256_max_ps(_mm256_set1_ps(-88.0), x),
+    );
     let fx = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
         xc,
         _mm256_set1_ps(std::f32::consts::LOG2_E),
@@ -80,9 +86,7 @@ fn exp8(x: __m256) -> __m256 {
         n,
         _mm256_set1_epi32(127),
     )));
-    let e = _mm256_mul_ps(y, pow2n);
-    // x < lo is false for NaN, which keeps its NaN
-    _mm256_andnot_ps(_mm256_cmp_ps::<_CMP_LT_OQ>(x, lo), e)
+    _mm256_mul_ps(y, pow2n)
 }
 
 fn scores(qt: &[f32], keys: &[&[f32]], s: &mut [f32]) {
@@ -276,5 +280,128 @@ fn probs_avx2(s: &mut [f32], m: &[f32; ATTN_LANES], c: &[f32; ATTN_LANES]) {
         let e0 = _mm256_mul_ps(exp8(_mm256_sub_ps(a, m0)), c0);
         let e1 = _mm256_mul_ps(exp8(_mm256_sub_ps(b, m1)), c1);
         store16(sj, (e0, e1));
+    }
+}
+
+/// The columns of an 8 × 8 block: lane i of result d is lane d of `r[i]`.
+#[target_feature(enable = "avx2,fma")]
+fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]); // a0 b0 a1 b1 | a4 b4 a5 b5
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]); // a2 b2 a3 b3 | a6 b6 a7 b7
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2); // a0 b0 c0 d0 | a4 b4 c4 d4
+    let u1 = _mm256_shuffle_ps::<0xee>(t0, t2); // a1 b1 c1 d1 | a5 b5 c5 d5
+    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let u3 = _mm256_shuffle_ps::<0xee>(t1, t3);
+    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6); // e0 f0 g0 h0 | e4 f4 g4 h4
+    let u5 = _mm256_shuffle_ps::<0xee>(t4, t6);
+    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let u7 = _mm256_shuffle_ps::<0xee>(t5, t7);
+    [
+        _mm256_permute2f128_ps::<0x20>(u0, u4),
+        _mm256_permute2f128_ps::<0x20>(u1, u5),
+        _mm256_permute2f128_ps::<0x20>(u2, u6),
+        _mm256_permute2f128_ps::<0x20>(u3, u7),
+        _mm256_permute2f128_ps::<0x31>(u0, u4),
+        _mm256_permute2f128_ps::<0x31>(u1, u5),
+        _mm256_permute2f128_ps::<0x31>(u2, u6),
+        _mm256_permute2f128_ps::<0x31>(u3, u7),
+    ]
+}
+
+fn load(rows: &[&[f32]], scale: f32, qt: &mut [f32]) {
+    let hd = head_dim_of(qt, "load");
+    assert!(rows.len() <= ATTN_LANES, "load: {} rows", rows.len());
+    check_rows(rows, hd, "load");
+    let whole = hd / 8 * 8;
+    for l0 in [0, 8] {
+        if rows.len() >= l0 + 8 {
+            // SAFETY: reachable only through the `AVX2` table, handed out after detecting avx2
+            // and fma; rows l0..l0 + 8 exist and are `hd` long (checked), `qt` is `[hd, 16]`.
+            unsafe { load8(&rows[l0..l0 + 8], scale, qt, l0, whole) };
+            load_lanes(rows, scale, qt, hd, l0..l0 + 8, whole..hd);
+        } else {
+            load_lanes(rows, scale, qt, hd, l0..l0 + 8, 0..hd);
+        }
+    }
+}
+
+/// Lanes `l0..l0 + 8` of `qt`, columns `0..whole` (a multiple of 8), from 8 rows.
+///
+/// # Safety
+/// avx2 and fma are available; `rows.len() == 8`, each row has at least `whole` values,
+/// `l0 + 8 <= 16` and `qt.len() >= whole * 16`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn load8(rows: &[&[f32]], scale: f32, qt: &mut [f32], l0: usize, whole: usize) {
+    let sc = _mm256_set1_ps(scale);
+    let q = qt.as_mut_ptr();
+    for d0 in (0..whole).step_by(8) {
+        let mut r = [_mm256_setzero_ps(); 8];
+        for (x, row) in r.iter_mut().zip(rows) {
+            // SAFETY: d0 + 8 <= whole <= the row's length.
+            *x = unsafe { _mm256_loadu_ps(row.as_ptr().add(d0)) };
+        }
+        for (k, c) in transpose8(r).into_iter().enumerate() {
+            // SAFETY: (d0 + k)·16 + l0 + 8 <= whole·16 (the caller's contract).
+            unsafe { _mm256_storeu_ps(q.add((d0 + k) * ATTN_LANES + l0), _mm256_mul_ps(c, sc)) };
+        }
+    }
+}
+
+fn store(ot: &[f32], c: &[f32; ATTN_LANES], out: &mut [f32]) {
+    let hd = head_dim_of(ot, "store");
+    if hd == 0 {
+        return;
+    }
+    assert!(
+        out.len().is_multiple_of(hd) && out.len() <= ot.len(),
+        "store: out is not whole rows of at most {ATTN_LANES}"
+    );
+    let lanes = out.len() / hd;
+    let whole = hd / 8 * 8;
+    for l0 in [0, 8] {
+        let end = lanes.clamp(l0, l0 + 8);
+        if end == l0 + 8 {
+            // SAFETY: reachable only through the `AVX2` table, handed out after detecting avx2
+            // and fma; `ot` is `[hd, 16]` and `out` has rows l0..l0 + 8 of `hd` (checked).
+            unsafe { store8(ot, c, out, hd, l0, whole) };
+            store_lanes(ot, c, out, hd, l0..end, whole..hd);
+        } else {
+            store_lanes(ot, c, out, hd, l0..end, 0..hd);
+        }
+    }
+}
+
+/// Rows `l0..l0 + 8` of `out` (`[_, hd]`), columns `0..whole` (a multiple of 8).
+///
+/// # Safety
+/// avx2 and fma are available; `ot.len() == hd * 16`, `out.len() >= (l0 + 8) * hd`,
+/// `whole <= hd`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn store8(
+    ot: &[f32],
+    c: &[f32; ATTN_LANES],
+    out: &mut [f32],
+    hd: usize,
+    l0: usize,
+    whole: usize,
+) {
+    let (src, dst) = (ot.as_ptr(), out.as_mut_ptr());
+    for d0 in (0..whole).step_by(8) {
+        let mut r = [_mm256_setzero_ps(); 8];
+        for (k, x) in r.iter_mut().enumerate() {
+            // SAFETY: (d0 + k)·16 + l0 + 8 <= hd·16.
+            *x = unsafe { _mm256_loadu_ps(src.add((d0 + k) * ATTN_LANES + l0)) };
+        }
+        for (i, x) in transpose8(r).into_iter().enumerate() {
+            let v = _mm256_mul_ps(x, _mm256_set1_ps(c[l0 + i]));
+            // SAFETY: (l0 + i)·hd + d0 + 8 <= (l0 + 8)·hd (the caller's contract).
+            unsafe { _mm256_storeu_ps(dst.add((l0 + i) * hd + d0), v) };
+        }
     }
 }

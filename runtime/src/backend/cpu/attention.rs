@@ -111,16 +111,14 @@ impl Ctx<'_> {
     /// `g * group + p % group`.
     fn fill_qt(&self, g: usize, p0: usize, len: usize, qt: &mut Vec<f32>) {
         let hd = self.hd;
-        qt.clear();
-        qt.resize(hd * ATTN_LANES, 0.0);
-        for lane in 0..len {
+        let mut rows: [&[f32]; ATTN_LANES] = [&[]; ATTN_LANES];
+        for (lane, r) in rows.iter_mut().enumerate().take(len) {
             let p = p0 + lane;
             let h = g * self.group + p % self.group;
-            let qr = &self.q[(p / self.group) * self.q_dim + h * hd..][..hd];
-            for (d, x) in qr.iter().enumerate() {
-                qt[d * ATTN_LANES + lane] = x * self.scale;
-            }
+            *r = &self.q[(p / self.group) * self.q_dim + h * hd..][..hd];
         }
+        qt.resize(hd * ATTN_LANES, 0.0);
+        (self.kern.load)(&rows[..len], self.scale, qt);
     }
 
     /// One block, pairs `p0..p0 + len` of kv head `g`, over every key: leaves the outputs
@@ -260,11 +258,8 @@ pub(super) fn attention(
                         BLOCK.with(|c| {
                             let sc = &mut *c.borrow_mut();
                             let (m, l) = ctx.block(g, b * ATTN_LANES, mlb.len(), sc);
-                            for (lane, (o, ml)) in ob.chunks_exact_mut(hd).zip(mlb).enumerate() {
-                                let inv = 1.0 / l[lane];
-                                for (d, x) in o.iter_mut().enumerate() {
-                                    *x = sc.ot[d * ATTN_LANES + lane] * inv;
-                                }
+                            (ctx.kern.store)(&sc.ot, &l.map(|x| 1.0 / x), ob);
+                            for (lane, ml) in mlb.iter_mut().enumerate() {
                                 *ml = [m[lane], l[lane]];
                             }
                         })
@@ -465,6 +460,77 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+    use crate::backend::cpu::CpuCache;
+    use crate::backend::{AttentionShape, CacheShape};
+    use std::time::Instant;
+
+    /// Attention alone at the 168M shape (16 heads of 64): the whole canvas (269 rows) and a
+    /// dual-cache block (32 rows against 237 cached keys). `cargo test --release -p
+    /// dlm-runtime --lib attention_timing -- --ignored --nocapture`
+    #[test]
+    #[ignore = "timing; run in release"]
+    fn attention_timing() {
+        let sh = AttentionShape {
+            n_heads: 16,
+            n_kv_heads: 16,
+            head_dim: 64,
+        };
+        let (q_dim, kv_dim) = (sh.q_dim(), sh.kv_dim());
+        let len = 269;
+        let mut cache = CpuCache::new(CacheShape {
+            n_layers: 1,
+            len,
+            kv_dim,
+            hidden_dim: None,
+        })
+        .unwrap();
+        let fill = |x: &mut Vec<f32>| {
+            for (i, v) in x.iter_mut().enumerate() {
+                *v = ((i * 7919) % 1000) as f32 / 500.0 - 1.0;
+            }
+        };
+        fill(&mut cache.k[0]);
+        fill(&mut cache.v[0]);
+        for (n, n_out) in [(269, 0), (32, 237)] {
+            let mut q = vec![0f32; n * q_dim];
+            let mut k = vec![0f32; n * kv_dim];
+            fill(&mut q);
+            fill(&mut k);
+            let v = k.clone();
+            let outside: Vec<usize> = (n..n + n_out).collect();
+            let mut out = vec![0f32; n * q_dim];
+            let iters = 40;
+            let t = Instant::now();
+            for _ in 0..iters {
+                let a = AttentionArgs::<CpuBackend> {
+                    q: &q,
+                    k: &k,
+                    v: &v,
+                    n,
+                    outside: &outside,
+                    cache: (n_out > 0).then_some(&cache),
+                    layer: 0,
+                    shape: sh,
+                    probe_keys: None,
+                    probe_mass: false,
+                };
+                attention(a, &mut out);
+            }
+            let s = t.elapsed().as_secs_f64() / iters as f64;
+            let flop = 4.0 * (n * (n + n_out) * q_dim) as f64;
+            println!(
+                "n {n} keys {}: {:.3} ms per call, {:.1} GFLOP/s",
+                n + n_out,
+                s * 1e3,
+                flop / s / 1e9
+            );
         }
     }
 }
