@@ -94,7 +94,9 @@ impl Backend for CpuBackend {
         positions: &[usize],
     ) {
         let h = head_dim / 2;
-        x.par_chunks_mut(width).enumerate().for_each(|(i, row)| {
+        // A row is a few hundred rotations: tasks of 16 rows keep rayon's overhead small.
+        let rows = x.par_chunks_mut(width).enumerate().with_min_len(16);
+        rows.for_each(|(i, row)| {
             let pos = positions[i];
             let (c, s) = (&cos[pos * h..][..h], &sin[pos * h..][..h]);
             for head in row.chunks_mut(head_dim) {
