@@ -6,6 +6,7 @@
 //! tiles the f32 GEMM runs on when many tokens share the weights).
 
 use crate::act::ActBlock;
+use crate::attn::{AttentionKernels, SCALAR_ATTENTION};
 use crate::scalar;
 use dlm_formats::QuantType;
 use dlm_formats::quant::{BlockQ4_0, BlockQ4K, BlockQ6K, BlockQ8_0, as_blocks};
@@ -93,6 +94,8 @@ pub struct Kernels {
     pub q6_k: RowKernel,
     /// Row dequantizers for the GEMM tiles.
     pub dequant: Dequantizers,
+    /// Attention tile kernels.
+    pub attention: AttentionKernels,
 }
 
 macro_rules! scalar_row {
@@ -124,6 +127,7 @@ pub static SCALAR: Kernels = Kernels {
     q4_k: row_q4_k,
     q6_k: row_q6_k,
     dequant: SCALAR_DEQUANT,
+    attention: SCALAR_ATTENTION,
 };
 
 impl Kernels {

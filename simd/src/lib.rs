@@ -1,12 +1,16 @@
-//! Matmul kernels per weight type. Every fast kernel has a scalar reference it is tested
+//! Matmul and attention kernels. Every fast kernel has a scalar reference it is tested
 //! against; the fastest kernel this CPU supports is chosen once at run time.
 //!
 //! Quantized weights multiply activations quantized on the fly to int8 blocks (`ActBlock`): with
 //! int8 row kernels for few tokens, and from `gemm_min_tokens` on by dequantizing a tile of rows
 //! at a time to f32 for the `gemm` crate (against the same int8 activations, dequantized). f32
 //! weights go to `gemm` directly; f16/bf16 weights always take the tile path.
+//!
+//! Attention tile kernels ([`attn`]): a block of 16 queries against a tile of key and value rows
+//! read in place, with the softmax carried online from tile to tile.
 
 mod act;
+pub mod attn;
 mod dispatch;
 mod matmul;
 pub mod scalar;
@@ -17,6 +21,7 @@ mod arm;
 mod x86;
 
 pub use act::{ActBlock, quantize_act};
+pub use attn::{ATTN_LANES, AttentionKernels};
 pub use dispatch::{DequantKernel, Dequantizers, Kernels, RowKernel};
 pub use matmul::{gemm_min_tokens, matmul_with};
 

@@ -1,5 +1,6 @@
 //! aarch64 kernels. NEON is part of the aarch64 baseline, so the table needs no detection.
 
+mod attn_neon;
 mod neon;
 
 use crate::dispatch::Kernels;

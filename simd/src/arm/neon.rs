@@ -19,6 +19,7 @@ pub(super) static NEON: Kernels = Kernels {
     q4_k: row_q4_k,
     q6_k: row_q6_k,
     dequant: crate::dispatch::SCALAR_DEQUANT,
+    attention: super::attn_neon::NEON_ATTENTION,
 };
 
 #[target_feature(enable = "neon")]

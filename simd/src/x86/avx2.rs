@@ -26,6 +26,7 @@ pub(super) static AVX2: Kernels = Kernels {
         q4_k: dequantize_q4_k,
         q6_k: dequantize_q6_k,
     },
+    attention: super::attn_avx2::AVX2_ATTENTION,
 };
 
 /// Tokens per pass of a row kernel.

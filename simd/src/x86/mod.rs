@@ -1,5 +1,6 @@
 //! x86-64 kernels, handed out only after run-time feature detection.
 
+mod attn_avx2;
 mod avx2;
 
 use crate::dispatch::Kernels;

@@ -1,154 +1,536 @@
-//! Bidirectional attention on the CPU, reading the span's fresh keys/values and the cached
-//! ones in place: nothing is gathered or copied per step.
+//! Bidirectional attention on the CPU, blocked like flash attention: blocks of 16 (query row,
+//! head) pairs against tiles of 64 keys, with the softmax carried online from tile to tile. The
+//! span's fresh keys/values and the cached ones are read in place (the kernels take row
+//! slices); nothing is gathered or copied per step.
 //!
-//! The arithmetic is the milestone-1 order exactly (keys: the span's rows, then the cached
-//! positions ascending; max, exp, sum and the weighted sum of values in that order), so
-//! outputs are bit-identical to it.
+//! Why online softmax over 64-key tiles rather than a whole row of scores at a time: a tile's
+//! scores (`[64, 16]`, 4 KiB) and the block's output accumulator (`[head_dim, 16]`) stay in L1
+//! whatever the canvas length (a 4096-token chat included), and the price, rescaling the
+//! accumulator when a tile raises a row's max, is `head_dim · 16` multiplies per tile against
+//! `64 · head_dim · 16` multiply-adds of the tile's p·v, under 2 %. Two passes over the keys
+//! (max first) would compute every score twice.
+//!
+//! The arithmetic is in the `dlm-simd` tile kernels ([`dlm_simd::attn`]); this file arranges
+//! the blocks, the key tiles and the threads. Summation order differs from a row-at-a-time
+//! softmax (the sum of exponentials grows tile by tile and the division by it comes last), so
+//! outputs agree with it to rounding, not bit for bit.
 
-use super::{CpuBackend, dot};
+use super::CpuBackend;
 use crate::backend::AttentionArgs;
 use crate::model::LayerAttention;
+use dlm_simd::{ATTN_LANES, AttentionKernels, Kernels};
 use rayon::prelude::*;
+use std::cell::RefCell;
 
-/// Query rows per task: each key and value row is loaded once for this many rows (times the
-/// GQA group) instead of once per row.
-const ROW_TILE: usize = 16;
+/// Keys per tile.
+const KEY_TILE: usize = 64;
+/// Query rows per task of the probe pass.
+const PROBE_ROWS: usize = 16;
+/// Rows per task when the result is copied back to `[n, q_dim]`.
+const COPY_ROWS: usize = 32;
+
+/// A block's working set, one per thread, reused across calls.
+#[derive(Default)]
+struct BlockScratch {
+    /// `[head_dim, ATTN_LANES]` the block's queries, transposed and scaled by 1/√d.
+    qt: Vec<f32>,
+    /// `[head_dim, ATTN_LANES]` the block's unnormalized outputs.
+    ot: Vec<f32>,
+    /// `[KEY_TILE, ATTN_LANES]` a tile's scores, then its probabilities.
+    s: Vec<f32>,
+}
+
+/// The per-call outputs before they go to `[n, q_dim]`, kept on the calling thread.
+#[derive(Default)]
+struct Stage {
+    /// `[n_kv_heads, n * group, head_dim]`: each kv head's (row, head) pairs, row-major.
+    out: Vec<f32>,
+    /// `[n_kv_heads, n * group]` each pair's softmax max and sum (read by the probe pass).
+    ml: Vec<[f32; 2]>,
+}
+
+thread_local! {
+    static BLOCK: RefCell<BlockScratch> = RefCell::default();
+    static STAGE: RefCell<Stage> = RefCell::default();
+}
+
+/// Runs `f` on this thread's stage, or on a fresh one when it is in use (attention called
+/// again on this thread while an outer call waits for its tasks).
+fn with_stage<R>(f: impl FnOnce(&mut Stage) -> R) -> R {
+    STAGE.with(|c| match c.try_borrow_mut() {
+        Ok(mut s) => f(&mut s),
+        Err(_) => f(&mut Stage::default()),
+    })
+}
+
+/// What every block of one call reads.
+struct Ctx<'a> {
+    kern: &'static AttentionKernels,
+    /// `[n, q_dim]`
+    q: &'a [f32],
+    /// `[n, kv_dim]` the span's keys and values.
+    k: &'a [f32],
+    v: &'a [f32],
+    /// `[cache len, kv_dim]` the layer's cached keys and values (empty without `outside`).
+    ck: &'a [f32],
+    cv: &'a [f32],
+    outside: &'a [usize],
+    n: usize,
+    hd: usize,
+    q_dim: usize,
+    kv_dim: usize,
+    /// Query heads per kv head.
+    group: usize,
+    scale: f32,
+}
+
+impl Ctx<'_> {
+    fn n_keys(&self) -> usize {
+        self.n + self.outside.len()
+    }
+
+    /// Key j of the kv head at column `off`: the span's fresh row, or the cached one, in place.
+    fn key(&self, j: usize, off: usize) -> &[f32] {
+        if j < self.n {
+            &self.k[j * self.kv_dim + off..][..self.hd]
+        } else {
+            &self.ck[self.outside[j - self.n] * self.kv_dim + off..][..self.hd]
+        }
+    }
+
+    fn value(&self, j: usize, off: usize) -> &[f32] {
+        if j < self.n {
+            &self.v[j * self.kv_dim + off..][..self.hd]
+        } else {
+            &self.cv[self.outside[j - self.n] * self.kv_dim + off..][..self.hd]
+        }
+    }
+
+    /// `qt` (`[hd, ATTN_LANES]`) = the queries of pairs `p0..p0 + len` of kv head `g`, scaled
+    /// by 1/√d; lanes past `len` are zero. Pair p is query row `p / group`, head
+    /// `g * group + p % group`.
+    fn fill_qt(&self, g: usize, p0: usize, len: usize, qt: &mut Vec<f32>) {
+        let hd = self.hd;
+        let mut rows: [&[f32]; ATTN_LANES] = [&[]; ATTN_LANES];
+        for (lane, r) in rows.iter_mut().enumerate().take(len) {
+            let p = p0 + lane;
+            let h = g * self.group + p % self.group;
+            *r = &self.q[(p / self.group) * self.q_dim + h * hd..][..hd];
+        }
+        qt.resize(hd * ATTN_LANES, 0.0);
+        (self.kern.load)(&rows[..len], self.scale, qt);
+    }
+
+    /// One block, pairs `p0..p0 + len` of kv head `g`, over every key: leaves the outputs
+    /// unnormalized in `sc.ot` and returns each lane's max and sum of exponentials.
+    fn block(
+        &self,
+        g: usize,
+        p0: usize,
+        len: usize,
+        sc: &mut BlockScratch,
+    ) -> ([f32; ATTN_LANES], [f32; ATTN_LANES]) {
+        let (hd, off, n_keys) = (self.hd, g * self.hd, self.n_keys());
+        self.fill_qt(g, p0, len, &mut sc.qt);
+        sc.ot.clear();
+        sc.ot.resize(hd * ATTN_LANES, 0.0);
+        sc.s.resize(KEY_TILE * ATTN_LANES, 0.0);
+        let mut m = [f32::NEG_INFINITY; ATTN_LANES];
+        let mut l = [0f32; ATTN_LANES];
+        let mut rows: [&[f32]; KEY_TILE] = [&[]; KEY_TILE];
+        for t0 in (0..n_keys).step_by(KEY_TILE) {
+            let nt = (n_keys - t0).min(KEY_TILE);
+            let s = &mut sc.s[..nt * ATTN_LANES];
+            for (r, j) in rows.iter_mut().zip(t0..t0 + nt) {
+                *r = self.key(j, off);
+            }
+            (self.kern.scores)(&sc.qt, &rows[..nt], s);
+            let alpha = (self.kern.softmax)(s, &mut m, &mut l);
+            for (r, j) in rows.iter_mut().zip(t0..t0 + nt) {
+                *r = self.value(j, off);
+            }
+            (self.kern.accumulate)(s, &rows[..nt], &alpha, &mut sc.ot);
+        }
+        (m, l)
+    }
+
+    /// Adds the head-averaged probabilities of pairs `p0..p0 + len` of kv head `g` to `hp`
+    /// (`[rows, n_keys]` from query row `r0`), given their max and sum from the first pass.
+    /// The scores are recomputed by the same kernel on the same inputs, so they are the first
+    /// pass's exactly and every probability is at most 1.
+    #[allow(clippy::too_many_arguments)]
+    fn probe_block(
+        &self,
+        g: usize,
+        p0: usize,
+        len: usize,
+        ml: &[[f32; 2]],
+        inv_heads: f32,
+        r0: usize,
+        hp: &mut [f32],
+        sc: &mut BlockScratch,
+    ) {
+        let (off, n_keys) = (g * self.hd, self.n_keys());
+        self.fill_qt(g, p0, len, &mut sc.qt);
+        sc.s.resize(KEY_TILE * ATTN_LANES, 0.0);
+        let mut m = [0f32; ATTN_LANES];
+        let mut c = [0f32; ATTN_LANES];
+        for lane in 0..len {
+            let [mx, sum] = ml[lane];
+            m[lane] = mx;
+            c[lane] = inv_heads / sum;
+        }
+        let mut rows: [&[f32]; KEY_TILE] = [&[]; KEY_TILE];
+        for t0 in (0..n_keys).step_by(KEY_TILE) {
+            let nt = (n_keys - t0).min(KEY_TILE);
+            let s = &mut sc.s[..nt * ATTN_LANES];
+            for (r, j) in rows.iter_mut().zip(t0..t0 + nt) {
+                *r = self.key(j, off);
+            }
+            (self.kern.scores)(&sc.qt, &rows[..nt], s);
+            (self.kern.probs)(s, &m, &c);
+            for lane in 0..len {
+                let i = (p0 + lane) / self.group - r0;
+                let row = &mut hp[i * n_keys + t0..][..nt];
+                for (x, sj) in row.iter_mut().zip(s.chunks_exact(ATTN_LANES)) {
+                    *x += sj[lane];
+                }
+            }
+        }
+    }
+}
 
 /// out (`[n, q_dim]`) = softmax(q·kᵀ/√d)·v per head over the span's and the cached keys.
 ///
-/// Work is split into (kv head, tile of query rows) tasks. Within a task every key row is
-/// read once for all the task's (row, head) pairs; each pair's arithmetic (its dot products,
-/// max, exp, sum and the weighted sum of values, all in key order) is the per-row loop's
-/// exactly, so the result does not depend on the tiling.
+/// Tasks are (kv head, block of 16 (row, head) pairs); a block walks every key tile once, and
+/// with GQA the heads of a group share each key and value load. Results land in a per-thread
+/// stage (`[n_kv_heads, pairs, head_dim]`) and are copied to `out` at the end, which lets
+/// heads and rows both be split across threads (32 query rows still make 2 × n_kv_heads
+/// tasks). The probe, when asked, is a second pass over the scores.
 pub(super) fn attention(
     a: AttentionArgs<'_, CpuBackend>,
     out: &mut [f32],
 ) -> Option<LayerAttention> {
     let sh = a.shape;
     let (hd, q_dim, kv_dim) = (sh.head_dim, sh.q_dim(), sh.kv_dim());
-    let n = a.n;
-    let n_keys = n + a.outside.len();
+    let (n, n_kv) = (a.n, sh.n_kv_heads);
     let (ck, cv): (&[f32], &[f32]) = match a.cache {
         Some(c) if !a.outside.is_empty() => (&c.k[a.layer], &c.v[a.layer]),
         _ => (&[], &[]),
     };
-    let (k, v, q) = (&a.k[..], &a.v[..], &a.q[..]);
-    let outside = a.outside;
-    let group = sh.n_heads / sh.n_kv_heads;
-    let scale = 1.0 / (hd as f32).sqrt();
+    let group = sh.n_heads / n_kv;
+    let ctx = Ctx {
+        kern: &Kernels::best().attention,
+        q: &a.q[..n * q_dim],
+        k: &a.k[..n * kv_dim],
+        v: &a.v[..n * kv_dim],
+        ck,
+        cv,
+        outside: a.outside,
+        n,
+        hd,
+        q_dim,
+        kv_dim,
+        group,
+        scale: 1.0 / (hd as f32).sqrt(),
+    };
+    let n_keys = ctx.n_keys();
     let probing = a.probe_keys.is_some() || a.probe_mass;
+    let pairs = n * group; // per kv head
+    let gh = group * hd;
+
     let inv_heads = 1.0 / sh.n_heads as f32;
-    // Key j of head group g: the span's fresh row, or the cached one, read in place.
-    let key = |j: usize, off: usize| -> &[f32] {
-        if j < n {
-            &k[j * kv_dim + off..][..hd]
-        } else {
-            &ck[outside[j - n] * kv_dim + off..][..hd]
+    let hp = with_stage(|st| {
+        if n == 0 || hd == 0 {
+            return probing.then(|| vec![0f32; n * n_keys]);
         }
-    };
-    let value = |j: usize, off: usize| -> &[f32] {
-        if j < n {
-            &v[j * kv_dim + off..][..hd]
-        } else {
-            &cv[outside[j - n] * kv_dim + off..][..hd]
-        }
-    };
-
-    let n_tiles = n.div_ceil(ROW_TILE);
-    // Each task: (g, tile) -> its outputs [rows, group * hd] and, when probing, the
-    // head-summed probabilities [rows, n_keys].
-    let results: Vec<(Vec<f32>, Vec<f32>)> = (0..sh.n_kv_heads * n_tiles)
-        .into_par_iter()
-        .map(|task| {
-            let (g, t) = (task / n_tiles, task % n_tiles);
-            let off = g * hd;
-            let rows = t * ROW_TILE..((t + 1) * ROW_TILE).min(n);
-            let pairs = rows.len() * group; // (row, head) pairs, row-major
-            let mut scores = vec![0f32; pairs * n_keys]; // [pairs, n_keys]
-            let q_of = |p: usize| {
-                let (i, h) = (rows.start + p / group, g * group + p % group);
-                &q[i * q_dim + h * hd..][..hd]
-            };
-            for j in 0..n_keys {
-                let kj = key(j, off);
-                for p in 0..pairs {
-                    scores[p * n_keys + j] = dot(q_of(p), kj) * scale;
-                }
-            }
-            let mut inv = vec![0f32; pairs];
-            for (p, sc) in scores.chunks_mut(n_keys).enumerate() {
-                let max = sc.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                let mut sum = 0f32;
-                for x in sc.iter_mut() {
-                    *x = (*x - max).exp();
-                    sum += *x;
-                }
-                inv[p] = 1.0 / sum;
-            }
-            let mut o = vec![0f32; pairs * hd]; // [pairs, hd]
-            for j in 0..n_keys {
-                let vj = value(j, off);
-                for p in 0..pairs {
-                    let w = scores[p * n_keys + j] * inv[p];
-                    for (ov, vv) in o[p * hd..(p + 1) * hd].iter_mut().zip(vj) {
-                        *ov += w * vv;
+        st.out.resize(n * q_dim, 0.0);
+        st.ml.resize(n * sh.n_heads, [0.0; 2]);
+        st.out
+            .par_chunks_mut(pairs * hd)
+            .zip(st.ml.par_chunks_mut(pairs))
+            .enumerate()
+            .for_each(|(g, (og, mlg))| {
+                og.par_chunks_mut(ATTN_LANES * hd)
+                    .zip(mlg.par_chunks_mut(ATTN_LANES))
+                    .enumerate()
+                    .for_each(|(b, (ob, mlb))| {
+                        BLOCK.with(|c| {
+                            let sc = &mut *c.borrow_mut();
+                            let (m, l) = ctx.block(g, b * ATTN_LANES, mlb.len(), sc);
+                            (ctx.kern.store)(&sc.ot, &l.map(|x| 1.0 / x), ob);
+                            for (lane, ml) in mlb.iter_mut().enumerate() {
+                                *ml = [m[lane], l[lane]];
+                            }
+                        })
+                    })
+            });
+        // [n_kv_heads, n, gh] -> [n, n_kv_heads * gh]
+        let stage = &st.out;
+        out[..n * q_dim]
+            .par_chunks_mut(COPY_ROWS * q_dim)
+            .enumerate()
+            .for_each(|(b, ob)| {
+                for (r, row) in ob.chunks_exact_mut(q_dim).enumerate() {
+                    let i = b * COPY_ROWS + r;
+                    for (g, dst) in row.chunks_exact_mut(gh).enumerate() {
+                        dst.copy_from_slice(&stage[(g * n + i) * gh..][..gh]);
                     }
                 }
-            }
-            let mut hp = Vec::new();
-            if probing {
-                hp = vec![0f32; rows.len() * n_keys];
-                for p in 0..pairs {
-                    let r = p / group;
-                    for (acc, sc) in hp[r * n_keys..(r + 1) * n_keys]
-                        .iter_mut()
-                        .zip(&scores[p * n_keys..(p + 1) * n_keys])
-                    {
-                        *acc += sc * inv[p] * inv_heads;
+            });
+        if !probing {
+            return None;
+        }
+        // [n, n_keys] head-averaged probabilities, a block of rows per task.
+        let mut hp = vec![0f32; n * n_keys];
+        let ml = &st.ml;
+        hp.par_chunks_mut(PROBE_ROWS * n_keys)
+            .enumerate()
+            .for_each(|(b, hb)| {
+                let r0 = b * PROBE_ROWS;
+                let (pa, pb) = (r0 * group, (r0 + hb.len() / n_keys) * group);
+                BLOCK.with(|c| {
+                    let sc = &mut *c.borrow_mut();
+                    for g in 0..n_kv {
+                        for p0 in (pa..pb).step_by(ATTN_LANES) {
+                            let len = (pb - p0).min(ATTN_LANES);
+                            let mlb = &ml[g * pairs + p0..][..len];
+                            ctx.probe_block(g, p0, len, mlb, inv_heads, r0, hb, sc);
+                        }
                     }
-                }
-            }
-            (o, hp)
-        })
-        .collect();
-
-    let mut hp_all = if probing {
-        vec![0f32; n * n_keys]
-    } else {
-        Vec::new()
-    }; // [n, n_keys]
-    for (task, (o, hp)) in results.iter().enumerate() {
-        let (g, t) = (task / n_tiles, task % n_tiles);
-        let first = t * ROW_TILE;
-        for (r, chunk) in o.chunks(group * hd).enumerate() {
-            let i = first + r;
-            out[i * q_dim + g * group * hd..][..group * hd].copy_from_slice(chunk);
-        }
-        if probing {
-            for (r, row) in hp.chunks(n_keys).enumerate() {
-                for (acc, x) in hp_all[(first + r) * n_keys..][..n_keys].iter_mut().zip(row) {
-                    *acc += x;
-                }
-            }
-        }
-    }
-    if !probing {
-        return None;
-    }
+                })
+            });
+        Some(hp)
+    });
+    let hp = hp?;
     let mut la = LayerAttention::default();
     if let Some(keys) = a.probe_keys {
         la.columns = Vec::with_capacity(keys.len() * n);
         for &j in keys {
-            la.columns.extend((0..n).map(|i| hp_all[i * n_keys + j]));
+            la.columns.extend((0..n).map(|i| hp[i * n_keys + j]));
         }
     }
     if a.probe_mass {
         la.mass = vec![0f32; n_keys];
-        for r in hp_all.chunks(n_keys) {
+        for r in hp.chunks(n_keys) {
             for (m, p) in la.mass.iter_mut().zip(r) {
                 *m += p;
             }
         }
     }
     Some(la)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::CpuCache;
+    use crate::backend::{AttentionShape, CacheShape};
+
+    /// A small seeded generator (xorshift64*), values in [-1, 1).
+    struct Rng(u64);
+
+    impl Rng {
+        fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    self.0 ^= self.0 >> 12;
+                    self.0 ^= self.0 << 25;
+                    self.0 ^= self.0 >> 27;
+                    let u = (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40) as f32;
+                    (u / (1u64 << 23) as f32 - 1.0) * scale
+                })
+                .collect()
+        }
+    }
+
+    /// Output `[n, q_dim]` and head-averaged probabilities `[n, n_keys]` in f64, one row and
+    /// head at a time, the keys gathered explicitly.
+    fn reference(
+        q: &[f32],
+        keys: &[Vec<f32>],
+        values: &[Vec<f32>],
+        n: usize,
+        sh: AttentionShape,
+    ) -> (Vec<f64>, Vec<f64>) {
+        let (hd, q_dim) = (sh.head_dim, sh.q_dim());
+        let group = sh.n_heads / sh.n_kv_heads;
+        let n_keys = keys.len();
+        let mut out = vec![0f64; n * q_dim];
+        let mut hp = vec![0f64; n * n_keys];
+        for i in 0..n {
+            for h in 0..sh.n_heads {
+                let off = (h / group) * hd;
+                let qr = &q[i * q_dim + h * hd..][..hd];
+                let s: Vec<f64> = keys
+                    .iter()
+                    .map(|k| {
+                        let dot: f64 = (0..hd).map(|d| qr[d] as f64 * k[off + d] as f64).sum();
+                        dot / (hd as f64).sqrt()
+                    })
+                    .collect();
+                let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let sum: f64 = s.iter().map(|x| (x - max).exp()).sum();
+                for (j, v) in values.iter().enumerate() {
+                    let p = (s[j] - max).exp() / sum;
+                    hp[i * n_keys + j] += p / sh.n_heads as f64;
+                    for d in 0..hd {
+                        out[i * q_dim + h * hd + d] += p * v[off + d] as f64;
+                    }
+                }
+            }
+        }
+        (out, hp)
+    }
+
+    /// Blocked attention with a cache and the probe against the reference, over GQA shapes,
+    /// odd head widths, row counts around the block size and key counts around the tile size.
+    #[test]
+    fn blocked_attention_matches_a_plain_softmax() {
+        let mut rng = Rng(0x5eed);
+        let shapes = [(4, 4, 8), (8, 2, 16), (6, 3, 7), (16, 16, 64), (4, 1, 33)];
+        for (n_heads, n_kv_heads, head_dim) in shapes {
+            let sh = AttentionShape {
+                n_heads,
+                n_kv_heads,
+                head_dim,
+            };
+            let (q_dim, kv_dim) = (sh.q_dim(), sh.kv_dim());
+            for n in [1, 5, 16, 17, 40] {
+                for n_out in [0, 3, 70] {
+                    let len = n_out * 2 + 1;
+                    let outside: Vec<usize> = (0..n_out).map(|x| 2 * x + 1).collect();
+                    let mut cache = CpuCache::new(CacheShape {
+                        n_layers: 2,
+                        len,
+                        kv_dim,
+                        hidden_dim: None,
+                    })
+                    .unwrap();
+                    cache.k[1] = rng.vec(len * kv_dim, 2.0);
+                    cache.v[1] = rng.vec(len * kv_dim, 1.0);
+                    let q = rng.vec(n * q_dim, 2.0);
+                    let k = rng.vec(n * kv_dim, 2.0);
+                    let v = rng.vec(n * kv_dim, 1.0);
+                    let row = |x: &[f32], r: usize| x[r * kv_dim..(r + 1) * kv_dim].to_vec();
+                    let keys: Vec<Vec<f32>> = (0..n)
+                        .map(|j| row(&k, j))
+                        .chain(outside.iter().map(|&p| row(&cache.k[1], p)))
+                        .collect();
+                    let values: Vec<Vec<f32>> = (0..n)
+                        .map(|j| row(&v, j))
+                        .chain(outside.iter().map(|&p| row(&cache.v[1], p)))
+                        .collect();
+                    let n_keys = keys.len();
+                    let (want, want_hp) = reference(&q, &keys, &values, n, sh);
+                    let probe_keys = [0, n_keys / 2, n_keys - 1];
+                    let args = |probe: bool| AttentionArgs::<CpuBackend> {
+                        q: &q,
+                        k: &k,
+                        v: &v,
+                        n,
+                        outside: &outside,
+                        cache: (n_out > 0).then_some(&cache),
+                        layer: 1,
+                        shape: sh,
+                        probe_keys: probe.then_some(&probe_keys[..]),
+                        probe_mass: probe,
+                    };
+                    let ctx = format!("shape {sh:?} n {n} outside {n_out}");
+                    let mut out = vec![f32::NAN; n * q_dim];
+                    assert!(attention(args(false), &mut out).is_none(), "{ctx}");
+                    for (x, (g, w)) in out.iter().zip(&want).enumerate() {
+                        assert!((*g as f64 - w).abs() < 2e-5, "{ctx} out {x}: {g} vs {w}");
+                    }
+                    let mut out2 = vec![f32::NAN; n * q_dim];
+                    let la = attention(args(true), &mut out2).expect("probed");
+                    assert_eq!(out, out2, "{ctx}: the probe changes the outputs");
+                    assert_eq!(la.columns.len(), probe_keys.len() * n, "{ctx}");
+                    for (c, &j) in probe_keys.iter().enumerate() {
+                        for i in 0..n {
+                            let (g, w) = (la.columns[c * n + i], want_hp[i * n_keys + j]);
+                            assert!((g as f64 - w).abs() < 1e-6, "{ctx} column {j} row {i}");
+                        }
+                    }
+                    assert_eq!(la.mass.len(), n_keys, "{ctx}");
+                    for j in 0..n_keys {
+                        let w: f64 = (0..n).map(|i| want_hp[i * n_keys + j]).sum();
+                        let g = la.mass[j];
+                        assert!((g as f64 - w).abs() < 1e-5, "{ctx} mass {j}: {g} vs {w}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+    use crate::backend::cpu::CpuCache;
+    use crate::backend::{AttentionShape, CacheShape};
+    use std::time::Instant;
+
+    /// Attention alone at the 168M shape (16 heads of 64): the whole canvas (269 rows) and a
+    /// dual-cache block (32 rows against 237 cached keys). `cargo test --release -p
+    /// dlm-runtime --lib attention_timing -- --ignored --nocapture`
+    #[test]
+    #[ignore = "timing; run in release"]
+    fn attention_timing() {
+        let sh = AttentionShape {
+            n_heads: 16,
+            n_kv_heads: 16,
+            head_dim: 64,
+        };
+        let (q_dim, kv_dim) = (sh.q_dim(), sh.kv_dim());
+        let len = 269;
+        let mut cache = CpuCache::new(CacheShape {
+            n_layers: 1,
+            len,
+            kv_dim,
+            hidden_dim: None,
+        })
+        .unwrap();
+        let fill = |x: &mut Vec<f32>| {
+            for (i, v) in x.iter_mut().enumerate() {
+                *v = ((i * 7919) % 1000) as f32 / 500.0 - 1.0;
+            }
+        };
+        fill(&mut cache.k[0]);
+        fill(&mut cache.v[0]);
+        for (n, n_out) in [(269, 0), (32, 237)] {
+            let mut q = vec![0f32; n * q_dim];
+            let mut k = vec![0f32; n * kv_dim];
+            fill(&mut q);
+            fill(&mut k);
+            let v = k.clone();
+            let outside: Vec<usize> = (n..n + n_out).collect();
+            let mut out = vec![0f32; n * q_dim];
+            let iters = 40;
+            let t = Instant::now();
+            for _ in 0..iters {
+                let a = AttentionArgs::<CpuBackend> {
+                    q: &q,
+                    k: &k,
+                    v: &v,
+                    n,
+                    outside: &outside,
+                    cache: (n_out > 0).then_some(&cache),
+                    layer: 0,
+                    shape: sh,
+                    probe_keys: None,
+                    probe_mass: false,
+                };
+                attention(a, &mut out);
+            }
+            let s = t.elapsed().as_secs_f64() / iters as f64;
+            let flop = 4.0 * (n * (n + n_out) * q_dim) as f64;
+            println!(
+                "n {n} keys {}: {:.3} ms per call, {:.1} GFLOP/s",
+                n + n_out,
+                s * 1e3,
+                flop / s / 1e9
+            );
+        }
+    }
 }

@@ -29,24 +29,6 @@ impl CpuBackend {
     }
 }
 
-/// Dot product with eight independent accumulators, so the compiler can vectorize it.
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
 impl Backend for CpuBackend {
     type Matrix = Matrix;
     type Vector = Vec<f32>;
@@ -112,7 +94,9 @@ impl Backend for CpuBackend {
         positions: &[usize],
     ) {
         let h = head_dim / 2;
-        x.par_chunks_mut(width).enumerate().for_each(|(i, row)| {
+        // A row is a few hundred rotations: tasks of 16 rows keep rayon's overhead small.
+        let rows = x.par_chunks_mut(width).enumerate().with_min_len(16);
+        rows.for_each(|(i, row)| {
             let pos = positions[i];
             let (c, s) = (&cos[pos * h..][..h], &sin[pos * h..][..h]);
             for head in row.chunks_mut(head_dim) {
