@@ -16,9 +16,12 @@ mod arm;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub use act::{ActBlock, quantize_act};
-pub use dispatch::{DequantKernel, Dequantizers, Kernels, RowKernel};
-pub use matmul::{gemm_min_tokens, matmul_with};
+pub use act::{ActBlock, ActBlock8, GEMM_TOKENS, quantize_act, quantize_act8};
+pub use dispatch::{DequantKernel, Dequantizers, FloatRowsKernel, GemmKernel, Kernels, RowKernel};
+pub use matmul::{
+    FLOAT_ROWS_MAX_TOKENS, INT8_GEMM_MIN_TOKENS, MatmulPath, gemm_min_tokens, matmul_path,
+    matmul_with,
+};
 
 use dlm_formats::QuantType;
 

@@ -19,6 +19,11 @@ pub(super) static NEON: Kernels = Kernels {
     q4_k: row_q4_k,
     q6_k: row_q6_k,
     dequant: crate::dispatch::SCALAR_DEQUANT,
+    gemm_q8_0: None,
+    gemm_q4_0: None,
+    rows_f32: None,
+    rows_f16: None,
+    rows_bf16: None,
 };
 
 #[target_feature(enable = "neon")]

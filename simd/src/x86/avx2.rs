@@ -26,6 +26,11 @@ pub(super) static AVX2: Kernels = Kernels {
         q4_k: dequantize_q4_k,
         q6_k: dequantize_q6_k,
     },
+    gemm_q8_0: Some(super::gemm::gemm_q8_0),
+    gemm_q4_0: Some(super::gemm::gemm_q4_0),
+    rows_f32: Some(super::float::rows_f32),
+    rows_f16: Some(super::float::rows_f16),
+    rows_bf16: Some(super::float::rows_bf16),
 };
 
 /// Tokens per pass of a row kernel.

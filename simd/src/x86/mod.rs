@@ -1,6 +1,8 @@
 //! x86-64 kernels, handed out only after run-time feature detection.
 
 mod avx2;
+mod float;
+mod gemm;
 
 use crate::dispatch::Kernels;
 
