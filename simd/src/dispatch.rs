@@ -15,10 +15,10 @@ use std::sync::OnceLock;
 /// activations `a` (`[out.len(), n_blocks]`, one `ActBlock` per 32 columns).
 pub type RowKernel = fn(w: &[u8], a: &[ActBlock], out: &mut [f32]);
 
-/// `out[r][t] = Σ_i w_r[i] · a_t[i]` for whole stored weight rows `w` (`[n_rows, a.len()]`
-/// blocks of 32 values) and one 8-token activation panel `a` (`[n_blocks]`); `out` is
-/// `[n_rows, 8]`. The int8 GEMM for many tokens.
-pub type GemmKernel = fn(w: &[u8], a: &[ActBlock8], out: &mut [f32]);
+/// `out[r][8g + t] = Σ_i w_r[i] · a_{g,t}[i]` for whole stored weight rows `w` (`[n_rows,
+/// n_blocks]` blocks of 32 values) and `n_groups` 8-token activation panels `a` (`[n_groups,
+/// n_blocks]`); `out` is `[n_rows, 8 * n_groups]`. The int8 GEMM for many tokens.
+pub type GemmKernel = fn(w: &[u8], a: &[ActBlock8], n_groups: usize, out: &mut [f32]);
 
 /// `out[r][t] = Σ_k w[r][k] · x[t][k]` for float weight rows `w` (`[n_rows, cols]`, stored
 /// bytes), tokens `x` (`[n, cols]`, `cols > 0`); `out` is `[n_rows, n]`. Streams the rows as
@@ -159,9 +159,34 @@ scalar_row!(row_q6_k, BlockQ6K, 8, scalar::dot_q6_k_q8_0);
 
 macro_rules! scalar_gemm {
     ($name:ident, $block:ty, $gemm:path) => {
-        fn $name(w: &[u8], a: &[ActBlock8], out: &mut [f32]) {
+        fn $name(w: &[u8], a: &[ActBlock8], n_groups: usize, out: &mut [f32]) {
             let wb = as_blocks::<$block>(w).expect(concat!(stringify!($name), ": partial block"));
-            $gemm(wb, a, out)
+            let np = 8 * n_groups;
+            let rows = if np == 0 { 0 } else { out.len() / np };
+            let nb = if n_groups == 0 { 0 } else { a.len() / n_groups };
+            assert_eq!(
+                out.len(),
+                rows * np,
+                concat!(stringify!($name), ": output length")
+            );
+            assert_eq!(
+                a.len(),
+                n_groups * nb,
+                concat!(stringify!($name), ": panels")
+            );
+            assert_eq!(
+                wb.len(),
+                rows * nb,
+                concat!(stringify!($name), ": weight blocks")
+            );
+            let mut o = vec![0f32; rows * 8];
+            for g in 0..n_groups {
+                let ag = &a[g * nb..(g + 1) * nb];
+                $gemm(wb, ag, &mut o);
+                for r in 0..rows {
+                    out[r * np + 8 * g..][..8].copy_from_slice(&o[r * 8..(r + 1) * 8]);
+                }
+            }
         }
     };
 }

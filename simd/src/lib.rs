@@ -20,7 +20,7 @@ pub use act::{ActBlock, ActBlock8, GEMM_TOKENS, quantize_act, quantize_act8};
 pub use dispatch::{DequantKernel, Dequantizers, FloatRowsKernel, GemmKernel, Kernels, RowKernel};
 pub use matmul::{
     FLOAT_ROWS_MAX_TOKENS, INT8_GEMM_MIN_TOKENS, MatmulPath, gemm_min_tokens, matmul_path,
-    matmul_with,
+    matmul_via, matmul_with,
 };
 
 use dlm_formats::QuantType;

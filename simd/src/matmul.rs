@@ -109,6 +109,20 @@ thread_local! {
 
 /// y = x · Wᵀ with `kernels`; x is `[n, w.cols]`, y is `[n, w.rows]`, both row-major f32.
 pub fn matmul_with(k: &Kernels, w: &WeightRef<'_>, x: &[f32], n: usize, y: &mut [f32]) {
+    matmul_via(k, matmul_path(k, w.quant, n), w, x, n, y)
+}
+
+/// y = x · Wᵀ as `matmul_with`, on a given path (for benchmarks and tests). Panics where the
+/// path does not apply: `Rows` or `Int8Gemm` on float weights, `Int8Gemm` or `FloatRows`
+/// without the kernel in `k`, `Gemm` on other than f32.
+pub fn matmul_via(
+    k: &Kernels,
+    path: MatmulPath,
+    w: &WeightRef<'_>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+) {
     assert_eq!(x.len(), n * w.cols, "matmul: x length");
     assert_eq!(y.len(), n * w.rows, "matmul: y length");
     assert_eq!(
@@ -124,12 +138,15 @@ pub fn matmul_with(k: &Kernels, w: &WeightRef<'_>, x: &[f32], n: usize, y: &mut 
         return;
     }
     let q = w.quant;
-    match matmul_path(k, q, n) {
+    match path {
         MatmulPath::FloatRows => {
-            let kernel = k.float_rows(q).expect("float rows path has a kernel");
+            let kernel = k.float_rows(q).expect("matmul_via: no float row kernel");
             matmul_float_rows(kernel, w, x, n, y)
         }
-        MatmulPath::Gemm => gemm_f32(&f32_weights(w.data), w.rows, w.cols, x, n, y, 0),
+        MatmulPath::Gemm => {
+            assert_eq!(q, QuantType::F32, "matmul_via: Gemm takes f32 weights");
+            gemm_f32(&f32_weights(w.data), w.rows, w.cols, x, n, y, 0)
+        }
         MatmulPath::Tiles => {
             let deq = k.dequant.get(q);
             match deq {
@@ -142,7 +159,7 @@ pub fn matmul_with(k: &Kernels, w: &WeightRef<'_>, x: &[f32], n: usize, y: &mut 
             }
         }
         MatmulPath::Int8Gemm => {
-            let kernel = k.gemm(q).expect("int8 GEMM path has a kernel");
+            let kernel = k.gemm(q).expect("matmul_via: no int8 GEMM kernel");
             matmul_int8(kernel, w, x, n, y)
         }
         MatmulPath::Rows => {
@@ -151,7 +168,7 @@ pub fn matmul_with(k: &Kernels, w: &WeightRef<'_>, x: &[f32], n: usize, y: &mut 
                 QuantType::Q4_0 => k.q4_0,
                 QuantType::Q4K => k.q4_k,
                 QuantType::Q6K => k.q6_k,
-                _ => unreachable!("float types take FloatRows, Gemm or Tiles"),
+                _ => panic!("matmul_via: Rows takes quantized weights"),
             };
             matmul_quant(kernel, w, x, n, y)
         }
@@ -171,6 +188,8 @@ fn matmul_int8(kernel: GemmKernel, w: &WeightRef<'_>, x: &[f32], n: usize, y: &m
         quantize_act8(&x[t0 * cols..t1 * cols], t1 - t0, ag);
     });
     let rb = w.row_bytes();
+    // panels per token tile: the tile stays in L2 while a row tile runs over it
+    let tile_groups = (ACT_TILE_BYTES / (nb * size_of::<ActBlock8>())).clamp(1, ng);
     let y_ptr = SendPtr(y.as_mut_ptr());
     (0..rows.div_ceil(INT8_ROW_TILE))
         .into_par_iter()
@@ -178,17 +197,19 @@ fn matmul_int8(kernel: GemmKernel, w: &WeightRef<'_>, x: &[f32], n: usize, y: &m
             let r0 = ti * INT8_ROW_TILE;
             let nr = (rows - r0).min(INT8_ROW_TILE);
             let wt = &w.data[r0 * rb..(r0 + nr) * rb];
-            let mut out = [0f32; INT8_ROW_TILE * GEMM_TOKENS]; // [nr, 8]
-            let out = &mut out[..nr * GEMM_TOKENS];
-            for (g, ag) in acts.chunks_exact(nb).enumerate() {
-                kernel(wt, ag, out);
-                let t0 = g * GEMM_TOKENS;
-                for t in 0..(n - t0).min(GEMM_TOKENS) {
-                    let yp = y_ptr;
-                    for (r, o) in out.chunks_exact(GEMM_TOKENS).enumerate() {
+            let mut out = vec![0f32; nr * tile_groups * GEMM_TOKENS]; // [nr, 8 * groups]
+            for g0 in (0..ng).step_by(tile_groups) {
+                let m = (ng - g0).min(tile_groups);
+                let np = m * GEMM_TOKENS;
+                let o = &mut out[..nr * np];
+                kernel(wt, &acts[g0 * nb..(g0 + m) * nb], m, o);
+                let t0 = g0 * GEMM_TOKENS;
+                let yp = y_ptr;
+                for t in 0..(n - t0).min(np) {
+                    for r in 0..nr {
                         // SAFETY: y is `[n, rows]`; t0 + t < n and r0 + r < rows, and this task
                         // alone writes columns r0..r0 + nr; y outlives the parallel loop.
-                        unsafe { *yp.0.add((t0 + t) * rows + r0 + r) = o[t] };
+                        unsafe { *yp.0.add((t0 + t) * rows + r0 + r) = o[r * np + t] };
                     }
                 }
             }

@@ -381,8 +381,8 @@ fn check_gemm(
     let (fast_k, slow_k) = (k.gemm(q).unwrap(), Kernels::scalar().gemm(q).unwrap());
     let mut fast = vec![f32::NAN; rows * GEMM_TOKENS];
     let mut slow = vec![f32::NAN; rows * GEMM_TOKENS];
-    fast_k(&wq, &panel, &mut fast);
-    slow_k(&wq, &panel, &mut slow);
+    fast_k(&wq, &panel, 1, &mut fast);
+    slow_k(&wq, &panel, 1, &mut slow);
     for r in 0..rows {
         for t in 0..GEMM_TOKENS {
             let (f, sl) = (fast[r * 8 + t], slow[r * 8 + t]);
@@ -397,7 +397,11 @@ fn check_gemm(
                 k.name
             );
             if t >= n_tok {
-                assert_eq!(f, 0.0, "padding token {t} of a panel is zero");
+                assert_eq!(
+                    f, 0.0,
+                    "{} {q} {what} {rows}x{cols}: padding token {t} of a panel is zero",
+                    k.name
+                );
             }
         }
     }

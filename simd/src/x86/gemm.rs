@@ -23,38 +23,56 @@ use std::arch::x86_64::*;
 /// Weight rows per pass of a kernel.
 const MR: usize = 4;
 
-/// Runs `$inner::<R>` over the rows of `w` in groups of up to `MR`.
+/// Runs `$inner::<R>` over the rows of `w` in groups of up to `MR`, each group against every
+/// panel of `a` (`[n_groups, n_blocks]`), after `$prep` has unpacked the group's blocks once.
 macro_rules! gemm_kernel {
-    ($name:ident, $inner:ident, $block:ty) => {
-        /// `out[r][t] = Σ w_r · a_t`: whole stored rows `w` against one 8-token panel `a`;
-        /// `out` is `[n_rows, 8]`.
-        pub(super) fn $name(w: &[u8], a: &[ActBlock8], out: &mut [f32]) {
+    ($name:ident, $inner:ident, $prep:ident, $block:ty) => {
+        /// `out[r][8g + t] = Σ w_r · a_{g,t}`: whole stored rows `w` against `n_groups` 8-token
+        /// panels `a`; `out` is `[n_rows, 8 * n_groups]`.
+        pub(super) fn $name(w: &[u8], a: &[ActBlock8], n_groups: usize, out: &mut [f32]) {
             let wb = as_blocks::<$block>(w).expect(concat!(stringify!($name), ": partial block"));
-            let nb = a.len();
-            let rows = out.len() / 8;
+            let np = 8 * n_groups;
+            let rows = if np == 0 { 0 } else { out.len() / np };
+            let nb = if n_groups == 0 { 0 } else { a.len() / n_groups };
             assert_eq!(
                 out.len(),
-                rows * 8,
+                rows * np,
                 concat!(stringify!($name), ": output length")
+            );
+            assert_eq!(
+                a.len(),
+                n_groups * nb,
+                concat!(stringify!($name), ": panels")
             );
             assert_eq!(
                 wb.len(),
                 rows * nb,
                 concat!(stringify!($name), ": weight blocks")
             );
+            let mut unpacked = Unpacked::default();
             let mut r = 0;
             while r < rows {
                 let k = (rows - r).min(MR);
-                let row = |i: usize| &wb[(r + i) * nb..(r + i + 1) * nb];
-                let o = &mut out[r * 8..(r + k) * 8];
                 // SAFETY: reachable only through the `AVX2` table, handed out after detecting
                 // avx2, fma and f16c.
-                unsafe {
-                    match k {
-                        4 => $inner::<4>([row(0), row(1), row(2), row(3)], a, o),
-                        3 => $inner::<3>([row(0), row(1), row(2)], a, o),
-                        2 => $inner::<2>([row(0), row(1)], a, o),
-                        _ => $inner::<1>([row(0)], a, o),
+                unsafe { $prep(&wb[r * nb..(r + k) * nb], nb, &mut unpacked) };
+                let row = |i: usize| &wb[(r + i) * nb..(r + i + 1) * nb];
+                for g in 0..n_groups {
+                    let ag = &a[g * nb..(g + 1) * nb];
+                    let mut o = [[0f32; 8]; MR];
+                    // SAFETY: as above.
+                    unsafe {
+                        match k {
+                            4 => {
+                                $inner::<4>([row(0), row(1), row(2), row(3)], &unpacked, ag, &mut o)
+                            }
+                            3 => $inner::<3>([row(0), row(1), row(2)], &unpacked, ag, &mut o),
+                            2 => $inner::<2>([row(0), row(1)], &unpacked, ag, &mut o),
+                            _ => $inner::<1>([row(0)], &unpacked, ag, &mut o),
+                        }
+                    }
+                    for (i, oi) in o.iter().enumerate().take(k) {
+                        out[(r + i) * np + 8 * g..][..8].copy_from_slice(oi);
                     }
                 }
                 r += k;
@@ -63,8 +81,44 @@ macro_rules! gemm_kernel {
     };
 }
 
-gemm_kernel!(gemm_q4_0, q4_0_panel, BlockQ4_0);
-gemm_kernel!(gemm_q8_0, q8_0_panel, BlockQ8_0);
+/// One row group's blocks prepared for the kernels: scales as f32 (`[R, n_blocks]`) and, for
+/// `q4_0`, the values unpacked to one byte each (`[R, n_blocks, 32]`).
+#[derive(Default)]
+struct Unpacked {
+    d: Vec<f32>,
+    q: Vec<[u8; 32]>,
+}
+
+gemm_kernel!(gemm_q4_0, q4_0_panel, prep_q4_0, BlockQ4_0);
+gemm_kernel!(gemm_q8_0, q8_0_panel, prep_q8_0, BlockQ8_0);
+
+/// Scales and one byte per value (q in [0, 15]) of `q4_0` rows `w` (`[R, nb]` blocks).
+#[target_feature(enable = "avx2,fma,f16c")]
+fn prep_q4_0(w: &[BlockQ4_0], nb: usize, u: &mut Unpacked) {
+    let _ = nb;
+    let m4 = _mm_set1_epi8(0x0f);
+    u.d.clear();
+    u.q.clear();
+    u.q.resize(w.len(), [0; 32]);
+    for (wb, q) in w.iter().zip(u.q.iter_mut()) {
+        u.d.push(f16(wb.d));
+        // SAFETY: `qs` is 16 readable bytes and `q` 32 writable ones; unaligned.
+        unsafe {
+            let raw = _mm_loadu_si128(wb.qs.as_ptr().cast());
+            let lo = _mm_and_si128(raw, m4);
+            let hi = _mm_and_si128(_mm_srli_epi16::<4>(raw), m4);
+            _mm256_storeu_si256(q.as_mut_ptr().cast(), _mm256_set_m128i(hi, lo));
+        }
+    }
+}
+
+/// Scales of `q8_0` rows `w` (`[R, nb]` blocks); the values are used as stored.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn prep_q8_0(w: &[BlockQ8_0], nb: usize, u: &mut Unpacked) {
+    let _ = nb;
+    u.d.clear();
+    u.d.extend(w.iter().map(|b| f16(b.d)));
+}
 
 #[target_feature(enable = "avx2,fma,f16c")]
 fn f16(b: [u8; 2]) -> f32 {
@@ -104,40 +158,33 @@ fn scales_sums(ab: &ActBlock8) -> (__m256, __m256i) {
     }
 }
 
-/// Stores the 8 token lanes of each row's accumulator into `out` (`[R, 8]`).
+/// Stores the 8 token lanes of each row's accumulator into `out`.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn store_rows<const R: usize>(acc: [__m256; R], out: &mut [f32]) {
-    assert_eq!(out.len(), R * 8, "store_rows: output length");
-    for (o, v) in out.chunks_exact_mut(8).zip(acc) {
+fn store_rows<const R: usize>(acc: [__m256; R], out: &mut [[f32; 8]; MR]) {
+    for (o, v) in out.iter_mut().zip(acc) {
         // SAFETY: `o` is 8 writable f32 (exact chunk); the store is unaligned.
         unsafe { _mm256_storeu_ps(o.as_mut_ptr(), v) };
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q4_0_panel<const R: usize>(w: [&[BlockQ4_0]; R], a: &[ActBlock8], out: &mut [f32]) {
+#[allow(clippy::needless_range_loop)] // r indexes the rows of several arrays
+fn q4_0_panel<const R: usize>(
+    w: [&[BlockQ4_0]; R],
+    u: &Unpacked,
+    a: &[ActBlock8],
+    out: &mut [[f32; 8]; MR],
+) {
+    let nb = a.len();
+    assert!(u.q.len() >= R * nb && u.d.len() >= R * nb && w.len() == R);
     let ones = _mm256_set1_epi16(1);
-    let m4 = _mm_set1_epi8(0x0f);
     let mut acc = [_mm256_setzero_ps(); R];
-    let mut wq = [[0u8; 32]; R]; // [R, 32] unpacked values q (value k at byte k)
     for (b, ab) in a.iter().enumerate() {
-        let mut dw = [0f32; R];
-        for r in 0..R {
-            let wb = &w[r][b];
-            // SAFETY: `qs` is 16 readable bytes and `wq[r]` 32 writable ones; unaligned.
-            unsafe {
-                let raw = _mm_loadu_si128(wb.qs.as_ptr().cast());
-                let lo = _mm_and_si128(raw, m4);
-                let hi = _mm_and_si128(_mm_srli_epi16::<4>(raw), m4);
-                _mm256_storeu_si256(wq[r].as_mut_ptr().cast(), _mm256_set_m128i(hi, lo));
-            }
-            dw[r] = f16(wb.d);
-        }
         let mut s16 = [_mm256_setzero_si256(); R];
         for g in 0..8 {
             let av = quad(ab, g);
             for r in 0..R {
-                let p = _mm256_maddubs_epi16(bcast4(&wq[r], g), av);
+                let p = _mm256_maddubs_epi16(bcast4(&u.q[r * nb + b], g), av);
                 s16[r] = _mm256_add_epi16(s16[r], p);
             }
         }
@@ -145,7 +192,7 @@ fn q4_0_panel<const R: usize>(w: [&[BlockQ4_0]; R], a: &[ActBlock8], out: &mut [
         let corr = _mm256_slli_epi32::<3>(sum);
         for r in 0..R {
             let s = _mm256_sub_epi32(_mm256_madd_epi16(s16[r], ones), corr);
-            let sc = _mm256_mul_ps(_mm256_set1_ps(dw[r]), ad);
+            let sc = _mm256_mul_ps(_mm256_set1_ps(u.d[r * nb + b]), ad);
             acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sc, acc[r]);
         }
     }
@@ -153,7 +200,15 @@ fn q4_0_panel<const R: usize>(w: [&[BlockQ4_0]; R], a: &[ActBlock8], out: &mut [
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q8_0_panel<const R: usize>(w: [&[BlockQ8_0]; R], a: &[ActBlock8], out: &mut [f32]) {
+#[allow(clippy::needless_range_loop)] // r indexes the rows of several arrays
+fn q8_0_panel<const R: usize>(
+    w: [&[BlockQ8_0]; R],
+    u: &Unpacked,
+    a: &[ActBlock8],
+    out: &mut [[f32; 8]; MR],
+) {
+    let nb = a.len();
+    assert!(u.d.len() >= R * nb);
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); R];
     for (b, ab) in a.iter().enumerate() {
@@ -161,15 +216,14 @@ fn q8_0_panel<const R: usize>(w: [&[BlockQ8_0]; R], a: &[ActBlock8], out: &mut [
         for g in 0..8 {
             let av = quad(ab, g);
             for r in 0..R {
-                let qs: &[u8; 32] = bytemuck_i8(&w[r][b].qs);
-                let wv = bcast4(qs, g);
+                let wv = bcast4(bytemuck_i8(&w[r][b].qs), g);
                 let p = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(av, wv));
                 s32[r] = _mm256_add_epi32(s32[r], _mm256_madd_epi16(p, ones));
             }
         }
         let (ad, _) = scales_sums(ab);
         for r in 0..R {
-            let sc = _mm256_mul_ps(_mm256_set1_ps(f16(w[r][b].d)), ad);
+            let sc = _mm256_mul_ps(_mm256_set1_ps(u.d[r * nb + b]), ad);
             acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[r]), sc, acc[r]);
         }
     }
