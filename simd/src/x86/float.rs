@@ -93,7 +93,7 @@ macro_rules! float_rows {
                         match (k, m) {
                             (3, 4) => put(
                                 &mut res,
-                                $inner::<3, 4>(
+                                $inner::<3, 4, 1>(
                                     [wr(0), wr(1), wr(2)],
                                     [xt(0), xt(1), xt(2), xt(3)],
                                     cols,
@@ -101,39 +101,39 @@ macro_rules! float_rows {
                             ),
                             (3, 3) => put(
                                 &mut res,
-                                $inner::<3, 3>([wr(0), wr(1), wr(2)], [xt(0), xt(1), xt(2)], cols),
+                                $inner::<3, 3, 1>([wr(0), wr(1), wr(2)], [xt(0), xt(1), xt(2)], cols),
                             ),
                             (3, 2) => put(
                                 &mut res,
-                                $inner::<3, 2>([wr(0), wr(1), wr(2)], [xt(0), xt(1)], cols),
+                                $inner::<3, 2, 2>([wr(0), wr(1), wr(2)], [xt(0), xt(1)], cols),
                             ),
                             (3, _) => put(
                                 &mut res,
-                                $inner::<3, 1>([wr(0), wr(1), wr(2)], [xt(0)], cols),
+                                $inner::<3, 1, 4>([wr(0), wr(1), wr(2)], [xt(0)], cols),
                             ),
                             (2, 4) => put(
                                 &mut res,
-                                $inner::<2, 4>([wr(0), wr(1)], [xt(0), xt(1), xt(2), xt(3)], cols),
+                                $inner::<2, 4, 1>([wr(0), wr(1)], [xt(0), xt(1), xt(2), xt(3)], cols),
                             ),
                             (2, 3) => put(
                                 &mut res,
-                                $inner::<2, 3>([wr(0), wr(1)], [xt(0), xt(1), xt(2)], cols),
+                                $inner::<2, 3, 2>([wr(0), wr(1)], [xt(0), xt(1), xt(2)], cols),
                             ),
                             (2, 2) => put(
                                 &mut res,
-                                $inner::<2, 2>([wr(0), wr(1)], [xt(0), xt(1)], cols),
+                                $inner::<2, 2, 2>([wr(0), wr(1)], [xt(0), xt(1)], cols),
                             ),
-                            (2, _) => put(&mut res, $inner::<2, 1>([wr(0), wr(1)], [xt(0)], cols)),
+                            (2, _) => put(&mut res, $inner::<2, 1, 4>([wr(0), wr(1)], [xt(0)], cols)),
                             (_, 4) => put(
                                 &mut res,
-                                $inner::<1, 4>([wr(0)], [xt(0), xt(1), xt(2), xt(3)], cols),
+                                $inner::<1, 4, 2>([wr(0)], [xt(0), xt(1), xt(2), xt(3)], cols),
                             ),
                             (_, 3) => put(
                                 &mut res,
-                                $inner::<1, 3>([wr(0)], [xt(0), xt(1), xt(2)], cols),
+                                $inner::<1, 3, 4>([wr(0)], [xt(0), xt(1), xt(2)], cols),
                             ),
-                            (_, 2) => put(&mut res, $inner::<1, 2>([wr(0)], [xt(0), xt(1)], cols)),
-                            (_, _) => put(&mut res, $inner::<1, 1>([wr(0)], [xt(0)], cols)),
+                            (_, 2) => put(&mut res, $inner::<1, 2, 4>([wr(0)], [xt(0), xt(1)], cols)),
+                            (_, _) => put(&mut res, $inner::<1, 1, 4>([wr(0)], [xt(0)], cols)),
                         }
                     }
                     for (i, ri) in res.iter().enumerate().take(k) {
@@ -143,29 +143,36 @@ macro_rules! float_rows {
             }
         }
 
+        /// `R` rows × `T` tokens, with `U` accumulator sets over interleaved column blocks
+        /// (so small passes still keep enough FMA chains in flight).
         #[target_feature(enable = "avx2,fma,f16c")]
-        fn $inner<const R: usize, const T: usize>(
+        fn $inner<const R: usize, const T: usize, const U: usize>(
             w: [&[u8]; R],
             x: [&[f32]; T],
             cols: usize,
         ) -> [[f32; T]; R] {
-            let mut acc = [[_mm256_setzero_ps(); T]; R];
-            let c8 = cols / 8 * 8;
-            for k in (0..c8).step_by(8) {
-                let wv: [__m256; R] = std::array::from_fn(|r| $load(&w[r][$size * k..]));
-                for t in 0..T {
-                    let xs = &x[t][k..k + 8];
-                    // SAFETY: `xs` is 8 readable f32; the load is unaligned.
-                    let xv = unsafe { _mm256_loadu_ps(xs.as_ptr()) };
-                    for r in 0..R {
-                        acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
+            let mut acc = [[[_mm256_setzero_ps(); T]; R]; U];
+            let step = 8 * U;
+            let cu = cols / step * step;
+            for k0 in (0..cu).step_by(step) {
+                for (u, acc_u) in acc.iter_mut().enumerate() {
+                    let k = k0 + 8 * u;
+                    let wv: [__m256; R] = std::array::from_fn(|r| $load(&w[r][$size * k..]));
+                    for t in 0..T {
+                        let xs = &x[t][k..k + 8];
+                        // SAFETY: `xs` is 8 readable f32; the load is unaligned.
+                        let xv = unsafe { _mm256_loadu_ps(xs.as_ptr()) };
+                        for r in 0..R {
+                            acc_u[r][t] = _mm256_fmadd_ps(wv[r], xv, acc_u[r][t]);
+                        }
                     }
                 }
             }
             std::array::from_fn(|r| {
                 std::array::from_fn(|t| {
-                    let tail: f32 = (c8..cols).map(|k| $val(w[r], k) * x[t][k]).sum();
-                    hsum(acc[r][t]) + tail
+                    let v = (1..U).fold(acc[0][r][t], |s, u| _mm256_add_ps(s, acc[u][r][t]));
+                    let tail: f32 = (cu..cols).map(|k| $val(w[r], k) * x[t][k]).sum();
+                    hsum(v) + tail
                 })
             })
         }
