@@ -101,7 +101,11 @@ macro_rules! float_rows {
                             ),
                             (3, 3) => put(
                                 &mut res,
-                                $inner::<3, 3, 1>([wr(0), wr(1), wr(2)], [xt(0), xt(1), xt(2)], cols),
+                                $inner::<3, 3, 1>(
+                                    [wr(0), wr(1), wr(2)],
+                                    [xt(0), xt(1), xt(2)],
+                                    cols,
+                                ),
                             ),
                             (3, 2) => put(
                                 &mut res,
@@ -113,7 +117,11 @@ macro_rules! float_rows {
                             ),
                             (2, 4) => put(
                                 &mut res,
-                                $inner::<2, 4, 1>([wr(0), wr(1)], [xt(0), xt(1), xt(2), xt(3)], cols),
+                                $inner::<2, 4, 1>(
+                                    [wr(0), wr(1)],
+                                    [xt(0), xt(1), xt(2), xt(3)],
+                                    cols,
+                                ),
                             ),
                             (2, 3) => put(
                                 &mut res,
@@ -123,7 +131,9 @@ macro_rules! float_rows {
                                 &mut res,
                                 $inner::<2, 2, 2>([wr(0), wr(1)], [xt(0), xt(1)], cols),
                             ),
-                            (2, _) => put(&mut res, $inner::<2, 1, 4>([wr(0), wr(1)], [xt(0)], cols)),
+                            (2, _) => {
+                                put(&mut res, $inner::<2, 1, 4>([wr(0), wr(1)], [xt(0)], cols))
+                            }
                             (_, 4) => put(
                                 &mut res,
                                 $inner::<1, 4, 2>([wr(0)], [xt(0), xt(1), xt(2), xt(3)], cols),
@@ -132,7 +142,9 @@ macro_rules! float_rows {
                                 &mut res,
                                 $inner::<1, 3, 4>([wr(0)], [xt(0), xt(1), xt(2)], cols),
                             ),
-                            (_, 2) => put(&mut res, $inner::<1, 2, 4>([wr(0)], [xt(0), xt(1)], cols)),
+                            (_, 2) => {
+                                put(&mut res, $inner::<1, 2, 4>([wr(0)], [xt(0), xt(1)], cols))
+                            }
                             (_, _) => put(&mut res, $inner::<1, 1, 4>([wr(0)], [xt(0)], cols)),
                         }
                     }
