@@ -53,13 +53,13 @@ pub fn gemm_min_tokens(q: QuantType) -> usize {
 
 /// From how many tokens `q8_0`/`q4_0` weights take the int8 GEMM (tables that have it).
 /// Measured on 2 Zen 2 cores (GOP per CPU-second, one thread, `examples/gemm_cpu`): at 4
-/// tokens (half a panel) the row kernels are 10–35% faster, at 8 the GEMM is 1.3–1.6× faster
-/// at 1024- and 4096-wide shapes; 6 splits the difference (not measured itself).
+/// tokens (half a panel) the row kernels are 1.03–1.57× faster, at 8 the GEMM is 1.2–1.65×
+/// faster at 1024- and 4096-wide shapes; 6 splits the difference (not measured itself).
 pub const INT8_GEMM_MIN_TOKENS: usize = 6;
 
 /// Below how many tokens float weights take the few-token row kernels (tables that have them).
 /// Measured as above: the row kernels beat the f32 GEMM (which packs the weights every call)
-/// 3–6× at 2–8 tokens, tie with it at 32 (1024 wide: 0.92×, 4096: 1.2×), lose at 64 (0.6–0.8×);
+/// 3–7× at 2–8 tokens, tie with it at 32 (1024 wide: 0.92×, 4096: 1.2×), lose at 64 (0.6–0.8×);
 /// at one token the GEMM's own path is faster at 1024×1024 (0.63×), slower at 4096² (1.25×).
 pub const FLOAT_ROWS_MAX_TOKENS: usize = 40;
 
