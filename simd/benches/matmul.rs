@@ -82,6 +82,7 @@ fn bench(c: &mut Criterion) {
                     MatmulPath::Int8Gemm if n < 80 => &[MatmulPath::Rows, MatmulPath::Tiles],
                     MatmulPath::Int8Gemm => &[MatmulPath::Tiles],
                     MatmulPath::Rows if n >= 8 => &[MatmulPath::Tiles],
+                    MatmulPath::Tiles if k.gemm(q).is_some() => &[MatmulPath::Int8Gemm],
                     MatmulPath::FloatRows if q == QuantType::F32 => &[MatmulPath::Gemm],
                     MatmulPath::FloatRows => &[MatmulPath::Tiles],
                     _ => &[],

@@ -5,11 +5,11 @@
 //! The paths, chosen by `matmul_path` from the weight type, the token count and the table:
 //! - `Rows` (quantized, few tokens, memory-bound): int8 row kernels against the activations
 //!   quantized to int8 (`ActBlock`);
-//! - `Int8Gemm` (`q8_0`/`q4_0`, many tokens): the activations quantized once per call into
+//! - `Int8Gemm` (`q4_0` from 6 tokens, `q8_0` from 6 to 79): the activations quantized once per call into
 //!   8-token panels (`ActBlock8`), the weights read in their blocks, register-blocked over 4 rows
 //!   × 8 tokens; same sums as `Rows` up to float summation order;
-//! - `Tiles` (`q4_k`/`q6_k` or tables without an int8 GEMM, many tokens; f16/bf16 many
-//!   tokens): each rayon task dequantizes a tile of weight rows to f32 in a thread-local buffer
+//! - `Tiles` (`q4_k`/`q6_k`, `q8_0` from 80, or tables without an int8 GEMM, many tokens;
+//!   f16/bf16 many tokens): each rayon task dequantizes a tile of weight rows to f32 in a thread-local buffer
 //!   and runs the f32 GEMM on it, against the activations as the int8 path sees them
 //!   (quantized, then dequantized) for quantized weights, as given for float ones;
 //! - `FloatRows` (float weights, few tokens): the stored rows streamed by row-dot kernels over
@@ -92,6 +92,11 @@ impl MatmulPath {
 }
 
 /// The path `matmul_with(k, ..)` takes for weights of type `q` and `n` tokens.
+///
+/// `q8_0` goes back to the f32 tiles from `gemm_min_tokens` (80) on: its int8 GEMM needs one
+/// `vpmaddwd` per quad (signed values, the sign trick), so on AVX2 machines whose integer
+/// multiplies share one pipe (Zen 2) it runs at the f32 FMA rate: 1.01–1.05× the tiles per
+/// core at 256 tokens, and 0.97× (matmul time of a 288-token full step) on two threads.
 pub fn matmul_path(k: &Kernels, q: QuantType, n: usize) -> MatmulPath {
     if !q.is_quantized() {
         return match k.float_rows(q) {
@@ -101,6 +106,8 @@ pub fn matmul_path(k: &Kernels, q: QuantType, n: usize) -> MatmulPath {
         };
     }
     match k.gemm(q) {
+        // q8_0's int8 GEMM only ties the f32 tiles at full-step sizes (see above)
+        Some(_) if q == QuantType::Q8_0 && n >= gemm_min_tokens(q) => MatmulPath::Tiles,
         Some(_) if n >= INT8_GEMM_MIN_TOKENS => MatmulPath::Int8Gemm,
         Some(_) => MatmulPath::Rows,
         None if n >= gemm_min_tokens(q) => MatmulPath::Tiles,

@@ -574,8 +574,14 @@ fn matmul_every_path_matches_a_naive_reference_at_boundary_token_counts() {
         }
         println!("{q}: paths {seen:?}");
     }
+    let scalar = Kernels::scalar();
     assert_eq!(
-        matmul_path(Kernels::scalar(), QuantType::Q8_0, 80),
+        matmul_path(scalar, QuantType::Q4_0, 300),
         MatmulPath::Int8Gemm
     );
+    assert_eq!(
+        matmul_path(scalar, QuantType::Q8_0, 79),
+        MatmulPath::Int8Gemm
+    );
+    assert_eq!(matmul_path(scalar, QuantType::Q8_0, 80), MatmulPath::Tiles);
 }
