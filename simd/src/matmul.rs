@@ -5,13 +5,13 @@
 //! The paths, chosen by `matmul_path` from the weight type, the token count and the table:
 //! - `Rows` (quantized, few tokens, memory-bound): int8 row kernels against the activations
 //!   quantized to int8 (`ActBlock`);
-//! - `Int8Gemm` (`q4_0` from 6 tokens, `q8_0` from 6 to 79): the activations quantized once per call into
-//!   8-token panels (`ActBlock8`), the weights read in their blocks, register-blocked over 4 rows
-//!   × 8 tokens; same sums as `Rows` up to float summation order;
+//! - `Int8Gemm` (`q4_0` from 6 tokens, `q8_0` from 6 to 79): the activations quantized once
+//!   per call into 8-token panels (`ActBlock8`), the weights read in their blocks,
+//!   register-blocked over 4 rows × 8 tokens; same sums as `Rows` up to float summation order;
 //! - `Tiles` (`q4_k`/`q6_k`, `q8_0` from 80, or tables without an int8 GEMM, many tokens;
-//!   f16/bf16 many tokens): each rayon task dequantizes a tile of weight rows to f32 in a thread-local buffer
-//!   and runs the f32 GEMM on it, against the activations as the int8 path sees them
-//!   (quantized, then dequantized) for quantized weights, as given for float ones;
+//!   f16/bf16 many tokens): each rayon task dequantizes a tile of weight rows to f32 in a
+//!   thread-local buffer and runs the f32 GEMM on it, against the activations as the int8 path
+//!   sees them (quantized, then dequantized) for quantized weights, as given for float ones;
 //! - `FloatRows` (float weights, few tokens): the stored rows streamed by row-dot kernels over
 //!   several tokens at once, no packing;
 //! - `Gemm` (`f32`, many tokens): the `gemm` crate on the stored weights.
@@ -60,7 +60,8 @@ pub const INT8_GEMM_MIN_TOKENS: usize = 6;
 /// Below how many tokens float weights take the few-token row kernels (tables that have them).
 /// Measured as above: the row kernels beat the f32 GEMM (which packs the weights every call)
 /// 3–7× at 2–8 tokens, tie with it at 32 (1024 wide: 0.92×, 4096: 1.2×), lose at 64 (0.6–0.8×);
-/// at one token the GEMM's own path is faster at 1024×1024 (0.63×), slower at 4096² (1.25×).
+/// at one token the GEMM's own path is faster at 1024×1024 (row kernels 0.63–0.84× in two
+/// runs), slower at 4096² (row kernels 1.2–1.25×).
 pub const FLOAT_ROWS_MAX_TOKENS: usize = 40;
 
 /// How `matmul_with` multiplies.
