@@ -3,19 +3,19 @@
 //! (2·rows·cols·tokens, shown as elements/s).
 //!
 //! `DLM_BENCH_TOKENS=1,8`, `DLM_BENCH_TYPES=q4_k,f32` and `DLM_BENCH_SHAPES=4096x4096` narrow
-//! the run. Quantized types take the int8 row kernels below `gemm_min_tokens` and the
-//! dequantized-tile GEMM from it on; the id names the path.
+//! the run. Each id names the path (`matmul_path`): the one `matmul` takes and, in the same
+//! group, the one it took before the int8 GEMM and the float row kernels (f32 tiles / gemm).
 
 #![allow(missing_docs)] // criterion_group! generates an undocumented fn
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use dlm_formats::QuantType;
 use dlm_formats::quant::quantize;
-use dlm_simd::{Kernels, WeightRef, gemm_min_tokens, matmul};
+use dlm_simd::{Kernels, MatmulPath, WeightRef, matmul_path, matmul_via};
 use rayon::prelude::*;
 use std::time::Duration;
 
-const SHAPES: [(usize, usize); 3] = [(4096, 4096), (12288, 4096), (4096, 12288)];
+const SHAPES: [(usize, usize); 4] = [(1024, 1024), (4096, 4096), (12288, 4096), (4096, 12288)];
 const TOKENS: [usize; 4] = [1, 8, 32, 256];
 const TYPES: [QuantType; 6] = [
     QuantType::F32,
@@ -54,7 +54,7 @@ fn bench(c: &mut Criterion) {
         let (r, c) = s.split_once('x')?;
         Some((r.parse().ok()?, c.parse().ok()?))
     });
-    let kernels = Kernels::best().name;
+    let k = Kernels::best();
     for (rows, cols) in shapes {
         let w = weights(rows * cols);
         let x = weights(256 * cols);
@@ -76,14 +76,26 @@ fn bench(c: &mut Criterion) {
                 .measurement_time(Duration::from_secs(1));
             for &n in &tokens {
                 let mut y = vec![0f32; n * rows];
-                let imp = match q {
-                    QuantType::F32 => "gemm",
-                    _ if n >= gemm_min_tokens(q) => "gemm_tiles",
-                    _ => kernels,
+                // the path matmul takes, and the one it would take without the new kernels
+                let chosen = matmul_path(k, q, n);
+                let other: &[MatmulPath] = match chosen {
+                    MatmulPath::Int8Gemm if n < 80 => &[MatmulPath::Rows, MatmulPath::Tiles],
+                    MatmulPath::Int8Gemm => &[MatmulPath::Tiles],
+                    MatmulPath::Rows if n >= 8 => &[MatmulPath::Tiles],
+                    MatmulPath::Tiles if k.gemm(q).is_some() => &[MatmulPath::Int8Gemm],
+                    MatmulPath::FloatRows if q == QuantType::F32 => &[MatmulPath::Gemm],
+                    MatmulPath::FloatRows => &[MatmulPath::Tiles],
+                    _ => &[],
                 };
                 g.throughput(Throughput::Elements((2 * rows * cols * n) as u64));
-                let id = BenchmarkId::new(imp, format!("{rows}x{cols}x{n}"));
-                g.bench_function(id, |b| b.iter(|| matmul(&wr, &x[..n * cols], n, &mut y)));
+                for &path in std::iter::once(&chosen).chain(other) {
+                    let id = BenchmarkId::new(
+                        format!("{}/{}", path.name(), k.name),
+                        format!("{rows}x{cols}x{n}"),
+                    );
+                    let xs = &x[..n * cols];
+                    g.bench_function(id, |b| b.iter(|| matmul_via(k, path, &wr, xs, n, &mut y)));
+                }
             }
             g.finish();
         }

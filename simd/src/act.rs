@@ -47,3 +47,68 @@ pub fn quantize_act(x: &[f32], out: &mut [ActBlock]) {
         b.sum = sum;
     }
 }
+
+/// Tokens per `ActBlock8`: the width of the int8 GEMM kernels' token panel.
+pub const GEMM_TOKENS: usize = 8;
+
+/// Eight tokens' activation blocks for one 32-column block, interleaved for the int8 GEMM
+/// kernels: quad `g` (columns `4g..4g + 4`) of all eight tokens is one 32-byte row of `qs`, so
+/// a kernel multiplies one broadcast quad of weights against eight tokens in one instruction.
+/// Tokens missing from a partial panel are zeros (scale 0).
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[repr(C, align(32))]
+pub struct ActBlock8 {
+    /// `qs[32g + 4t + j]` is token t's quant of column `4g + j`. `[8 quads, 8 tokens, 4]`
+    pub qs: [i8; 256],
+    /// The eight tokens' scales. `[8 tokens]`
+    pub d: [f32; GEMM_TOKENS],
+    /// The eight tokens' sums of quants. `[8 tokens]`
+    pub sum: [i32; GEMM_TOKENS],
+}
+
+impl ActBlock8 {
+    /// A panel block of zeros.
+    pub const ZERO: ActBlock8 = ActBlock8 {
+        qs: [0; 256],
+        d: [0.0; GEMM_TOKENS],
+        sum: [0; GEMM_TOKENS],
+    };
+
+    /// Token `t`'s block, as `quantize_act` wrote it.
+    pub fn token(&self, t: usize) -> ActBlock {
+        let mut qs = [0i8; QK8_0];
+        for (g, q) in qs.chunks_exact_mut(4).enumerate() {
+            q.copy_from_slice(&self.qs[32 * g + 4 * t..32 * g + 4 * t + 4]);
+        }
+        ActBlock {
+            d: self.d[t],
+            sum: self.sum[t],
+            qs,
+        }
+    }
+}
+
+/// Quantize up to eight tokens `x` (`[n_tok, n_blocks * 32]`, `n_tok <= 8`) into one panel
+/// `out` (`[n_blocks]`), exactly as `quantize_act` quantizes each token.
+pub fn quantize_act8(x: &[f32], n_tok: usize, out: &mut [ActBlock8]) {
+    assert!(n_tok <= GEMM_TOKENS, "quantize_act8: more than 8 tokens");
+    assert_eq!(
+        x.len(),
+        n_tok * out.len() * QK8_0,
+        "quantize_act8: length mismatch"
+    );
+    let cols = out.len() * QK8_0;
+    out.fill(ActBlock8::ZERO);
+    let mut tmp = [ActBlock::ZERO; 1];
+    for t in 0..n_tok {
+        let xt = &x[t * cols..(t + 1) * cols];
+        for (b, xb) in out.iter_mut().zip(xt.chunks_exact(QK8_0)) {
+            quantize_act(xb, &mut tmp);
+            b.d[t] = tmp[0].d;
+            b.sum[t] = tmp[0].sum;
+            for (g, q) in tmp[0].qs.chunks_exact(4).enumerate() {
+                b.qs[32 * g + 4 * t..32 * g + 4 * t + 4].copy_from_slice(q);
+            }
+        }
+    }
+}

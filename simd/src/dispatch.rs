@@ -5,7 +5,7 @@
 //! activations, for small token counts) and dequantize kernels (stored rows to f32, for the
 //! tiles the f32 GEMM runs on when many tokens share the weights).
 
-use crate::act::ActBlock;
+use crate::act::{ActBlock, ActBlock8};
 use crate::attn::{AttentionKernels, SCALAR_ATTENTION};
 use crate::scalar;
 use dlm_formats::QuantType;
@@ -15,6 +15,16 @@ use std::sync::OnceLock;
 /// `out[t] = Σ_i w[i] · a_t[i]` for one stored weight row `w` (whole blocks) and the tokens'
 /// activations `a` (`[out.len(), n_blocks]`, one `ActBlock` per 32 columns).
 pub type RowKernel = fn(w: &[u8], a: &[ActBlock], out: &mut [f32]);
+
+/// `out[r][8g + t] = Σ_i w_r[i] · a_{g,t}[i]` for whole stored weight rows `w` (`[n_rows,
+/// n_blocks]` blocks of 32 values) and `n_groups` 8-token activation panels `a` (`[n_groups,
+/// n_blocks]`); `out` is `[n_rows, 8 * n_groups]`. The int8 GEMM for many tokens.
+pub type GemmKernel = fn(w: &[u8], a: &[ActBlock8], n_groups: usize, out: &mut [f32]);
+
+/// `out[r][t] = Σ_k w[r][k] · x[t][k]` for float weight rows `w` (`[n_rows, cols]`, stored
+/// bytes), tokens `x` (`[n, cols]`, `cols > 0`); `out` is `[n_rows, n]`. Streams the rows as
+/// stored (no packing), for few tokens.
+pub type FloatRowsKernel = fn(w: &[u8], cols: usize, x: &[f32], out: &mut [f32]);
 
 /// `out = dequantize(w)` for whole stored blocks `w` of one type; `out.len()` is the values in
 /// `w`. Results are bit-identical to `dlm_formats::quant::dequantize`.
@@ -96,6 +106,37 @@ pub struct Kernels {
     pub dequant: Dequantizers,
     /// Attention tile kernels.
     pub attention: AttentionKernels,
+    /// Int8 GEMM for `q8_0` weights (`None`: many tokens take the f32 tiles).
+    pub gemm_q8_0: Option<GemmKernel>,
+    /// Int8 GEMM for `q4_0` weights (`None`: many tokens take the f32 tiles).
+    pub gemm_q4_0: Option<GemmKernel>,
+    /// Few-token kernel for `f32` weights (`None`: the f32 GEMM for every token count).
+    pub rows_f32: Option<FloatRowsKernel>,
+    /// As `rows_f32`, for `f16` rows (`None`: the f32 tiles).
+    pub rows_f16: Option<FloatRowsKernel>,
+    /// As `rows_f32`, for `bf16` rows (`None`: the f32 tiles).
+    pub rows_bf16: Option<FloatRowsKernel>,
+}
+
+impl Kernels {
+    /// The int8 GEMM kernel for `q`, if this table has one.
+    pub fn gemm(&self, q: QuantType) -> Option<GemmKernel> {
+        match q {
+            QuantType::Q8_0 => self.gemm_q8_0,
+            QuantType::Q4_0 => self.gemm_q4_0,
+            _ => None,
+        }
+    }
+
+    /// The few-token kernel for float type `q`.
+    pub fn float_rows(&self, q: QuantType) -> Option<FloatRowsKernel> {
+        match q {
+            QuantType::F32 => self.rows_f32,
+            QuantType::F16 => self.rows_f16,
+            QuantType::BF16 => self.rows_bf16,
+            _ => None,
+        }
+    }
 }
 
 macro_rules! scalar_row {
@@ -119,6 +160,70 @@ scalar_row!(row_q4_0, BlockQ4_0, 1, scalar::dot_q4_0_q8_0);
 scalar_row!(row_q4_k, BlockQ4K, 8, scalar::dot_q4_k_q8_0);
 scalar_row!(row_q6_k, BlockQ6K, 8, scalar::dot_q6_k_q8_0);
 
+macro_rules! scalar_gemm {
+    ($name:ident, $block:ty, $gemm:path) => {
+        fn $name(w: &[u8], a: &[ActBlock8], n_groups: usize, out: &mut [f32]) {
+            let wb = as_blocks::<$block>(w).expect(concat!(stringify!($name), ": partial block"));
+            let np = 8 * n_groups;
+            let rows = if np == 0 { 0 } else { out.len() / np };
+            let nb = if n_groups == 0 { 0 } else { a.len() / n_groups };
+            assert_eq!(
+                out.len(),
+                rows * np,
+                concat!(stringify!($name), ": output length")
+            );
+            assert_eq!(
+                a.len(),
+                n_groups * nb,
+                concat!(stringify!($name), ": panels")
+            );
+            assert_eq!(
+                wb.len(),
+                rows * nb,
+                concat!(stringify!($name), ": weight blocks")
+            );
+            let mut o = vec![0f32; rows * 8];
+            for g in 0..n_groups {
+                let ag = &a[g * nb..(g + 1) * nb];
+                $gemm(wb, ag, &mut o);
+                for r in 0..rows {
+                    out[r * np + 8 * g..][..8].copy_from_slice(&o[r * 8..(r + 1) * 8]);
+                }
+            }
+        }
+    };
+}
+scalar_gemm!(gemm_q8_0, BlockQ8_0, scalar::gemm_q8_0_q8_0);
+scalar_gemm!(gemm_q4_0, BlockQ4_0, scalar::gemm_q4_0_q8_0);
+
+/// Little-endian f32 bytes: value i.
+fn le_f32(w: &[u8], i: usize) -> f32 {
+    f32::from_le_bytes([w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]])
+}
+
+/// The scalar few-token kernels: `$val(w, i)` is value i of the stored row bytes.
+macro_rules! scalar_float_rows {
+    ($name:ident, $size:expr, $val:expr) => {
+        fn $name(w: &[u8], cols: usize, x: &[f32], out: &mut [f32]) {
+            assert!(cols > 0, concat!(stringify!($name), ": no columns"));
+            let rows = w.len() / ($size * cols);
+            assert_eq!(
+                w.len(),
+                rows * $size * cols,
+                concat!(stringify!($name), ": partial row")
+            );
+            scalar::float_rows(rows, |i| $val(w, i), x, cols, out)
+        }
+    };
+}
+scalar_float_rows!(rows_f32, 4, le_f32);
+scalar_float_rows!(rows_f16, 2, |w: &[u8], i: usize| {
+    half::f16::from_le_bytes([w[2 * i], w[2 * i + 1]]).to_f32()
+});
+scalar_float_rows!(rows_bf16, 2, |w: &[u8], i: usize| {
+    half::bf16::from_le_bytes([w[2 * i], w[2 * i + 1]]).to_f32()
+});
+
 /// The scalar reference kernels, always available.
 pub static SCALAR: Kernels = Kernels {
     name: "scalar",
@@ -128,6 +233,11 @@ pub static SCALAR: Kernels = Kernels {
     q6_k: row_q6_k,
     dequant: SCALAR_DEQUANT,
     attention: SCALAR_ATTENTION,
+    gemm_q8_0: Some(gemm_q8_0),
+    gemm_q4_0: Some(gemm_q4_0),
+    rows_f32: Some(rows_f32),
+    rows_f16: Some(rows_f16),
+    rows_bf16: Some(rows_bf16),
 };
 
 impl Kernels {

@@ -1,37 +1,118 @@
-//! Blocked, threaded matmul `y = x · Wᵀ` for every weight type. Weights are streamed once per
-//! call: rayon splits the output rows into tiles, and each tile runs all tokens before moving on.
+//! Blocked, threaded matmul `y = x · Wᵀ` for every weight type. Weights are streamed from
+//! where they are stored (the model's map): rayon splits the output rows into tiles, and each
+//! tile runs all tokens before moving on.
 //!
-//! Two paths for quantized weights, with the same numbers up to float summation order:
-//! - few tokens (memory-bound): int8 row kernels against the activations quantized to int8;
-//! - many tokens (compute-bound, `n >= gemm_min_tokens(type)`): each rayon task dequantizes a
-//!   tile of weight rows to f32 in a thread-local buffer and runs the f32 GEMM on it, against
-//!   the activations as the int8 path sees them (quantized, then dequantized). f16/bf16 weights
-//!   always take this path (with the activations as given).
+//! The paths, chosen by `matmul_path` from the weight type, the token count and the table:
+//! - `Rows` (quantized, few tokens, memory-bound): int8 row kernels against the activations
+//!   quantized to int8 (`ActBlock`);
+//! - `Int8Gemm` (`q4_0` from 6 tokens, `q8_0` from 6 to 79): the activations quantized once
+//!   per call into 8-token panels (`ActBlock8`), the weights read in their blocks,
+//!   register-blocked over 4 rows × 8 tokens; same sums as `Rows` up to float summation order;
+//! - `Tiles` (`q4_k`/`q6_k`, `q8_0` from 80, or tables without an int8 GEMM, many tokens;
+//!   f16/bf16 many tokens): each rayon task dequantizes a tile of weight rows to f32 in a
+//!   thread-local buffer and runs the f32 GEMM on it, against the activations as the int8 path
+//!   sees them (quantized, then dequantized) for quantized weights, as given for float ones;
+//! - `FloatRows` (float weights, few tokens): the stored rows streamed by row-dot kernels over
+//!   several tokens at once, no packing;
+//! - `Gemm` (`f32`, many tokens): the `gemm` crate on the stored weights.
 
 use crate::WeightRef;
-use crate::act::{ActBlock, quantize_act};
-use crate::dispatch::{DequantKernel, Kernels, RowKernel};
+use crate::act::{ActBlock, ActBlock8, GEMM_TOKENS, quantize_act, quantize_act8};
+use crate::dispatch::{DequantKernel, FloatRowsKernel, GemmKernel, Kernels, RowKernel};
 use dlm_formats::QuantType;
 use dlm_formats::quant::QK8_0;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
-/// Output rows per rayon task.
+/// Output rows per rayon task (row kernels).
 const ROW_TILE: usize = 16;
+/// Output rows per rayon task of the int8 GEMM (a multiple of its 4-row pass).
+const INT8_ROW_TILE: usize = 32;
+/// Output rows per rayon task of the float few-token kernels (a multiple of their 3-row pass).
+const FLOAT_ROW_TILE: usize = 24;
 /// Bytes of quantized activations a token tile may hold (kept in L2 while a row tile runs).
 const ACT_TILE_BYTES: usize = 256 * 1024;
+/// Bytes of f32 tokens a token tile of the float few-token kernels may hold.
+const FLOAT_TOKEN_TILE_BYTES: usize = 128 * 1024;
 /// Rows per f32 tile dequantized before the f32 GEMM.
 const GEMM_ROW_TILE: usize = 128;
-/// From how many tokens on weights of type `q` go through dequantized tiles and the f32 GEMM:
-/// the crossover measured at 4096×4096 on 2 cores of a Zen 4 (AVX2 row kernels, gemm with
-/// AVX-512): about 80 tokens for `q8_0`/`q4_0`, 64 for `q6_k`, 96 for `q4_k`. A Xeon crosses
-/// somewhat earlier; below the crossover the row kernels are at most ~25% slower there.
+
+/// From how many tokens on weights of type `q` go through dequantized f32 tiles and the f32
+/// GEMM when the table has no int8 GEMM for `q` (and always for `q4_k`/`q6_k`): the crossover
+/// measured at 4096×4096 on 2 cores (AVX2 row kernels against gemm): about 80 tokens for
+/// `q8_0`/`q4_0`, 64 for `q6_k`, 96 for `q4_k`. f16/bf16 take the tiles from
+/// `FLOAT_ROWS_MAX_TOKENS` on when the table has few-token float kernels, else always.
 pub fn gemm_min_tokens(q: QuantType) -> usize {
     match q {
         QuantType::F32 | QuantType::F16 | QuantType::BF16 => 1,
         QuantType::Q8_0 | QuantType::Q4_0 => 80,
         QuantType::Q6K => 64,
         QuantType::Q4K => 96,
+    }
+}
+
+/// From how many tokens `q8_0`/`q4_0` weights take the int8 GEMM (tables that have it).
+/// Measured on 2 Zen 2 cores (GOP per CPU-second, one thread, `examples/gemm_cpu`): at 4
+/// tokens (half a panel) the row kernels are 1.03–1.57× faster, at 8 the GEMM is 1.2–1.65×
+/// faster at 1024- and 4096-wide shapes; 6 splits the difference (not measured itself).
+pub const INT8_GEMM_MIN_TOKENS: usize = 6;
+
+/// Below how many tokens float weights take the few-token row kernels (tables that have them).
+/// Measured as above: the row kernels beat the f32 GEMM (which packs the weights every call)
+/// 3–7× at 2–8 tokens, tie with it at 32 (1024 wide: 0.92×, 4096: 1.2×), lose at 64 (0.6–0.8×);
+/// at one token the GEMM's own path is faster at 1024×1024 (row kernels 0.63–0.84× in two
+/// runs), slower at 4096² (row kernels 1.2–1.25×).
+pub const FLOAT_ROWS_MAX_TOKENS: usize = 40;
+
+/// How `matmul_with` multiplies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatmulPath {
+    /// Int8 row kernels, a few tokens per weight row.
+    Rows,
+    /// The int8 GEMM over 8-token activation panels.
+    Int8Gemm,
+    /// Rows dequantized to f32 tiles, then the f32 GEMM.
+    Tiles,
+    /// Float rows streamed by the few-token kernels.
+    FloatRows,
+    /// The f32 GEMM on the stored f32 weights.
+    Gemm,
+}
+
+impl MatmulPath {
+    /// A short name for benchmark ids.
+    pub fn name(self) -> &'static str {
+        match self {
+            MatmulPath::Rows => "rows",
+            MatmulPath::Int8Gemm => "int8_gemm",
+            MatmulPath::Tiles => "gemm_tiles",
+            MatmulPath::FloatRows => "float_rows",
+            MatmulPath::Gemm => "gemm",
+        }
+    }
+}
+
+/// The path `matmul_with(k, ..)` takes for weights of type `q` and `n` tokens.
+///
+/// `q8_0` goes back to the f32 tiles from `gemm_min_tokens` (80) on: its int8 GEMM needs one
+/// `vpmaddwd` per quad (signed values, the sign trick), so on AVX2 machines whose integer
+/// multiplies share one pipe (Zen 2) it runs at the f32 FMA rate: 1.01–1.05× the tiles per
+/// core at 256 tokens, and 0.97× (matmul time of a 288-token full step) on two threads.
+pub fn matmul_path(k: &Kernels, q: QuantType, n: usize) -> MatmulPath {
+    if !q.is_quantized() {
+        return match k.float_rows(q) {
+            Some(_) if n < FLOAT_ROWS_MAX_TOKENS => MatmulPath::FloatRows,
+            _ if q == QuantType::F32 => MatmulPath::Gemm,
+            _ => MatmulPath::Tiles,
+        };
+    }
+    match k.gemm(q) {
+        // q8_0's int8 GEMM only ties the f32 tiles at full-step sizes (see above)
+        Some(_) if q == QuantType::Q8_0 && n >= gemm_min_tokens(q) => MatmulPath::Tiles,
+        Some(_) if n >= INT8_GEMM_MIN_TOKENS => MatmulPath::Int8Gemm,
+        Some(_) => MatmulPath::Rows,
+        None if n >= gemm_min_tokens(q) => MatmulPath::Tiles,
+        None => MatmulPath::Rows,
     }
 }
 
@@ -42,6 +123,20 @@ thread_local! {
 
 /// y = x · Wᵀ with `kernels`; x is `[n, w.cols]`, y is `[n, w.rows]`, both row-major f32.
 pub fn matmul_with(k: &Kernels, w: &WeightRef<'_>, x: &[f32], n: usize, y: &mut [f32]) {
+    matmul_via(k, matmul_path(k, w.quant, n), w, x, n, y)
+}
+
+/// y = x · Wᵀ as `matmul_with`, on a given path (for benchmarks and tests). Panics where the
+/// path does not apply: `Rows` or `Int8Gemm` on float weights, `Int8Gemm` or `FloatRows`
+/// without the kernel in `k`, `Gemm` on other than f32.
+pub fn matmul_via(
+    k: &Kernels,
+    path: MatmulPath,
+    w: &WeightRef<'_>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+) {
     assert_eq!(x.len(), n * w.cols, "matmul: x length");
     assert_eq!(y.len(), n * w.rows, "matmul: y length");
     assert_eq!(
@@ -56,25 +151,119 @@ pub fn matmul_with(k: &Kernels, w: &WeightRef<'_>, x: &[f32], n: usize, y: &mut 
         y.fill(0.0);
         return;
     }
-    match w.quant {
-        QuantType::F32 => gemm_f32(&f32_weights(w.data), w.rows, w.cols, x, n, y, 0),
-        QuantType::F16 => matmul_tiles(k.dequant.f16, w, x, n, y),
-        QuantType::BF16 => matmul_tiles(k.dequant.bf16, w, x, n, y),
-        QuantType::Q8_0 | QuantType::Q4_0 | QuantType::Q4K | QuantType::Q6K
-            if n >= gemm_min_tokens(w.quant) =>
-        {
-            let xq = act_as_seen(x, w.cols); // [n, cols]
-            let deq = k
-                .dequant
-                .get(w.quant)
-                .expect("quantized types have a dequantizer");
-            matmul_tiles(deq, w, &xq, n, y)
+    let q = w.quant;
+    match path {
+        MatmulPath::FloatRows => {
+            let kernel = k.float_rows(q).expect("matmul_via: no float row kernel");
+            matmul_float_rows(kernel, w, x, n, y)
         }
-        QuantType::Q8_0 => matmul_quant(k.q8_0, w, x, n, y),
-        QuantType::Q4_0 => matmul_quant(k.q4_0, w, x, n, y),
-        QuantType::Q4K => matmul_quant(k.q4_k, w, x, n, y),
-        QuantType::Q6K => matmul_quant(k.q6_k, w, x, n, y),
+        MatmulPath::Gemm => {
+            assert_eq!(q, QuantType::F32, "matmul_via: Gemm takes f32 weights");
+            gemm_f32(&f32_weights(w.data), w.rows, w.cols, x, n, y, 0)
+        }
+        MatmulPath::Tiles => {
+            let deq = k.dequant.get(q);
+            match deq {
+                Some(deq) if q.is_quantized() => {
+                    let xq = act_as_seen(x, w.cols); // [n, cols]
+                    matmul_tiles(deq, w, &xq, n, y)
+                }
+                Some(deq) => matmul_tiles(deq, w, x, n, y),
+                None => gemm_f32(&f32_weights(w.data), w.rows, w.cols, x, n, y, 0),
+            }
+        }
+        MatmulPath::Int8Gemm => {
+            let kernel = k.gemm(q).expect("matmul_via: no int8 GEMM kernel");
+            matmul_int8(kernel, w, x, n, y)
+        }
+        MatmulPath::Rows => {
+            let kernel = match q {
+                QuantType::Q8_0 => k.q8_0,
+                QuantType::Q4_0 => k.q4_0,
+                QuantType::Q4K => k.q4_k,
+                QuantType::Q6K => k.q6_k,
+                _ => panic!("matmul_via: Rows takes quantized weights"),
+            };
+            matmul_quant(kernel, w, x, n, y)
+        }
     }
+}
+
+/// y = x · Wᵀ by the int8 GEMM: the tokens quantized once into 8-token panels, then each rayon
+/// task runs `INT8_ROW_TILE` weight rows against every panel and writes its columns of y.
+fn matmul_int8(kernel: GemmKernel, w: &WeightRef<'_>, x: &[f32], n: usize, y: &mut [f32]) {
+    let (rows, cols) = (w.rows, w.cols);
+    let nb = cols / QK8_0;
+    let ng = n.div_ceil(GEMM_TOKENS);
+    let mut acts = vec![ActBlock8::ZERO; ng * nb]; // [ng, nb]
+    acts.par_chunks_mut(nb).enumerate().for_each(|(g, ag)| {
+        let t0 = g * GEMM_TOKENS;
+        let t1 = (t0 + GEMM_TOKENS).min(n);
+        quantize_act8(&x[t0 * cols..t1 * cols], t1 - t0, ag);
+    });
+    let rb = w.row_bytes();
+    // panels per token tile: the tile stays in L2 while a row tile runs over it
+    let tile_groups = (ACT_TILE_BYTES / (nb * size_of::<ActBlock8>())).clamp(1, ng);
+    let y_ptr = SendPtr(y.as_mut_ptr());
+    (0..rows.div_ceil(INT8_ROW_TILE))
+        .into_par_iter()
+        .for_each(|ti| {
+            let r0 = ti * INT8_ROW_TILE;
+            let nr = (rows - r0).min(INT8_ROW_TILE);
+            let wt = &w.data[r0 * rb..(r0 + nr) * rb];
+            let mut out = vec![0f32; nr * tile_groups * GEMM_TOKENS]; // [nr, 8 * groups]
+            for g0 in (0..ng).step_by(tile_groups) {
+                let m = (ng - g0).min(tile_groups);
+                let np = m * GEMM_TOKENS;
+                let o = &mut out[..nr * np];
+                kernel(wt, &acts[g0 * nb..(g0 + m) * nb], m, o);
+                let t0 = g0 * GEMM_TOKENS;
+                let yp = y_ptr;
+                for t in 0..(n - t0).min(np) {
+                    for r in 0..nr {
+                        // SAFETY: y is `[n, rows]`; t0 + t < n and r0 + r < rows, and this task
+                        // alone writes columns r0..r0 + nr; y outlives the parallel loop.
+                        unsafe { *yp.0.add((t0 + t) * rows + r0 + r) = o[r * np + t] };
+                    }
+                }
+            }
+        });
+}
+
+/// y = x · Wᵀ for float weights by the few-token kernel: each rayon task streams
+/// `FLOAT_ROW_TILE` stored rows against the tokens, a token tile at a time.
+fn matmul_float_rows(
+    kernel: FloatRowsKernel,
+    w: &WeightRef<'_>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+) {
+    let (rows, cols) = (w.rows, w.cols);
+    let rb = w.row_bytes();
+    let tok_tile = (FLOAT_TOKEN_TILE_BYTES / (4 * cols)).clamp(4, 64) / 4 * 4;
+    let y_ptr = SendPtr(y.as_mut_ptr());
+    (0..rows.div_ceil(FLOAT_ROW_TILE))
+        .into_par_iter()
+        .for_each(|ti| {
+            let r0 = ti * FLOAT_ROW_TILE;
+            let nr = (rows - r0).min(FLOAT_ROW_TILE);
+            let wt = &w.data[r0 * rb..(r0 + nr) * rb];
+            let mut out = [0f32; FLOAT_ROW_TILE * 64]; // [nr, m]
+            for t0 in (0..n).step_by(tok_tile) {
+                let m = (n - t0).min(tok_tile);
+                let o = &mut out[..nr * m];
+                kernel(wt, cols, &x[t0 * cols..(t0 + m) * cols], o);
+                let yp = y_ptr;
+                for (r, orow) in o.chunks_exact(m).enumerate() {
+                    for (t, &v) in orow.iter().enumerate() {
+                        // SAFETY: y is `[n, rows]`; t0 + t < n and r0 + r < rows, and this
+                        // task alone writes columns r0..r0 + nr; y outlives the parallel loop.
+                        unsafe { *yp.0.add((t0 + t) * rows + r0 + r) = v };
+                    }
+                }
+            }
+        });
 }
 
 /// The activations `x` (`[n, cols]`) as the int8 kernels see them: quantized to `ActBlock`s and

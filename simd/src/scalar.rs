@@ -1,7 +1,7 @@
 //! Scalar reference dot products, one per weight type: the definition every fast kernel is
 //! tested against. Integer sums are exact; floats are applied once per block.
 
-use crate::act::ActBlock;
+use crate::act::{ActBlock, ActBlock8};
 use dlm_formats::quant::{
     BlockQ4_0, BlockQ4K, BlockQ6K, BlockQ8_0, QK_K, f16_val, q6k_value, unpack_scales_q4k,
 };
@@ -83,4 +83,80 @@ pub fn dot_q6_k_q8_0(w: &[BlockQ6K], a: &[ActBlock]) -> f32 {
         debug_assert_eq!(ab.len() * 32, QK_K);
     }
     acc
+}
+
+/// `out[r][t] = Σ_b d_w · d_a · Σ_i w·a` for q8_0 rows `w` (`[n_rows, a.len()]` blocks) and an
+/// 8-token panel `a`; `out` is `[n_rows, 8]`.
+pub fn gemm_q8_0_q8_0(w: &[BlockQ8_0], a: &[ActBlock8], out: &mut [f32]) {
+    gemm_ref(w, a, out, "gemm_q8_0_q8_0", |wb, k| {
+        (f16_val(wb.d), wb.qs[k] as i32)
+    })
+}
+
+/// `out[r][t] = Σ_b d_w · d_a · Σ_i w·a` for q4_0 rows `w` (`[n_rows, a.len()]` blocks) and an
+/// 8-token panel `a`; `out` is `[n_rows, 8]`.
+pub fn gemm_q4_0_q8_0(w: &[BlockQ4_0], a: &[ActBlock8], out: &mut [f32]) {
+    gemm_ref(w, a, out, "gemm_q4_0_q8_0", |wb, k| {
+        let q = if k < 16 {
+            wb.qs[k] & 0x0f
+        } else {
+            wb.qs[k - 16] >> 4
+        };
+        (f16_val(wb.d), q as i32 - 8)
+    })
+}
+
+/// The panel GEMM over any 32-value block type: `value(block, k)` is (scale, integer k).
+fn gemm_ref<B>(
+    w: &[B],
+    a: &[ActBlock8],
+    out: &mut [f32],
+    name: &str,
+    value: impl Fn(&B, usize) -> (f32, i32),
+) {
+    let nb = a.len();
+    let rows = out.len() / 8;
+    assert_eq!(out.len(), rows * 8, "{name}: output length");
+    assert_eq!(w.len(), rows * nb, "{name}: weight blocks");
+    for (r, o) in out.chunks_exact_mut(8).enumerate() {
+        for (t, ot) in o.iter_mut().enumerate() {
+            let mut acc = 0f32;
+            for (b, ab) in a.iter().enumerate() {
+                let wb = &w[r * nb + b];
+                let mut s = 0i32;
+                let mut dw = 0f32;
+                for k in 0..32 {
+                    let (d, q) = value(wb, k);
+                    dw = d;
+                    s += q * ab.qs[32 * (k / 4) + 4 * t + k % 4] as i32;
+                }
+                acc += dw * ab.d[t] * s as f32;
+            }
+            *ot = acc;
+        }
+    }
+}
+
+/// `out[r][t] = Σ_k w[r][k] · x[t][k]` for float rows `w` (`n_rows * cols` values, value i is
+/// `value(i)`) and tokens `x` (`[n, cols]`, `cols > 0`); `out` is `[n_rows, n]`.
+pub fn float_rows(
+    n_rows: usize,
+    value: impl Fn(usize) -> f32,
+    x: &[f32],
+    cols: usize,
+    out: &mut [f32],
+) {
+    assert!(cols > 0, "float_rows: no columns");
+    let n = x.len() / cols;
+    assert_eq!(x.len(), n * cols, "float_rows: partial token");
+    assert_eq!(out.len(), n_rows * n, "float_rows: output length");
+    for r in 0..n_rows {
+        for t in 0..n {
+            let mut acc = 0f32;
+            for k in 0..cols {
+                acc += value(r * cols + k) * x[t * cols + k];
+            }
+            out[r * n + t] = acc;
+        }
+    }
 }

@@ -4,7 +4,10 @@
 
 use dlm_formats::QuantType;
 use dlm_formats::quant::{QK8_0, dequantize, quantize};
-use dlm_simd::{ActBlock, Kernels, WeightRef, gemm_min_tokens, matmul, matmul_with, quantize_act};
+use dlm_simd::{
+    ActBlock, ActBlock8, GEMM_TOKENS, Kernels, MatmulPath, WeightRef, gemm_min_tokens, matmul,
+    matmul_path, matmul_with, quantize_act, quantize_act8,
+};
 
 /// A small seeded generator (xorshift64*).
 struct Rng(u64);
@@ -349,4 +352,236 @@ fn matmul_entry_point_uses_the_best_table_and_handles_empty_shapes() {
     matmul(&wr, &[], 3, &mut y);
     assert_eq!(y, [0.0; 6]);
     println!("best kernels: {}", Kernels::best().name);
+}
+
+/// Token counts that cross every path boundary and panel/pass remainder.
+const TOKENS: [usize; 14] = [1, 2, 3, 4, 5, 7, 8, 31, 32, 33, 64, 65, 80, 255];
+
+/// The int8 GEMM kernels of `k` against the scalar ones on one panel of `n_tok` tokens and
+/// `rows` weight rows; tolerance from Σ|terms| of each output.
+fn check_gemm(
+    k: &Kernels,
+    q: QuantType,
+    w: &[f32],
+    rows: usize,
+    x: &[f32],
+    n_tok: usize,
+    what: &str,
+) {
+    let cols = w.len() / rows.max(1);
+    let nb = cols / QK8_0;
+    let wq = quantized(q, w);
+    let mut wd = vec![0f32; w.len()];
+    dequantize(q, &wq, &mut wd).unwrap();
+    let mut panel = vec![ActBlock8::ZERO; nb];
+    quantize_act8(x, n_tok, &mut panel);
+    let mut acts = vec![ActBlock::ZERO; n_tok * nb];
+    quantize_act(x, &mut acts);
+    let ad = deq_acts(&acts);
+    let (fast_k, slow_k) = (k.gemm(q).unwrap(), Kernels::scalar().gemm(q).unwrap());
+    let mut fast = vec![f32::NAN; rows * GEMM_TOKENS];
+    let mut slow = vec![f32::NAN; rows * GEMM_TOKENS];
+    fast_k(&wq, &panel, 1, &mut fast);
+    slow_k(&wq, &panel, 1, &mut slow);
+    for r in 0..rows {
+        for t in 0..GEMM_TOKENS {
+            let (f, sl) = (fast[r * 8 + t], slow[r * 8 + t]);
+            let s = if t < n_tok {
+                sum_abs(&wd[r * cols..(r + 1) * cols], &ad[t * cols..(t + 1) * cols])
+            } else {
+                0.0
+            };
+            assert!(
+                close(f, sl, s, cols),
+                "{} gemm {q} {what} {rows}x{cols} row {r} token {t}: {f} vs scalar {sl}",
+                k.name
+            );
+            if t >= n_tok {
+                assert_eq!(
+                    f, 0.0,
+                    "{} {q} {what} {rows}x{cols}: padding token {t} of a panel is zero",
+                    k.name
+                );
+            }
+        }
+    }
+    // the scalar panel kernel is the row kernel's definition, token by token
+    let row_k = kernel(Kernels::scalar(), q);
+    let rb = wq.len() / rows.max(1);
+    for r in 0..rows {
+        let mut o = vec![0f32; n_tok];
+        row_k(&wq[r * rb..(r + 1) * rb], &acts, &mut o);
+        for t in 0..n_tok {
+            let s = sum_abs(&wd[r * cols..(r + 1) * cols], &ad[t * cols..(t + 1) * cols]);
+            assert!(
+                close(slow[r * 8 + t], o[t], s, cols),
+                "scalar gemm {q} vs scalar row kernel {what} row {r} token {t}"
+            );
+        }
+    }
+}
+
+#[test]
+fn int8_gemm_kernels_match_the_scalar_reference() {
+    let mut rng = Rng(0x6e33);
+    let tables: Vec<&Kernels> = fast_tables()
+        .into_iter()
+        .filter(|k| k.gemm_q8_0.is_some())
+        .collect();
+    for k in tables {
+        for q in [QuantType::Q8_0, QuantType::Q4_0] {
+            for len in LENGTHS.iter().copied().filter(|l| l % 32 == 0) {
+                for rows in [1, 2, 3, 4, 5, 7, 9] {
+                    for n_tok in [1, 3, 5, 8] {
+                        let w = rng.vec(rows * len, 1.0);
+                        let x = rng.vec(n_tok * len, 3.0);
+                        check_gemm(k, q, &w, rows, &x, n_tok, "random");
+                    }
+                }
+                let w = rng.vec(5 * len, 1.0);
+                check_gemm(
+                    k,
+                    q,
+                    &vec![0.0; 5 * len],
+                    5,
+                    &rng.vec(8 * len, 1.0),
+                    8,
+                    "zero weights",
+                );
+                check_gemm(k, q, &w, 5, &vec![0.0; 8 * len], 8, "zero activations");
+                check_gemm(
+                    k,
+                    q,
+                    &rng.vec(5 * len, 4e5),
+                    5,
+                    &rng.vec(8 * len, 1e30),
+                    8,
+                    "huge",
+                );
+                // extremes: every weight and activation quant at ±127 or the q4 ends
+                let ext: Vec<f32> = (0..5 * len)
+                    .map(|i| if i % 3 == 0 { -1.0 } else { 1.0 })
+                    .collect();
+                let xe: Vec<f32> = (0..8 * len)
+                    .map(|i| if i % 5 == 0 { 1.0 } else { -1.0 })
+                    .collect();
+                check_gemm(k, q, &ext, 5, &xe, 8, "extreme quants");
+                if len > 0 {
+                    let mut x = rng.vec(8 * len, 1.0);
+                    x[len + len / 2] = f32::NAN;
+                    x[5 * len + len / 3] = f32::INFINITY;
+                    check_gemm(k, q, &w, 5, &x, 8, "nan");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn quantize_act8_interleaves_quantize_act() {
+    let mut rng = Rng(0x6e34);
+    for n_tok in 0..=GEMM_TOKENS {
+        let x = rng.vec(n_tok * 96, 2.0);
+        let mut panel = vec![ActBlock8::ZERO; 3];
+        quantize_act8(&x, n_tok, &mut panel);
+        let mut acts = vec![ActBlock::ZERO; n_tok * 3];
+        quantize_act(&x, &mut acts);
+        for t in 0..GEMM_TOKENS {
+            for (b, pb) in panel.iter().enumerate() {
+                let want = if t < n_tok {
+                    acts[t * 3 + b]
+                } else {
+                    ActBlock::ZERO
+                };
+                assert_eq!(pb.token(t), want, "{n_tok} tokens: token {t} block {b}");
+            }
+        }
+    }
+}
+
+/// The stored bytes of `x` as float type `q`, and its values as stored.
+fn float_weights(q: QuantType, x: &[f32]) -> (Vec<u8>, Vec<f32>) {
+    let b = quantized(q, x);
+    let mut d = vec![0f32; x.len()];
+    dequantize(q, &b, &mut d).unwrap();
+    (b, d)
+}
+
+#[test]
+fn float_row_kernels_match_the_scalar_reference() {
+    let mut rng = Rng(0x6e35);
+    for k in fast_tables().into_iter().filter(|k| k.rows_f32.is_some()) {
+        for q in [QuantType::F32, QuantType::F16, QuantType::BF16] {
+            for cols in LENGTHS.iter().copied().filter(|&c| c > 0) {
+                for (rows, n) in [(1, 1), (2, 3), (3, 4), (4, 5), (7, 8), (5, 33), (3, 64)] {
+                    let cases: [(&str, Vec<f32>, Vec<f32>); 4] = [
+                        ("random", rng.vec(rows * cols, 1.0), rng.vec(n * cols, 2.0)),
+                        ("zeros", vec![0.0; rows * cols], rng.vec(n * cols, 2.0)),
+                        ("huge", rng.vec(rows * cols, 6e4), rng.vec(n * cols, 1e30)),
+                        ("nan", rng.vec(rows * cols, 1.0), {
+                            let mut x = rng.vec(n * cols, 1.0);
+                            x[(n - 1) * cols + cols / 2] = f32::NAN;
+                            x
+                        }),
+                    ];
+                    for (what, w, x) in cases {
+                        let (wb, wd) = float_weights(q, &w);
+                        let mut fast = vec![f32::NAN; rows * n];
+                        let mut slow = vec![f32::NAN; rows * n];
+                        (k.float_rows(q).unwrap())(&wb, cols, &x, &mut fast);
+                        (Kernels::scalar().float_rows(q).unwrap())(&wb, cols, &x, &mut slow);
+                        for r in 0..rows {
+                            for t in 0..n {
+                                let s = sum_abs(
+                                    &wd[r * cols..(r + 1) * cols],
+                                    &x[t * cols..(t + 1) * cols],
+                                );
+                                let (f, sl) = (fast[r * n + t], slow[r * n + t]);
+                                let ok = close(f, sl, s, cols) || (f.is_infinite() && f == sl);
+                                assert!(
+                                    ok,
+                                    "{} {q} {what} {rows}x{cols}x{n} ({r}, {t}): {f} vs {sl}",
+                                    k.name
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every path at the token counts around its boundaries, against the naive reference, for the
+/// scalar and the best table.
+#[test]
+fn matmul_every_path_matches_a_naive_reference_at_boundary_token_counts() {
+    let mut rng = Rng(81);
+    let types = [
+        QuantType::F32,
+        QuantType::F16,
+        QuantType::BF16,
+        QuantType::Q8_0,
+        QuantType::Q4_0,
+    ];
+    for q in types {
+        let mut seen = Vec::new();
+        for n in TOKENS {
+            seen.push(matmul_path(Kernels::best(), q, n));
+            for (rows, cols) in [(5, 64), (37, 288)] {
+                check_matmul(&mut rng, q, rows, cols, n);
+            }
+        }
+        println!("{q}: paths {seen:?}");
+    }
+    let scalar = Kernels::scalar();
+    assert_eq!(
+        matmul_path(scalar, QuantType::Q4_0, 300),
+        MatmulPath::Int8Gemm
+    );
+    assert_eq!(
+        matmul_path(scalar, QuantType::Q8_0, 79),
+        MatmulPath::Int8Gemm
+    );
+    assert_eq!(matmul_path(scalar, QuantType::Q8_0, 80), MatmulPath::Tiles);
 }

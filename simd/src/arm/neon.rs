@@ -11,7 +11,7 @@ use dlm_formats::quant::{
 };
 use std::arch::aarch64::*;
 
-/// The NEON kernels.
+/// The NEON kernels (int8 GEMM by widening multiplies).
 pub(super) static NEON: Kernels = Kernels {
     name: "neon",
     q8_0: row_q8_0,
@@ -20,6 +20,19 @@ pub(super) static NEON: Kernels = Kernels {
     q6_k: row_q6_k,
     dequant: crate::dispatch::SCALAR_DEQUANT,
     attention: super::attn_neon::NEON_ATTENTION,
+    gemm_q8_0: Some(super::gemm::gemm_q8_0),
+    gemm_q4_0: Some(super::gemm::gemm_q4_0),
+    rows_f32: None,
+    rows_f16: None,
+    rows_bf16: None,
+};
+
+/// The NEON kernels with the int8 GEMM on `sdot` (CPUs with the `dotprod` feature).
+pub(super) static NEON_DOTPROD: Kernels = Kernels {
+    name: "neon+dotprod",
+    gemm_q8_0: Some(super::gemm::gemm_q8_0_dot),
+    gemm_q4_0: Some(super::gemm::gemm_q4_0_dot),
+    ..NEON
 };
 
 #[target_feature(enable = "neon")]

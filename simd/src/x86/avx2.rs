@@ -27,6 +27,11 @@ pub(super) static AVX2: Kernels = Kernels {
         q6_k: dequantize_q6_k,
     },
     attention: super::attn_avx2::AVX2_ATTENTION,
+    gemm_q8_0: Some(super::gemm::gemm_q8_0),
+    gemm_q4_0: Some(super::gemm::gemm_q4_0),
+    rows_f32: Some(super::float::rows_f32),
+    rows_f16: Some(super::float::rows_f16),
+    rows_bf16: Some(super::float::rows_bf16),
 };
 
 /// Tokens per pass of a row kernel.

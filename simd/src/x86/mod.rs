@@ -2,6 +2,8 @@
 
 mod attn_avx2;
 mod avx2;
+mod float;
+mod gemm;
 
 use crate::dispatch::Kernels;
 
