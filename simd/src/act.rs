@@ -112,3 +112,25 @@ pub fn quantize_act8(x: &[f32], n_tok: usize, out: &mut [ActBlock8]) {
         }
     }
 }
+
+/// The shape of an int8 GEMM call (`kernel`: its name for messages), checked: whole stored rows
+/// `w` of blocks `B` against `n_groups` 8-token panels `a` (`[n_groups, n_blocks]`) into `out`
+/// of `out_len = rows * 8 * n_groups`. Returns the weight blocks, the rows and the blocks per
+/// row; every kernel of every architecture checks its arguments here.
+pub(crate) fn gemm_shape<'w, B: dlm_formats::quant::Block>(
+    kernel: &str,
+    w: &'w [u8],
+    a: &[ActBlock8],
+    n_groups: usize,
+    out_len: usize,
+) -> (&'w [B], usize, usize) {
+    let wb =
+        dlm_formats::quant::as_blocks::<B>(w).unwrap_or_else(|| panic!("{kernel}: partial block"));
+    let np = 8 * n_groups;
+    let rows = out_len.checked_div(np).unwrap_or(0);
+    let nb = a.len().checked_div(n_groups).unwrap_or(0);
+    assert_eq!(out_len, rows * np, "{kernel}: output length");
+    assert_eq!(a.len(), n_groups * nb, "{kernel}: panels");
+    assert_eq!(wb.len(), rows * nb, "{kernel}: weight blocks");
+    (wb, rows, nb)
+}

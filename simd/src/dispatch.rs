@@ -163,25 +163,9 @@ scalar_row!(row_q6_k, BlockQ6K, 8, scalar::dot_q6_k_q8_0);
 macro_rules! scalar_gemm {
     ($name:ident, $block:ty, $gemm:path) => {
         fn $name(w: &[u8], a: &[ActBlock8], n_groups: usize, out: &mut [f32]) {
-            let wb = as_blocks::<$block>(w).expect(concat!(stringify!($name), ": partial block"));
+            let (wb, rows, nb) =
+                crate::act::gemm_shape::<$block>(stringify!($name), w, a, n_groups, out.len());
             let np = 8 * n_groups;
-            let rows = if np == 0 { 0 } else { out.len() / np };
-            let nb = if n_groups == 0 { 0 } else { a.len() / n_groups };
-            assert_eq!(
-                out.len(),
-                rows * np,
-                concat!(stringify!($name), ": output length")
-            );
-            assert_eq!(
-                a.len(),
-                n_groups * nb,
-                concat!(stringify!($name), ": panels")
-            );
-            assert_eq!(
-                wb.len(),
-                rows * nb,
-                concat!(stringify!($name), ": weight blocks")
-            );
             let mut o = vec![0f32; rows * 8];
             for g in 0..n_groups {
                 let ag = &a[g * nb..(g + 1) * nb];

@@ -8,7 +8,7 @@
 //! sums per block are exact (|products| <= 127²); floats are applied once per block.
 
 use crate::act::ActBlock8;
-use dlm_formats::quant::{BlockQ4_0, BlockQ8_0, as_blocks, f16_val};
+use dlm_formats::quant::{BlockQ4_0, BlockQ8_0, f16_val};
 use std::arch::aarch64::*;
 use std::arch::asm;
 
@@ -61,25 +61,9 @@ macro_rules! gemm_kernel {
         /// `out[r][8g + t] = Σ w_r · a_{g,t}`: whole stored rows `w` against `n_groups` 8-token
         /// panels `a`; `out` is `[n_rows, 8 * n_groups]`.
         pub(super) fn $name(w: &[u8], a: &[ActBlock8], n_groups: usize, out: &mut [f32]) {
-            let wb = as_blocks::<$block>(w).expect(concat!(stringify!($name), ": partial block"));
+            let (wb, rows, nb) =
+                crate::act::gemm_shape::<$block>(stringify!($name), w, a, n_groups, out.len());
             let np = 8 * n_groups;
-            let rows = if np == 0 { 0 } else { out.len() / np };
-            let nb = if n_groups == 0 { 0 } else { a.len() / n_groups };
-            assert_eq!(
-                out.len(),
-                rows * np,
-                concat!(stringify!($name), ": output length")
-            );
-            assert_eq!(
-                a.len(),
-                n_groups * nb,
-                concat!(stringify!($name), ": panels")
-            );
-            assert_eq!(
-                wb.len(),
-                rows * nb,
-                concat!(stringify!($name), ": weight blocks")
-            );
             let mut u = Unpacked::default();
             let mut r = 0;
             while r < rows {
