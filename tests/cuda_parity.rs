@@ -16,7 +16,8 @@
 //!   the dual cache, gives the CPU's canvas.
 //!
 //! On the reference fixtures (`../shared/reference`, or the folder `DLM_REFERENCE` names; the
-//! tests print a skip line without them):
+//! tests fail without them, and `tools/cuda/device_check.sh` leaves them out, saying so, when
+//! `DLM_REFERENCE` is not set):
 //! - logits of every golden prompt's canvas within 1e-3 relative at f32 weights;
 //! - every golden `generate` case gives the same canvas on the GPU as on the CPU at f32;
 //! - top-1 agreement of the logits rows at q8_0, q4_0 and q4_k, weights in each type on both
@@ -107,9 +108,10 @@ mod gpu {
         ignore = "needs an NVIDIA GPU (nvidia-smi at build time)"
     )]
     fn logits_and_canvases_match_the_cpu_at_f32() {
+        // A GPU run that cannot see the fixtures fails: a skip that passes would look like a
+        // check (device_check.sh leaves these tests out, and says so, when it has none).
         let Some(reference) = reference() else {
-            println!("skipped: no ../shared/reference (set DLM_REFERENCE)");
-            return;
+            panic!("no ../shared/reference: set DLM_REFERENCE to a copy of it");
         };
         for name in ["llada-tiny", "dream-tiny"] {
             let dir = common::temp_dir(&format!("cuda-{name}"));
@@ -173,9 +175,10 @@ mod gpu {
         ignore = "needs an NVIDIA GPU (nvidia-smi at build time)"
     )]
     fn quantized_top1_agrees_with_the_cpu() {
+        // A GPU run that cannot see the fixtures fails: a skip that passes would look like a
+        // check (device_check.sh leaves these tests out, and says so, when it has none).
         let Some(reference) = reference() else {
-            println!("skipped: no ../shared/reference (set DLM_REFERENCE)");
-            return;
+            panic!("no ../shared/reference: set DLM_REFERENCE to a copy of it");
         };
         for name in ["llada-tiny", "dream-tiny"] {
             for policy in ["q8_0", "q4_0", "q4_k"] {
@@ -579,8 +582,7 @@ mod gpu {
         let dir = common::temp_dir("cuda-demo-greedy");
         let models = model_per_type(&dir);
         let Some((_, path)) = models.iter().find(|(t, _)| t == "f32") else {
-            println!("skipped: DLM_CUDA_PARITY_MODEL is a .dlm that is not f32");
-            return;
+            panic!("DLM_CUDA_PARITY_MODEL is a .dlm that is not f32: give a folder or an f32 file");
         };
         let cpu = dlm_runtime::Engine::open(path).expect("open on the CPU");
         let gpu = on_gpu(path);
