@@ -9,42 +9,15 @@ use dlm_simd::{
     matmul_path, matmul_with, quantize_act, quantize_act8,
 };
 
-/// A small seeded generator (xorshift64*).
-struct Rng(u64);
+mod common;
+use common::{LENGTHS, Rng, fast_tables};
 
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn uniform(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.uniform() * scale).collect()
-    }
-}
-
-const LENGTHS: [usize; 13] = [0, 1, 2, 3, 7, 8, 31, 32, 33, 255, 256, 257, 4096];
 const QUANT: [QuantType; 4] = [
     QuantType::Q8_0,
     QuantType::Q4_0,
     QuantType::Q4K,
     QuantType::Q6K,
 ];
-
-fn fast_tables() -> Vec<&'static Kernels> {
-    let t: Vec<_> = [Kernels::avx2(), Kernels::neon()]
-        .into_iter()
-        .flatten()
-        .collect();
-    if t.is_empty() {
-        println!("no fast kernel table on this CPU: only the scalar table is tested");
-    }
-    t
-}
 
 fn kernel(k: &Kernels, q: QuantType) -> dlm_simd::RowKernel {
     match q {
