@@ -58,7 +58,7 @@ impl Gemm {
         Ok(Gemm {
             blas,
             scratch: Mutex::new(Scratch::default()),
-            tile_elems: mib << 19,
+            tile_elems: mib.saturating_mul(1 << 19), // bf16 elements; a tile never exceeds its matrix
         })
     }
 }
