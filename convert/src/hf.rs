@@ -665,6 +665,21 @@ pub struct DiffusionDefaults {
     pub eps: f32,
     /// Top-k filter before every softmax (0 = off).
     pub top_k: u32,
+    /// Elastic-Cache settings the checkpoint was tuned with (`elastic_window`,
+    /// `elastic_gamma`, `elastic_track` in `generation_config.json`); absent ones keep the
+    /// runtime's defaults, so only a model that was measured carries them.
+    pub elastic: ElasticDefaults,
+}
+
+/// Stored Elastic-Cache defaults; `None` = not written (the runtime's default applies).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ElasticDefaults {
+    /// Window: masks of the active block whose queries a step computes.
+    pub window: Option<u32>,
+    /// Drift threshold γ ∈ [0, 1].
+    pub gamma: Option<f32>,
+    /// Tracked most-attended tokens per layer.
+    pub track: Option<u32>,
 }
 
 /// The top-k the original Dream sampler applies when the caller gives none.
@@ -729,6 +744,23 @@ pub fn diffusion_defaults(
         Some(g) => Some(g),
         None => count("max_new_tokens")?,
     };
+    let gamma = match gen_config.get("elastic_gamma") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_f64()
+                .filter(|g| (0.0..=1.0).contains(g))
+                .ok_or_else(|| ConvertError::BadConfigValue {
+                    path: gen_path.to_path_buf(),
+                    key: "elastic_gamma".into(),
+                    reason: format!("{v} is not a number in [0, 1]"),
+                })? as f32,
+        ),
+    };
+    let elastic = ElasticDefaults {
+        window: count("elastic_window")?,
+        gamma,
+        track: count("elastic_track")?,
+    };
     Ok(match family {
         Family::Llada => {
             let gen_length = gen_length.unwrap_or(128);
@@ -742,6 +774,7 @@ pub fn diffusion_defaults(
                 temperature,
                 eps,
                 top_k: count_or_zero("top_k")?,
+                elastic,
             }
         }
         Family::Dream => {
@@ -773,6 +806,7 @@ pub fn diffusion_defaults(
                     None | Some(Value::Null) => DREAM_TOP_K,
                     Some(_) => count_or_zero("top_k")?,
                 },
+                elastic,
             }
         }
     })
@@ -954,6 +988,39 @@ mod tests {
                 diffusion_defaults(Family::Llada, &g, p),
                 Err(ConvertError::BadConfigValue { .. })
             ));
+        }
+    }
+
+    #[test]
+    fn elastic_defaults_are_read_only_where_given() {
+        let p = Path::new("generation_config.json");
+        let d = diffusion_defaults(Family::Llada, &json!({"steps": 32}), p).unwrap();
+        assert_eq!(d.elastic, ElasticDefaults::default());
+        let g = json!({"elastic_gamma": 0.98, "elastic_window": 8, "elastic_track": 2});
+        for family in [Family::Llada, Family::Dream] {
+            let d = diffusion_defaults(family, &g, p).unwrap();
+            assert_eq!(
+                d.elastic,
+                ElasticDefaults {
+                    window: Some(8),
+                    gamma: Some(0.98),
+                    track: Some(2),
+                }
+            );
+        }
+        for (key, bad) in [
+            ("elastic_gamma", json!(1.5)),
+            ("elastic_gamma", json!(-0.1)),
+            ("elastic_gamma", json!("0.9")),
+            ("elastic_window", json!(0)),
+            ("elastic_track", json!(1.5)),
+        ] {
+            let mut g = json!({});
+            g[key] = bad;
+            match diffusion_defaults(Family::Llada, &g, p) {
+                Err(ConvertError::BadConfigValue { key: k, .. }) => assert_eq!(k, key),
+                other => panic!("{key}: {other:?}"),
+            }
         }
     }
 }

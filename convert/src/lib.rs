@@ -403,6 +403,15 @@ pub(crate) fn diffusion_meta(
         keys::diffusion::MIN_PER_STEP,
         MetaValue::U32(d.min_per_step),
     );
+    if let Some(w) = d.elastic.window {
+        put(keys::diffusion::ELASTIC_WINDOW, MetaValue::U32(w));
+    }
+    if let Some(g) = d.elastic.gamma {
+        put(keys::diffusion::ELASTIC_GAMMA, MetaValue::F32(g));
+    }
+    if let Some(t) = d.elastic.track {
+        put(keys::diffusion::ELASTIC_TRACK, MetaValue::U32(t));
+    }
 }
 
 fn folder_name(dir: &Path) -> String {

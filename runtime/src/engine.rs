@@ -268,7 +268,9 @@ fn default_params(file: &DlmFile) -> Result<DecodeParams, RuntimeError> {
     p.eps = file.get_f32_or(diffusion::EPS, 1e-3)? as f64;
     let e = &mut p.elastic;
     e.window = file.get_u32_or(diffusion::ELASTIC_WINDOW, e.window as u32)? as usize;
-    e.gamma = file.get_f32_or(diffusion::ELASTIC_GAMMA, e.gamma as f32)? as f64;
+    let gamma = file.get_f32_or(diffusion::ELASTIC_GAMMA, e.gamma as f32)?;
+    // As for the threshold: 0.98 stays 0.98, not 0.9800000190734863.
+    e.gamma = gamma.to_string().parse::<f64>().unwrap_or(gamma as f64);
     e.track = file.get_u32_or(diffusion::ELASTIC_TRACK, e.track as u32)? as usize;
     // Dream's original sampler filters to its inherited top-k 50 before every softmax, which
     // changes its confidences; the file says so (0 or absent = no filter).
