@@ -30,7 +30,7 @@ pub(super) fn run(run: &mut Run<'_>) -> Result<(), RuntimeError> {
             let pass = run.pass(i, &block);
             let cands = match pass {
                 Pass::Full => run.masked_in(0..block.end),
-                Pass::Cached(_) | Pass::Elastic => run.masked_in(block.clone()),
+                Pass::Cached(_) | Pass::Elastic(_) => run.masked_in(block.clone()),
             };
             let k = counts.get(i).copied().unwrap_or(cands.len());
             let committed = run.step(&pass, &cands, k, None, false)?;

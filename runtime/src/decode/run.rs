@@ -19,8 +19,8 @@ pub(super) enum Pass {
     Full,
     /// Only the span the cache mode needs around `block`, attending to the cached rest.
     Cached(Range<usize>),
-    /// Elastic-Cache: a window of the block's masks, refreshing from a layer on drift.
-    Elastic,
+    /// Elastic-Cache: a window of the masks of `block`, refreshing from a layer on drift.
+    Elastic(Range<usize>),
 }
 
 /// One generation in progress.
@@ -134,7 +134,7 @@ impl<'a> Run<'a> {
             return if first_ever || (i == 0 && self.params.elastic.block_cache) {
                 Pass::Full
             } else {
-                Pass::Elastic
+                Pass::Elastic(block.clone())
             };
         }
         if i == 0 {
@@ -174,7 +174,7 @@ impl<'a> Run<'a> {
         let len = self.canvas.len();
         match pass {
             Pass::Full => self.frozen..len,
-            Pass::Elastic => 0..len,
+            Pass::Elastic(_) => 0..len,
             Pass::Cached(block) => {
                 // With shifted logits a masked first position needs the row before the block;
                 // otherwise the span is exactly what Fast-dLLM runs.
@@ -193,11 +193,11 @@ impl<'a> Run<'a> {
 
     /// One proposal per position in `positions` from one forward pass (two with CFG).
     fn propose(&mut self, pass: &Pass, positions: &[usize]) -> Result<Vec<Proposal>, RuntimeError> {
-        if matches!(pass, Pass::Elastic) {
-            return self.propose_elastic(positions);
+        if let Pass::Elastic(block) = pass {
+            return self.propose_elastic(positions, block);
         }
         if self.params.cache == CacheMode::Elastic {
-            return self.refresh(0, positions);
+            return self.refresh(0, positions, self.canvas.len());
         }
         let span = self.span(pass);
         // Span-relative rows, ascending and distinct (with the shift, positions 0 and 1 share
@@ -285,24 +285,29 @@ impl<'a> Run<'a> {
             .collect())
     }
 
-    /// Elastic-Cache: a pass over every position from `from_layer`, storing keys, values and
-    /// hidden states, probing the tracked tokens and every key's mass; proposals for
-    /// `positions`.
+    /// Elastic-Cache: a pass over the positions `0..end` from `from_layer` (attending to the
+    /// cached keys and values beyond `end`), storing keys, values and hidden states, probing
+    /// the tracked tokens and every key's mass; proposals for `positions`.
     fn refresh(
         &mut self,
         from_layer: usize,
         positions: &[usize],
+        end: usize,
     ) -> Result<Vec<Proposal>, RuntimeError> {
         let len = self.canvas.len();
         let mut rows: Vec<usize> = positions.iter().map(|&p| self.source_row(p)).collect();
         rows.sort_unstable();
         rows.dedup();
-        let tokens = self.canvas.clone();
+        let tokens = self.canvas[..end].to_vec();
         let keys = self.elastic.tracked_union();
         let req = Request {
             tokens: &tokens,
             positions: Positions::Run(0),
-            attend: Attend::Span,
+            attend: if end == len {
+                Attend::Span
+            } else {
+                Attend::Cache
+            },
             store: true,
             rows: &rows,
             from_layer,
@@ -319,13 +324,13 @@ impl<'a> Run<'a> {
         let resp = self.model.run(req, self.cache.as_mut())?;
         self.count_layers(
             &resp.timings,
-            len,
+            end,
             self.model.n_layers().saturating_sub(from_layer),
         );
-        // Every position's keys and values were just recomputed.
-        self.stale.clear();
+        // Every position before `end` has its keys and values recomputed.
+        self.stale.retain(|&p| p >= end);
         check_len(resp.proposals.len(), rows.len(), "proposals")?;
-        let all: Vec<usize> = (0..len).collect();
+        let all: Vec<usize> = (0..end).collect();
         let track = self.params.elastic.track;
         self.elastic
             .after_refresh(from_layer, &resp.attention, &keys, &all, track);
@@ -336,8 +341,16 @@ impl<'a> Run<'a> {
     }
 
     /// Elastic-Cache: a window pass over `positions` (the rows predicting them and the tracked
-    /// tokens), then a refresh from the first layer whose tracked attention drifted.
-    fn propose_elastic(&mut self, positions: &[usize]) -> Result<Vec<Proposal>, RuntimeError> {
+    /// tokens), then a refresh from the first layer whose tracked attention drifted. With
+    /// block caching the refresh stops at the end of `block`: the masks beyond it keep the
+    /// keys and values of the block's first pass, as in the window passes (the paper's
+    /// "off-window MASK caches"), so a refresh costs the decoded text and the block, not the
+    /// whole canvas.
+    fn propose_elastic(
+        &mut self,
+        positions: &[usize],
+        block: &Range<usize>,
+    ) -> Result<Vec<Proposal>, RuntimeError> {
         let e = self.params.elastic;
         let keys = self.elastic.tracked_union();
         let mut source: Vec<usize> = positions.iter().map(|&p| self.source_row(p)).collect();
@@ -389,7 +402,12 @@ impl<'a> Run<'a> {
         };
         if let Some(l) = drift {
             self.refreshes += 1;
-            return self.refresh(l, positions);
+            let end = if e.block_cache {
+                block.end
+            } else {
+                self.canvas.len()
+            };
+            return self.refresh(l, positions, end);
         }
         Ok(positions
             .iter()
@@ -425,7 +443,7 @@ impl<'a> Run<'a> {
     ) -> Result<Vec<usize>, RuntimeError> {
         // The elastic window: the first masks of the block only.
         let cands = match pass {
-            Pass::Elastic => &cands[..cands.len().min(self.params.elastic.window)],
+            Pass::Elastic(_) => &cands[..cands.len().min(self.params.elastic.window)],
             _ => cands,
         };
         let positions: Vec<usize> = match (self.rule.select, reveal) {

@@ -801,6 +801,51 @@ fn elastic_refreshes_from_the_drifting_layer() {
 }
 
 #[test]
+fn an_elastic_refresh_stops_at_the_block_end_with_block_caching() {
+    // Two blocks of 4 after the 3-token prompt: 3..7 and 7..11.
+    for block_cache in [true, false] {
+        let model = Drifting {
+            calls: RefCell::new(Vec::new()),
+        };
+        let mut p = params(8, 8, 4);
+        p.cache = CacheMode::Elastic;
+        p.elastic.window = 2;
+        p.elastic.block_cache = block_cache;
+        let out = generate(&model, &tokens(false), &PROMPT, &p, &mut |_| true).expect("generate");
+        assert!(out.canvas[PROMPT.len()..].iter().all(|&t| t != MASK));
+        let calls = model.calls.borrow();
+        let refreshes: Vec<(usize, usize)> = calls
+            .windows(2)
+            .filter(|w| w[0].0 && !w[1].0)
+            .map(|w| (w[1].1, w[1].2))
+            .collect();
+        assert!(
+            !refreshes.is_empty(),
+            "block_cache {block_cache}: {calls:?}"
+        );
+        for (from, len) in refreshes {
+            assert_eq!(from, 2, "from the drifting layer");
+            if block_cache {
+                // The decoded text and the active block; the masks beyond keep the block
+                // start's keys and values.
+                assert!(len == 7 || len == 11, "{len}: {calls:?}");
+            } else {
+                assert_eq!(len, 11, "without block caching a refresh covers the canvas");
+            }
+        }
+        if block_cache {
+            assert!(
+                calls.windows(2).any(|w| w[0].0 && !w[1].0 && w[1].2 == 7),
+                "a refresh inside the first block stops at its end: {calls:?}"
+            );
+            // Each block opens with a full pass from layer 0.
+            assert_eq!(calls.iter().filter(|c| c.1 == 0 && !c.0).count(), 2);
+        }
+        assert_eq!(out.query_rows, calls.iter().map(|c| c.2).sum::<usize>());
+    }
+}
+
+#[test]
 fn a_context_reuses_the_matching_prefix_of_the_next_prompt() {
     // Logits that ignore the cache: with or without a context the canvases are the same, so
     // the test sees only which passes run.
