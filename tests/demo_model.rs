@@ -157,6 +157,25 @@ fn eval_json(args: &[&str], tasks: &[&str], limit: &str, cache: &Path) -> serde_
 }
 
 #[test]
+fn demo_elastic_gamma_comes_from_the_file_and_the_flag_wins() {
+    // models/demo/generation_config.json carries elastic_gamma 0.98 (docs/elastic-cache.md:
+    // the paper's 0.9 refreshes too rarely on this model and loses sort); convert writes it
+    // to diffusion.elastic_gamma and the decoder reads it back as 0.98, not its f32 bits.
+    let cache = common::temp_dir("elastic-gamma-cache");
+    let v = eval_json(&["--cache", "elastic"], &["add"], "2", &cache);
+    let decoding = v["decoding"].as_str().unwrap();
+    assert!(decoding.contains("gamma 0.98 "), "{decoding}");
+    let v = eval_json(
+        &["--cache", "elastic", "--gamma", "0.9"],
+        &["add"],
+        "2",
+        &cache,
+    );
+    let decoding = v["decoding"].as_str().unwrap();
+    assert!(decoding.contains("gamma 0.9 "), "{decoding}");
+}
+
+#[test]
 fn demo_fast_decodes_with_its_stored_few_step_schedule() {
     // The step-distilled student: no decoding flags, so the schedule its generation_config.json
     // carries (at most 4 steps per 32-token answer: threshold 0.9, at least 8 commits a step)

@@ -5,7 +5,7 @@ use super::decode_args::{DecodeArgs, settings_text};
 use super::{CliResult, json, model_path};
 use dlm_runtime::Engine;
 use dlm_runtime::chat::Role;
-use dlm_runtime::decode::{DecodeParams, Rng};
+use dlm_runtime::decode::{CacheMode, DecodeParams, Rng};
 use dlm_runtime::model::Forward;
 use std::error::Error;
 use std::path::{Path, PathBuf};
@@ -261,13 +261,28 @@ fn eval_text(
 }
 
 fn describe(p: &DecodeParams) -> String {
+    // The elastic cache's settings (flags or the file's defaults) decide its accuracy and
+    // speed, so a table row says which were used.
+    let elastic = if p.cache == CacheMode::Elastic {
+        let e = &p.elastic;
+        format!(
+            " (window {} gamma {} track {}{})",
+            e.window,
+            e.gamma,
+            e.track,
+            if e.block_cache { "" } else { " no block cache" }
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "{} steps {} gen {} block {} cache {}{}{}",
+        "{} steps {} gen {} block {} cache {}{}{}{}",
         p.algorithm.name(),
         p.steps,
         p.gen_length,
         p.effective_block_length(),
         p.cache.name(),
+        elastic,
         p.threshold
             .map(|t| format!(" threshold {t}"))
             .unwrap_or_default(),

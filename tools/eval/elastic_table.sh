@@ -17,6 +17,9 @@
 # one table. DLM=path/to/dlm uses a built binary; RAW=DIR keeps each job's JSON (and skips jobs
 # already there); DEADLINE=SECONDS stops jobs still running then (their cells print as "-");
 # LIMITS="gen=limit ..." (e.g. "448=20") runs fewer prompts at some lengths, said in the table.
+# DEVICE=cuda runs every job on the GPU (a build with --features cuda; JOBS processes share
+# it): the f32 canvases, and so accuracy, NFE, layer-forwards and query rows, are the CPU's
+# (tests/cuda_parity.rs), tokens/s is the GPU's and not comparable with a CPU table.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 limit=${1:-100}
@@ -67,11 +70,12 @@ run_job() { # one line of jobs.id
   # shellcheck disable=SC2086  # whole and thr are words
   "$DLM" eval -t 1 -m "$work/$q.dlm" --tasks "models/demo/tasks/$t.jsonl" --limit "$lim" \
     --json $whole --gen-length "$gen" --block-length 32 --steps $((gen / 2)) --cache "$cache" \
-    $thr > "$out.tmp"
+    --device "$device" $thr > "$out.tmp"
   mv "$out.tmp" "$out"
 }
 export -f run_job
-export work DLM whole
+device=${DEVICE:-cpu}
+export work DLM whole device
 ${DEADLINE:+timeout "$DEADLINE"} xargs -d '\n' -P "$jobs" -I{} bash -c 'run_job "$1"' _ {} \
   < "$work/jobs.id" || true
 
