@@ -259,14 +259,22 @@ mod gpu {
     fn matmul_matches_a_reference_per_type() {
         let mut be = backend();
         let defaults = be.tuning();
-        // Every path: the defaults (cuBLAS for many rows, tensor cores for 9..64 rows of
-        // quantized weights, CUDA cores below), then without the tensor-core kernel, then
-        // without cuBLAS.
+        // Every path: the defaults (int8.cu for q8_0/q4_0/q4_k; cuBLAS for many rows, tensor
+        // cores for 9..64 rows of q6_k, CUDA cores below), then the bf16 paths of the quantized
+        // types (no int8), then without the tensor-core kernel, then without cuBLAS.
         let tunings = [
             ("default", defaults),
             (
+                "no int8",
+                dlm_cuda::Tuning {
+                    int8_max_rows: 0,
+                    ..defaults
+                },
+            ),
+            (
                 "no mma",
                 dlm_cuda::Tuning {
+                    int8_max_rows: 0,
                     mma_min_rows: usize::MAX,
                     ..defaults
                 },
@@ -274,6 +282,7 @@ mod gpu {
             (
                 "no cublas",
                 dlm_cuda::Tuning {
+                    int8_max_rows: 0,
                     gemm_min_rows_quant: usize::MAX,
                     gemm_min_rows_float: usize::MAX,
                     ..defaults
@@ -307,9 +316,20 @@ mod gpu {
                         .expect("dequantize");
                 }
                 let m = be.upload_weights(q, rows, cols, &bytes).expect("upload");
+                let int8 = matches!(q, QuantType::Q8_0 | QuantType::Q4_0 | QuantType::Q4K);
                 for n in [1usize, 3, 32, 64, 65, 300] {
                     let x = random(&mut rng, n * cols);
                     let xa = be.upload_act(&x).expect("upload x");
+                    // What the CPU computes (int8 activations for quantized weights): int8.cu
+                    // must match it up to f32 summation order.
+                    let mut cpu = vec![0f32; n * rows]; // [n, rows]
+                    let wref = dlm_simd::WeightRef {
+                        quant: q,
+                        rows,
+                        cols,
+                        data: &bytes,
+                    };
+                    dlm_simd::matmul(&wref, &x, n, &mut cpu);
                     for (label, tuning) in &tunings {
                         be.set_tuning(*tuning);
                         let mut out = be.alloc(n * rows).expect("alloc");
@@ -333,6 +353,34 @@ mod gpu {
                         println!(
                             "matmul {t} [{rows}, {cols}] n {n} ({label}): max error / sum|terms| = {worst:.2e}"
                         );
+                        if int8
+                            && tuning.int8_max_rows >= n
+                            && be.kernel_report().iter().any(|l| l == "int8.cu: ok")
+                        {
+                            let mut worst_cpu = 0f64;
+                            for i in 0..n {
+                                for r in 0..rows {
+                                    let mag: f64 = (0..cols)
+                                        .map(|c| {
+                                            (x[i * cols + c] as f64 * deq[r * cols + c] as f64)
+                                                .abs()
+                                        })
+                                        .sum();
+                                    let e = (got[i * rows + r] - cpu[i * rows + r]).abs() as f64
+                                        / mag.max(1e-30);
+                                    worst_cpu =
+                                        worst_cpu.max(if e.is_nan() { f64::INFINITY } else { e });
+                                }
+                            }
+                            println!(
+                                "  int8.cu against the CPU: max |gpu - cpu| / sum|terms| = {worst_cpu:.2e}"
+                            );
+                            if worst_cpu > 1e-5 {
+                                failures.push(format!(
+                                    "{t} cols {cols} n {n} ({label}): int8 path differs from the CPU by {worst_cpu:.2e}"
+                                ));
+                            }
+                        }
                         if worst > tol {
                             failures.push(format!(
                                 "{t} cols {cols} n {n} ({label}): {worst:.2e} > {tol:.0e}"
@@ -666,5 +714,59 @@ mod gpu {
             }
         }
         assert!(failures.is_empty(), "{failures:?}");
+    }
+
+    #[test]
+    #[cfg_attr(
+        not(dlm_gpu),
+        ignore = "needs an NVIDIA GPU (nvidia-smi at build time)"
+    )]
+    fn matmul_speed_at_8b_shapes() {
+        // Not a check: the time of one matmul per path at the LLaDA-8B shapes (zero weights:
+        // the kernels' speed does not depend on the values), for docs/cuda-bench.md.
+        let mut be = backend();
+        let defaults = be.tuning();
+        let old = dlm_cuda::Tuning {
+            int8_max_rows: 0,
+            ..defaults
+        };
+        for t in ["q8_0", "q4_k"] {
+            let q = QuantType::from_name(t).expect("type");
+            for (rows, cols) in [
+                (4096usize, 4096usize),
+                (12288, 4096),
+                (4096, 12288),
+                (126464, 4096),
+            ] {
+                let row_bytes = q.row_bytes(cols as u64).expect("row bytes") as usize;
+                let bytes = vec![0u8; rows * row_bytes];
+                let m = be.upload_weights(q, rows, cols, &bytes).expect("upload");
+                for n in [1usize, 32, 512] {
+                    let xa = be.upload_act(&vec![0.5f32; n * cols]).expect("upload x");
+                    let mut out = be.alloc(n * rows).expect("alloc");
+                    // one stream: reading this back waits for every matmul queued before
+                    let sync = be.alloc(1).expect("alloc");
+                    for (label, tuning) in [("int8", defaults), ("bf16 paths", old)] {
+                        be.set_tuning(tuning);
+                        be.matmul(&m, &xa, n, &mut out);
+                        be.to_host(&sync);
+                        let reps = 20;
+                        let t0 = std::time::Instant::now();
+                        for _ in 0..reps {
+                            be.matmul(&m, &xa, n, &mut out);
+                        }
+                        be.to_host(&sync);
+                        let s = t0.elapsed().as_secs_f64() / reps as f64;
+                        println!(
+                            "speed {t} [{rows}, {cols}] n {n} ({label}): {:.3} ms, {:.0} GB/s of weights, {:.1} TOP/s",
+                            s * 1e3,
+                            bytes.len() as f64 / s / 1e9,
+                            2.0 * (rows * cols * n) as f64 / s / 1e12
+                        );
+                    }
+                }
+            }
+        }
+        be.set_tuning(defaults);
     }
 }

@@ -45,6 +45,8 @@ pub struct CudaBackend {
     report: Vec<String>,
     /// Recently uploaded index lists, oldest first (see `ints`).
     int_lists: Mutex<Vec<IntList>>,
+    /// int8.cu's quantized activations, reused (see `matmul::int8`).
+    i8_acts: Mutex<matmul::Int8Acts>,
     /// `[splits, n, rows]` partial sums of mma.cu's split matmuls, reused.
     partials: Mutex<Option<CudaSlice<f32>>>,
     /// flash_tc.cu's key splits: `[splits, n, q_dim]` outputs and `[splits, n, heads, 2]` row
@@ -94,6 +96,11 @@ pub struct CudaCache {
 /// read when the backend starts, so they can be tuned on the device without a rebuild.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tuning {
+    /// Rows of a matmul up to which q8_0, q4_0 and q4_k weights take int8.cu (activations
+    /// quantized to int8 blocks as on the CPU, integer tensor-core products, so the logits
+    /// agree with the CPU's): `DLM_CUDA_INT8_MAX_ROWS`, default every row count; 0 never (then
+    /// the bf16 paths below serve, as before int8.cu).
+    pub int8_max_rows: usize,
     /// Rows of a matmul from which quantized weights go through cuBLAS (dequantized to bf16
     /// tiles): `DLM_CUDA_GEMM_MIN_ROWS`, default 9. `usize::MAX` never. Measured on an H100 at
     /// the LLaDA-8B shape (dual-cache steps of 32 rows): 23.8 ms per step at q8_0 and 25.5 at
@@ -126,6 +133,7 @@ impl Tuning {
                 .unwrap_or(default)
         };
         Tuning {
+            int8_max_rows: get("DLM_CUDA_INT8_MAX_ROWS", usize::MAX),
             gemm_min_rows_quant: get("DLM_CUDA_GEMM_MIN_ROWS", 9),
             gemm_min_rows_float: get("DLM_CUDA_GEMM_MIN_ROWS_FLOAT", 9),
             mma_min_rows: get("DLM_CUDA_MMA_MIN_ROWS", 9),
@@ -234,6 +242,7 @@ impl CudaBackend {
             n_sms,
             report,
             int_lists: Mutex::new(Vec::new()),
+            i8_acts: Mutex::new(matmul::Int8Acts::default()),
             partials: Mutex::new(None),
             att_parts: Mutex::new((None, None)),
             precise: AtomicBool::new(false),
