@@ -86,8 +86,9 @@ pub struct Kernels {
     pub mm: Option<MatmulKernels>,
     /// flash.cu, when it compiled.
     pub flash: Option<CudaFunction>,
-    /// flash_tc.cu (`attention_flash_tc`, `attention_combine`), when it compiled.
-    pub flash_tc: Option<(CudaFunction, CudaFunction)>,
+    /// flash_tc.cu (`attention_flash_tc`, `attention_combine`, `attention_flash_tc_f16`), when
+    /// it compiled.
+    pub flash_tc: Option<(CudaFunction, CudaFunction, CudaFunction)>,
     /// mma.cu, when it compiled.
     pub mma: Option<MmaKernels>,
     /// int8.cu, when it compiled.
@@ -221,6 +222,7 @@ impl Kernels {
             Ok((
                 function(&m, "attention_flash_tc")?,
                 function(&m, "attention_combine")?,
+                function(&m, "attention_flash_tc_f16")?,
             ))
         });
         let (flash_tc, e) = split(ftc);

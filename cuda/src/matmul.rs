@@ -73,6 +73,7 @@ pub(crate) fn matmul(be: &CudaBackend, w: &CudaMatrix, x: &CudaAct, n: usize, ou
     if n == 0 || w.rows == 0 {
         return;
     }
+    be.wrote(&out.buf);
     let slot = kernels::slot(w.quant);
     let aligned = w.cols.is_multiple_of(8);
     let t = be.tuning;
@@ -126,11 +127,25 @@ pub(crate) fn matmul(be: &CudaBackend, w: &CudaMatrix, x: &CudaAct, n: usize, ou
 
 /// int8.cu's activations: `[n_pad / 8, cols / 32, 32 lanes, 8 bytes]` quants in fragment
 /// order, and `[n_pad / 8, cols / 32, 8]` scales and sums of quants (`quantize_act_i8`).
+/// `key` names what they hold: the activations' device address, rows and width. A forward
+/// pass multiplies one input by several matrices (q, k and v; gate and up), so the next
+/// matmul of the same input skips the quantizer; every op that writes an activation buffer,
+/// and every new buffer, clears the key when the address is its (`CudaBackend::wrote`).
 #[derive(Default)]
 pub(crate) struct Int8Acts {
+    key: Option<(u64, usize, usize)>,
     q: Option<CudaSlice<u8>>,
     d: Option<CudaSlice<f32>>,
     s: Option<CudaSlice<i32>>,
+}
+
+impl Int8Acts {
+    /// Drop the key if it names the buffer at `ptr`.
+    pub(crate) fn forget(&mut self, ptr: u64) {
+        if self.key.is_some_and(|k| k.0 == ptr) {
+            self.key = None;
+        }
+    }
 }
 
 /// A device buffer of at least `len` elements, grown (never shrunk) on demand.
@@ -167,25 +182,17 @@ fn int8(
     let nb = w.cols / 32;
     let mut acts = be.i8_acts.lock().unwrap_or_else(|p| p.into_inner());
     let acts = &mut *acts;
+    let key = (x.buf.device_ptr(&be.stream).0, n, w.cols);
+    let fresh = acts.key == Some(key) && acts.q.is_some();
+    acts.key = None; // set again below once the quantizer is queued
     let q = grown(be, &mut acts.q, n_pad * w.cols);
     let d = grown(be, &mut acts.d, n_pad * nb);
     let sums = grown(be, &mut acts.s, n_pad * nb);
     let (cols, ni, np) = (w.cols as i32, n as i32, n_pad as i32);
-    let mut b = be.stream.launch_builder(&ik.quantize);
-    b.arg(&x.buf)
-        .arg(&cols)
-        .arg(&ni)
-        .arg(&np)
-        .arg(&mut *q)
-        .arg(&mut *d)
-        .arg(&mut *sums);
-    let warps = n_pad * nb;
-    let cfg = LaunchConfig {
-        grid_dim: ((warps as u32).div_ceil(8).clamp(1, 65_535), 1, 1),
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: 0,
-    };
-    launch(b, cfg);
+    if !fresh {
+        quantize(be, ik, x, cols, ni, np, q, d, sums);
+    }
+    acts.key = Some(key);
     let rows = w.rows as i32;
     let mut b = be.stream.launch_builder(&ik.mm[s]);
     b.arg(&w.data)
@@ -204,6 +211,36 @@ fn int8(
             1,
         ),
         block_dim: (I8_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    launch(b, cfg);
+}
+
+/// `quantize_act_i8` of x (`[n, cols]`) into q, d and sums (`n_pad` rows).
+#[allow(clippy::too_many_arguments)]
+fn quantize(
+    be: &CudaBackend,
+    ik: &Int8Kernels,
+    x: &CudaAct,
+    cols: i32,
+    ni: i32,
+    np: i32,
+    q: &mut CudaSlice<u8>,
+    d: &mut CudaSlice<f32>,
+    sums: &mut CudaSlice<i32>,
+) {
+    let mut b = be.stream.launch_builder(&ik.quantize);
+    b.arg(&x.buf)
+        .arg(&cols)
+        .arg(&ni)
+        .arg(&np)
+        .arg(q)
+        .arg(d)
+        .arg(sums);
+    let warps = np as usize * (cols as usize / 32);
+    let cfg = LaunchConfig {
+        grid_dim: ((warps as u32).div_ceil(8).clamp(1, 65_535), 1, 1),
+        block_dim: (256, 1, 1),
         shared_mem_bytes: 0,
     };
     launch(b, cfg);
