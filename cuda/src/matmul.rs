@@ -1,5 +1,5 @@
 //! `out = x · Wᵀ` on the device, by the shape of the call:
-//! - q8_0, q4_0 and q4_k weights, up to `Tuning::int8_max_rows` rows (default all):
+//! - q8_0, q4_0 and q4_k weights, up to `Tuning::int8_max_rows` rows (default 64):
 //!   `matmul_i8_*` (int8.cu), after `quantize_act_i8` quantized the activations to int8 blocks
 //!   exactly as the CPU does: integer tensor-core products, block scales applied in f32, so the
 //!   GPU computes the CPU's sums (up to f32 summation order). Each weight byte is read once per
@@ -8,7 +8,8 @@
 //!   output. f16/bf16 weights are read as stored, with the activations converted to the same
 //!   type in a scratch buffer; quantized weights are first dequantized to bf16, a tile of rows
 //!   at a time, into a scratch tile reused by every call; f32 weights run an f32 GEMM (no TF32);
-//! - few rows (cached steps), quantized weights: `matmul_mma_*` (mma.cu, tensor cores, 9..64
+//! - few rows (cached steps), quantized weights int8.cu does not take (q6_k, or all of them
+//!   with `DLM_CUDA_INT8_MAX_ROWS=0`): `matmul_mma_*` (mma.cu, tensor cores, 9..64
 //!   rows) or `matmul_few_*` (matmul.cu, CUDA cores), which stream each weight byte once and
 //!   dequantize on the fly;
 //! - few rows, f32/f16/bf16 weights (1..8 rows by default): `matmul_few_*`;
