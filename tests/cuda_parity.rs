@@ -741,6 +741,76 @@ mod gpu {
         not(dlm_gpu),
         ignore = "needs an NVIDIA GPU (nvidia-smi at build time)"
     )]
+    fn int8_inputs_are_requantized_after_a_write() {
+        // int8.cu keeps the last input's quantized copy for the next matmul of the same buffer;
+        // a write to that buffer (here add_assign, then a matmul into it) must drop it.
+        let be = backend();
+        let mut rng = Rng::new(21);
+        let (rows, cols, n) = (40usize, 256usize, 5usize);
+        let q = QuantType::Q8_0;
+        let row_bytes = q.row_bytes(cols as u64).expect("row bytes") as usize;
+        let mut bytes = vec![0u8; rows * row_bytes];
+        let w = random(&mut rng, rows * cols);
+        for (src, dst) in w.chunks(cols).zip(bytes.chunks_mut(row_bytes)) {
+            dlm_formats::quant::quantize(q, src, dst).expect("quantize");
+        }
+        let m = be.upload_weights(q, rows, cols, &bytes).expect("upload");
+        // zero f32 weights: a matmul into x that int8.cu does not take, so only the write hook
+        // can drop x's quantized copy
+        let sq = be
+            .upload_weights(QuantType::F32, cols, cols, &vec![0u8; cols * cols * 4])
+            .expect("upload");
+        let wref = dlm_simd::WeightRef {
+            quant: q,
+            rows,
+            cols,
+            data: &bytes,
+        };
+        let cpu = |x: &[f32]| {
+            let mut y = vec![0f32; n * rows];
+            dlm_simd::matmul(&wref, x, n, &mut y);
+            y
+        };
+        let x0 = random(&mut rng, n * cols);
+        let dx = random(&mut rng, n * cols);
+        let mut xa = be.upload_act(&x0).expect("upload x");
+        let mut out = be.alloc(n * rows).expect("alloc");
+        be.matmul(&m, &xa, n, &mut out);
+        let first = be.to_host(&out);
+        be.add_assign(&mut xa, &be.upload_act(&dx).expect("upload dx"));
+        be.matmul(&m, &xa, n, &mut out);
+        let second = be.to_host(&out);
+        // a matmul into the cached buffer makes x all zeros
+        let other = be.upload_act(&x0).expect("upload");
+        be.matmul(&m, &xa, n, &mut out);
+        be.matmul(&sq, &other, n, &mut xa);
+        be.matmul(&m, &xa, n, &mut out);
+        let third = be.to_host(&out);
+        let x1: Vec<f32> = x0.iter().zip(&dx).map(|(a, b)| a + b).collect();
+        let close = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .all(|(x, y)| (x - y).abs() <= 1e-4 * (1.0 + y.abs()))
+        };
+        assert!(
+            close(&first, &cpu(&x0)),
+            "first matmul differs from the CPU"
+        );
+        assert!(
+            close(&second, &cpu(&x1)),
+            "stale quantized input after add_assign"
+        );
+        assert!(
+            third.iter().all(|&v| v == 0.0),
+            "stale quantized input after a matmul into it"
+        );
+    }
+
+    #[test]
+    #[cfg_attr(
+        not(dlm_gpu),
+        ignore = "needs an NVIDIA GPU (nvidia-smi at build time)"
+    )]
     fn matmul_speed_at_8b_shapes() {
         // Not a check: the time of one matmul per path at the LLaDA-8B shapes (zero weights:
         // the kernels' speed does not depend on the values), for docs/cuda-bench.md.
