@@ -35,11 +35,12 @@ pub(crate) fn attention(
     let probing = a.probe_keys.is_some() || a.probe_mass;
     if !probing && n >= be.tuning.flash_min_rows && sh.head_dim <= FLASH_MAX_HEAD_DIM {
         let precise = be.precise.load(std::sync::atomic::Ordering::Relaxed);
-        if let Some((f, combine)) = be.k.flash_tc.as_ref()
+        if let Some((f, combine, f16)) = be.k.flash_tc.as_ref()
             && be.tuning.flash_tc
             && !precise
             && sh.head_dim.is_multiple_of(16)
         {
+            let f = if be.tuning.flash_f16 { f16 } else { f };
             flash(be, f, Some(combine), &a, out);
             return None;
         }

@@ -1,5 +1,5 @@
 // Tiled attention on tensor cores (after common.cuh; sm_80+): flash.cu's algorithm with the two
-// products on mma.m16n8k16 (bf16 operands, f32 accumulation). For models not stored in f32
+// products on mma.m16n8k16 (bf16 operands, or f16 in attention_flash_tc_f16; f32 accumulation). For models not stored in f32
 // (src/attention.rs keeps f32 models on flash.cu's f32 arithmetic). Heads 16..128 wide, a
 // multiple of 16.
 //
@@ -17,19 +17,36 @@
 #define TC_KLD (TC_MAX_DIM + 8) // Ks row stride (bf16): conflict-free fragment loads
 #define TC_VLD (TC_K + 8)       // Vt row stride (bf16)
 
+// Operands in bf16 (F16 false) or f16 (F16 true: 3 more bits of mantissa, so 8x less rounding
+// in Q·Kᵀ and P·V, for a range of ±65504 that attention inputs stay far inside).
 #ifndef DLM_HOST_CHECK
+template <bool F16>
 __device__ __forceinline__ void tc_mma(float *d, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+    if (F16)
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+    else
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 #else
-#define tc_mma mma_bf16
+// (the host emulation has bf16 only: emulate.cpp checks the bf16 kernel)
+template <bool F16>
+static void tc_mma(float *d, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+    mma_bf16(d, a0, a1, a2, a3, b0, b1);
+}
 #endif
 
-__device__ __forceinline__ u32 pack2(float lo, float hi) {
-    return (u32)f32_to_bf16(lo) | ((u32)f32_to_bf16(hi) << 16);
+template <bool F16> __device__ __forceinline__ u16 to_tc(float f) {
+    return F16 ? f32_to_f16(f) : f32_to_bf16(f);
+}
+
+template <bool F16> __device__ __forceinline__ u32 pack2(float lo, float hi) {
+    return (u32)to_tc<F16>(lo) | ((u32)to_tc<F16>(hi) << 16);
 }
 
 // Arguments as flash.cu's attention_flash, and a split of the keys for short spans (too few
@@ -37,11 +54,12 @@ __device__ __forceinline__ u32 pack2(float lo, float hi) {
 // TC_K). With part_o null (one split) it writes out; else the unnormalized output of its keys
 // to part_o ([splits, n, q_dim]) and each row's max and sum to part_ml ([splits, n, n_heads, 2]),
 // which attention_combine merges.
-extern "C" __global__ void attention_flash_tc(const float *q, const float *k, const float *v, int n,
-                                              const float *ck, const float *cv, const int *outside,
-                                              int n_out, int n_heads, int n_kv_heads, int head_dim,
-                                              float scale, float *out, int kps, float *part_o,
-                                              float *part_ml) {
+template <bool F16>
+__device__ __forceinline__ void flash_tc(const float *q, const float *k, const float *v, int n,
+                                         const float *ck, const float *cv, const int *outside,
+                                         int n_out, int n_heads, int n_kv_heads, int head_dim,
+                                         float scale, float *out, int kps, float *part_o,
+                                         float *part_ml) {
     __shared__ __align__(16) u16 ks[TC_K * TC_KLD];       // [TC_K, head_dim] keys
     __shared__ __align__(16) u16 vt[TC_MAX_DIM * TC_VLD]; // [head_dim, TC_K] values, transposed
     int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -65,10 +83,10 @@ extern "C" __global__ void attention_flash_tc(const float *q, const float *k, co
     for (int s = 0; s < TC_MAX_DIM / 16; s++) {
         if (s < nks) {
             int c = 16 * s + 2 * tg;
-            qa[s][0] = r0 < n ? pack2(q0[c] * scale, q0[c + 1] * scale) : 0u;
-            qa[s][1] = r1 < n ? pack2(q1[c] * scale, q1[c + 1] * scale) : 0u;
-            qa[s][2] = r0 < n ? pack2(q0[c + 8] * scale, q0[c + 9] * scale) : 0u;
-            qa[s][3] = r1 < n ? pack2(q1[c + 8] * scale, q1[c + 9] * scale) : 0u;
+            qa[s][0] = r0 < n ? pack2<F16>(q0[c] * scale, q0[c + 1] * scale) : 0u;
+            qa[s][1] = r1 < n ? pack2<F16>(q1[c] * scale, q1[c + 1] * scale) : 0u;
+            qa[s][2] = r0 < n ? pack2<F16>(q0[c + 8] * scale, q0[c + 9] * scale) : 0u;
+            qa[s][3] = r1 < n ? pack2<F16>(q1[c + 8] * scale, q1[c + 9] * scale) : 0u;
         } else {
             qa[s][0] = qa[s][1] = qa[s][2] = qa[s][3] = 0u;
         }
@@ -90,8 +108,8 @@ extern "C" __global__ void attention_flash_tc(const float *q, const float *k, co
                 kv = j < n ? k[off] : ck[off];
                 vv = j < n ? v[off] : cv[off];
             }
-            ks[kk * TC_KLD + d] = f32_to_bf16(kv);
-            vt[d * TC_VLD + kk] = f32_to_bf16(vv);
+            ks[kk * TC_KLD + d] = to_tc<F16>(kv);
+            vt[d * TC_VLD + kk] = to_tc<F16>(vv);
         }
         __syncthreads();
         if (!active) continue;
@@ -106,7 +124,7 @@ extern "C" __global__ void attention_flash_tc(const float *q, const float *k, co
 #pragma unroll
                 for (int j = 0; j < TC_K / 8; j++) {
                     const u16 *kb = ks + (j * 8 + g) * TC_KLD + 16 * st + 2 * tg;
-                    tc_mma(s[j], qa[st][0], qa[st][1], qa[st][2], qa[st][3], *(const u32 *)kb,
+                    tc_mma<F16>(s[j], qa[st][0], qa[st][1], qa[st][2], qa[st][3], *(const u32 *)kb,
                            *(const u32 *)(kb + 8));
                 }
             }
@@ -150,15 +168,15 @@ extern "C" __global__ void attention_flash_tc(const float *q, const float *k, co
         // O += P·V: P's n-tiles 2ks, 2ks+1 are the A fragment of keys 16ks..16ks+16.
 #pragma unroll
         for (int kst = 0; kst < TC_K / 16; kst++) {
-            u32 a0 = pack2(s[2 * kst][0], s[2 * kst][1]);
-            u32 a1 = pack2(s[2 * kst][2], s[2 * kst][3]);
-            u32 a2 = pack2(s[2 * kst + 1][0], s[2 * kst + 1][1]);
-            u32 a3 = pack2(s[2 * kst + 1][2], s[2 * kst + 1][3]);
+            u32 a0 = pack2<F16>(s[2 * kst][0], s[2 * kst][1]);
+            u32 a1 = pack2<F16>(s[2 * kst][2], s[2 * kst][3]);
+            u32 a2 = pack2<F16>(s[2 * kst + 1][0], s[2 * kst + 1][1]);
+            u32 a3 = pack2<F16>(s[2 * kst + 1][2], s[2 * kst + 1][3]);
 #pragma unroll
             for (int j = 0; j < TC_MAX_DIM / 8; j++) {
                 if (j < ndt) {
                     const u16 *vb = vt + (j * 8 + g) * TC_VLD + 16 * kst + 2 * tg;
-                    tc_mma(o[j], a0, a1, a2, a3, *(const u32 *)vb, *(const u32 *)(vb + 8));
+                    tc_mma<F16>(o[j], a0, a1, a2, a3, *(const u32 *)vb, *(const u32 *)(vb + 8));
                 }
             }
         }
@@ -197,6 +215,15 @@ extern "C" __global__ void attention_flash_tc(const float *q, const float *k, co
         }
     }
 }
+
+#define FLASH_TC_ARGS                                                                              \
+    const float *q, const float *k, const float *v, int n, const float *ck, const float *cv,        \
+        const int *outside, int n_out, int n_heads, int n_kv_heads, int head_dim, float scale,      \
+        float *out, int kps, float *part_o, float *part_ml
+#define FLASH_TC_PASS q, k, v, n, ck, cv, outside, n_out, n_heads, n_kv_heads, head_dim, scale, out, kps, part_o, part_ml
+
+extern "C" __global__ void attention_flash_tc(FLASH_TC_ARGS) { flash_tc<false>(FLASH_TC_PASS); }
+extern "C" __global__ void attention_flash_tc_f16(FLASH_TC_ARGS) { flash_tc<true>(FLASH_TC_PASS); }
 
 // out[i, h*hd + d] from the splits of attention_flash_tc: with M the largest split max,
 // sum_s o_s * e^(m_s - M) / sum_s l_s * e^(m_s - M). One block per (row, head), head_dim threads.

@@ -1,7 +1,7 @@
 //! The CUDA C kernels, compiled by NVRTC for the device's architecture when the backend starts
 //! (about a second), so the build needs no CUDA compiler. Each `.cu` file is its own NVRTC
 //! program with `common.cuh` in front: `kernels.cu` (every op, simple) must compile; a faster
-//! file that does not (`matmul.cu`, `flash.cu`) is reported on stderr and in
+//! file that does not (`matmul.cu`, `flash.cu`, `int8.cu`, ..) is reported on stderr and in
 //! [`crate::CudaBackend::kernel_report`], and the ops it serves fall back to `kernels.cu`, so one
 //! slip in a new kernel costs speed, never the backend. `DLM_CUDA_STRICT=1` makes it an error.
 
@@ -26,6 +26,9 @@ const MMA: &str = include_str!("mma.cu");
 const FLASH_TC: &str = include_str!("flash_tc.cu");
 /// Greedy proposals of every confidence rule.
 const PROPOSE: &str = include_str!("propose.cu");
+/// Integer matmul of quantized weights against int8 activations, as the CPU computes it
+/// (sm_80+).
+const INT8: &str = include_str!("int8.cu");
 
 /// Weight rows per matmul block (one warp each); must match `MM_WARPS` in kernels.cu.
 pub const MM_WARPS: u32 = 8;
@@ -83,10 +86,13 @@ pub struct Kernels {
     pub mm: Option<MatmulKernels>,
     /// flash.cu, when it compiled.
     pub flash: Option<CudaFunction>,
-    /// flash_tc.cu (`attention_flash_tc`, `attention_combine`), when it compiled.
-    pub flash_tc: Option<(CudaFunction, CudaFunction)>,
+    /// flash_tc.cu (`attention_flash_tc`, `attention_combine`, `attention_flash_tc_f16`), when
+    /// it compiled.
+    pub flash_tc: Option<(CudaFunction, CudaFunction, CudaFunction)>,
     /// mma.cu, when it compiled.
     pub mma: Option<MmaKernels>,
+    /// int8.cu, when it compiled.
+    pub int8: Option<Int8Kernels>,
     /// propose.cu's `propose_greedy`, when it compiled.
     pub propose_greedy: Option<CudaFunction>,
     /// One line per file: compiled, or why not.
@@ -107,6 +113,22 @@ pub struct MmaKernels {
     pub sum_splits: CudaFunction,
 }
 
+/// The kernels of int8.cu: the activation quantizer and `matmul_i8_*` per weight type in
+/// [`INT8_TYPES`] order.
+pub struct Int8Kernels {
+    pub quantize: CudaFunction,
+    pub mm: Vec<CudaFunction>,
+}
+
+/// Kernel type ids that int8.cu multiplies, with their kernel-name suffix. q6_k is not among
+/// them yet (its 16-value sub-block scales need the k16 integer mma): it keeps the bf16 paths.
+pub const INT8_TYPES: [(i32, &str); 3] = [(8, "q8_0"), (9, "q4_0"), (12, "q4_k")];
+
+/// Where kernel type `q` sits in [`INT8_TYPES`].
+pub fn int8_slot(q: i32) -> Option<usize> {
+    INT8_TYPES.iter().position(|t| t.0 == q)
+}
+
 /// `compute_XY` for NVRTC; the architectures it knows need a static name.
 fn arch(major: i32, minor: i32) -> &'static str {
     match (major, minor) {
@@ -124,8 +146,12 @@ fn arch(major: i32, minor: i32) -> &'static str {
 
 /// Compile `src` (after common.cuh) and load it.
 fn build(ctx: &Arc<CudaContext>, arch: &'static str, src: &str) -> Result<Arc<CudaModule>, String> {
+    // DLM_CUDA_NVRTC_OPTS: extra NVRTC options, whitespace-separated, for tuning a kernel's
+    // compile-time constants on the device without a rebuild (`-DI8_UNROLL=4`).
+    let extra = std::env::var("DLM_CUDA_NVRTC_OPTS").unwrap_or_default();
     let opts = CompileOptions {
         arch: Some(arch),
+        options: extra.split_whitespace().map(String::from).collect(),
         ..Default::default()
     };
     let ptx = compile_ptx_with_opts(format!("{COMMON}\n{src}"), opts)
@@ -196,10 +222,22 @@ impl Kernels {
             Ok((
                 function(&m, "attention_flash_tc")?,
                 function(&m, "attention_combine")?,
+                function(&m, "attention_flash_tc_f16")?,
             ))
         });
         let (flash_tc, e) = split(ftc);
         optional("flash_tc.cu", e)?;
+        let i8k = build(ctx, arch, INT8).and_then(|m| {
+            Ok(Int8Kernels {
+                quantize: function(&m, "quantize_act_i8")?,
+                mm: INT8_TYPES
+                    .iter()
+                    .map(|(_, n)| function(&m, &format!("matmul_i8_{n}")))
+                    .collect::<Result<Vec<_>, _>>()?,
+            })
+        });
+        let (int8, e) = split(i8k);
+        optional("int8.cu", e)?;
         let pg = build(ctx, arch, PROPOSE).and_then(|m| function(&m, "propose_greedy"));
         let (propose_greedy, e) = split(pg);
         optional("propose.cu", e)?;
@@ -222,6 +260,7 @@ impl Kernels {
             flash,
             flash_tc,
             mma,
+            int8,
             propose_greedy,
             report,
         })

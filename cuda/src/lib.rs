@@ -45,6 +45,8 @@ pub struct CudaBackend {
     report: Vec<String>,
     /// Recently uploaded index lists, oldest first (see `ints`).
     int_lists: Mutex<Vec<IntList>>,
+    /// int8.cu's quantized activations, reused (see `matmul::int8`).
+    i8_acts: Mutex<matmul::Int8Acts>,
     /// `[splits, n, rows]` partial sums of mma.cu's split matmuls, reused.
     partials: Mutex<Option<CudaSlice<f32>>>,
     /// flash_tc.cu's key splits: `[splits, n, q_dim]` outputs and `[splits, n, heads, 2]` row
@@ -94,6 +96,14 @@ pub struct CudaCache {
 /// read when the backend starts, so they can be tuned on the device without a rebuild.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tuning {
+    /// Rows of a matmul up to which q8_0, q4_0 and q4_k weights take int8.cu (activations
+    /// quantized to int8 blocks as on the CPU, integer tensor-core products, so the sums are
+    /// the CPU's): `DLM_CUDA_INT8_MAX_ROWS`, default 64; 0 never (then the bf16 paths below
+    /// serve, as before int8.cu). Measured on an H100 at the LLaDA-8B shapes: at 32 rows
+    /// int8.cu takes 0.3-0.65x the time of dequantize + cuBLAS, at 512 rows 1.4-3.7x (about
+    /// 80 int8 TOP/s, against 120-300 bf16 TFLOP/s for cuBLAS), so full canvases stay on
+    /// cuBLAS by default; a larger value buys the CPU's arithmetic there at that cost.
+    pub int8_max_rows: usize,
     /// Rows of a matmul from which quantized weights go through cuBLAS (dequantized to bf16
     /// tiles): `DLM_CUDA_GEMM_MIN_ROWS`, default 9. `usize::MAX` never. Measured on an H100 at
     /// the LLaDA-8B shape (dual-cache steps of 32 rows): 23.8 ms per step at q8_0 and 25.5 at
@@ -112,9 +122,14 @@ pub struct Tuning {
     /// models with f32 matrices) over kernels.cu's one block per (row, head):
     /// `DLM_CUDA_FLASH_MIN_ROWS`, default 1.
     pub flash_min_rows: usize,
-    /// Attention on tensor cores (bf16 operands) for models without f32 matrices:
-    /// `DLM_CUDA_FLASH_TC=0` turns it off.
+    /// Attention on tensor cores for models without f32 matrices: `DLM_CUDA_FLASH_TC=0` turns
+    /// it off (f32 tiles, flash.cu).
     pub flash_tc: bool,
+    /// The tensor-core attention's operands in f16 rather than bf16 (8x less rounding, at the
+    /// same speed: 11.40 against 11.72 ms per cached 8B bf16 step on an H100):
+    /// `DLM_CUDA_FLASH_F16`, default 1. The CPU computes attention in f32; against an f64
+    /// reference the f16 kernel's error is 4.9e-5..1.5e-4, the bf16 one's 3.7e-4..1.2e-3.
+    pub flash_f16: bool,
 }
 
 impl Tuning {
@@ -126,11 +141,13 @@ impl Tuning {
                 .unwrap_or(default)
         };
         Tuning {
+            int8_max_rows: get("DLM_CUDA_INT8_MAX_ROWS", 64),
             gemm_min_rows_quant: get("DLM_CUDA_GEMM_MIN_ROWS", 9),
             gemm_min_rows_float: get("DLM_CUDA_GEMM_MIN_ROWS_FLOAT", 9),
             mma_min_rows: get("DLM_CUDA_MMA_MIN_ROWS", 9),
             flash_min_rows: get("DLM_CUDA_FLASH_MIN_ROWS", 1),
             flash_tc: get("DLM_CUDA_FLASH_TC", 1) != 0,
+            flash_f16: get("DLM_CUDA_FLASH_F16", 1) != 0,
         }
     }
 }
@@ -234,6 +251,7 @@ impl CudaBackend {
             n_sms,
             report,
             int_lists: Mutex::new(Vec::new()),
+            i8_acts: Mutex::new(matmul::Int8Acts::default()),
             partials: Mutex::new(None),
             att_parts: Mutex::new((None, None)),
             precise: AtomicBool::new(false),
@@ -288,10 +306,9 @@ impl CudaBackend {
 
     /// An activation buffer holding `v`.
     pub fn upload_act(&self, v: &[f32]) -> Result<CudaAct, RuntimeError> {
-        Ok(CudaAct {
-            buf: self.upload(v)?,
-            len: v.len(),
-        })
+        let buf = self.upload(v)?;
+        self.wrote(&buf);
+        Ok(CudaAct { buf, len: v.len() })
     }
 
     fn upload<T: cudarc::driver::DeviceRepr + Clone + Default>(
@@ -334,6 +351,14 @@ impl CudaBackend {
         d
     }
 
+    /// `buf` was just written or allocated: int8.cu's quantized copy of it, if any, is stale.
+    fn wrote(&self, buf: &CudaSlice<f32>) {
+        use cudarc::driver::DevicePtr;
+        let ptr = buf.device_ptr(&self.stream).0;
+        let mut acts = self.i8_acts.lock().unwrap_or_else(|p| p.into_inner());
+        acts.forget(ptr);
+    }
+
     fn zeros(&self, len: usize) -> Result<CudaSlice<f32>, RuntimeError> {
         self.stream.alloc_zeros::<f32>(len.max(1)).map_err(|e| {
             RuntimeError::InvalidRequest(format!(
@@ -374,10 +399,9 @@ impl Backend for CudaBackend {
     }
 
     fn alloc(&self, len: usize) -> Result<CudaAct, RuntimeError> {
-        Ok(CudaAct {
-            buf: self.zeros(len)?,
-            len,
-        })
+        let buf = self.zeros(len)?;
+        self.wrote(&buf);
+        Ok(CudaAct { buf, len })
     }
 
     fn embed(&self, table: &CudaMatrix, tokens: &[u32], out: &mut CudaAct) {
@@ -385,6 +409,7 @@ impl Backend for CudaBackend {
             return;
         }
         let t: Vec<usize> = tokens.iter().map(|&t| t as usize).collect();
+        self.wrote(&out.buf);
         let t = self.ints(&t);
         let (n, cols) = (tokens.len() as i32, table.cols as i32);
         let mut b = self.stream.launch_builder(&self.k.embed);
@@ -404,6 +429,7 @@ impl Backend for CudaBackend {
         if rows == 0 {
             return;
         }
+        self.wrote(&out.buf);
         let d = dim as i32;
         let mut b = self.stream.launch_builder(&self.k.rmsnorm);
         b.arg(&x.buf).arg(w).arg(&eps).arg(&d).arg(&mut out.buf);
@@ -418,6 +444,7 @@ impl Backend for CudaBackend {
         if x.len == 0 {
             return;
         }
+        self.wrote(&x.buf);
         let (width, len) = (bias.len() as i32, x.len as i64);
         let mut b = self.stream.launch_builder(&self.k.add_bias);
         b.arg(&mut x.buf).arg(bias).arg(&width).arg(&len);
@@ -436,6 +463,7 @@ impl Backend for CudaBackend {
         if positions.is_empty() {
             return;
         }
+        self.wrote(&x.buf);
         let p = self.ints(positions);
         let (w, hd) = (width as i32, head_dim as i32);
         let mut b = self.stream.launch_builder(&self.k.rope);
@@ -452,6 +480,7 @@ impl Backend for CudaBackend {
         if gate.len == 0 {
             return;
         }
+        self.wrote(&gate.buf);
         let len = gate.len as i64;
         let mut b = self.stream.launch_builder(&self.k.swiglu);
         b.arg(&mut gate.buf).arg(&up.buf).arg(&len);
@@ -463,6 +492,7 @@ impl Backend for CudaBackend {
         if len == 0 {
             return;
         }
+        self.wrote(&x.buf);
         let l = len as i64;
         let mut b = self.stream.launch_builder(&self.k.add_assign);
         b.arg(&mut x.buf).arg(&y.buf).arg(&l);
@@ -473,6 +503,7 @@ impl Backend for CudaBackend {
         if rows.is_empty() || width == 0 {
             return;
         }
+        self.wrote(&out.buf);
         let r = self.ints(rows);
         let w = width as i32;
         let mut b = self.stream.launch_builder(&self.k.gather);
@@ -532,6 +563,7 @@ impl Backend for CudaBackend {
         if positions.is_empty() {
             return;
         }
+        self.wrote(&out.buf);
         let r = self.ints(positions);
         let w = d as i32;
         let mut b = self.stream.launch_builder(&self.k.gather);
@@ -544,6 +576,7 @@ impl Backend for CudaBackend {
         args: AttentionArgs<'_, Self>,
         out: &mut CudaAct,
     ) -> Option<LayerAttention> {
+        self.wrote(&out.buf);
         attention::attention(self, args, out)
     }
 

@@ -1,9 +1,15 @@
 //! `out = x · Wᵀ` on the device, by the shape of the call:
+//! - q8_0, q4_0 and q4_k weights, up to `Tuning::int8_max_rows` rows (default 64):
+//!   `matmul_i8_*` (int8.cu), after `quantize_act_i8` quantized the activations to int8 blocks
+//!   exactly as the CPU does: integer tensor-core products, block scales applied in f32, so the
+//!   GPU computes the CPU's sums (up to f32 summation order). Each weight byte is read once per
+//!   64 tokens, into registers;
 //! - many rows (full canvas): cuBLAS `cublasGemmEx` on tensor cores, f32 accumulation and f32
 //!   output. f16/bf16 weights are read as stored, with the activations converted to the same
 //!   type in a scratch buffer; quantized weights are first dequantized to bf16, a tile of rows
 //!   at a time, into a scratch tile reused by every call; f32 weights run an f32 GEMM (no TF32);
-//! - few rows (cached steps), quantized weights: `matmul_mma_*` (mma.cu, tensor cores, 9..64
+//! - few rows (cached steps), quantized weights int8.cu does not take (q6_k, or all of them
+//!   with `DLM_CUDA_INT8_MAX_ROWS=0`): `matmul_mma_*` (mma.cu, tensor cores, 9..64
 //!   rows) or `matmul_few_*` (matmul.cu, CUDA cores), which stream each weight byte once and
 //!   dequantize on the fly;
 //! - few rows, f32/f16/bf16 weights (1..8 rows by default): `matmul_few_*`;
@@ -12,7 +18,7 @@
 //!
 //! Thresholds: [`crate::Tuning`]. `DLM_CUDA_NO_CUBLAS=1` keeps cuBLAS out entirely.
 
-use crate::kernels::{self, FEW_BLOCK_ROWS, FEW_THREADS, MatmulKernels, MmaKernels};
+use crate::kernels::{self, FEW_BLOCK_ROWS, FEW_THREADS, Int8Kernels, MatmulKernels, MmaKernels};
 use crate::{CudaAct, CudaBackend, CudaMatrix, launch, ok};
 use cudarc::cublas::{CudaBlas, result as blas, sys as bsys};
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
@@ -63,28 +69,23 @@ impl Gemm {
     }
 }
 
-/// A scratch buffer of at least `len` u16, grown (never shrunk) on demand.
-fn scratch<'a>(
-    be: &CudaBackend,
-    slot: &'a mut Option<CudaSlice<u16>>,
-    len: usize,
-) -> &'a mut CudaSlice<u16> {
-    if slot.as_ref().is_none_or(|s| s.len() < len) {
-        *slot = None; // free the old one first
-        *slot = Some(ok(be.stream.alloc_zeros::<u16>(len.max(1))));
-    }
-    slot.as_mut().expect("just allocated")
-}
-
 /// out = x · Wᵀ: x is `[n, w.cols]`, out `[n, w.rows]`.
 pub(crate) fn matmul(be: &CudaBackend, w: &CudaMatrix, x: &CudaAct, n: usize, out: &mut CudaAct) {
     if n == 0 || w.rows == 0 {
         return;
     }
+    be.wrote(&out.buf);
     let slot = kernels::slot(w.quant);
     let aligned = w.cols.is_multiple_of(8);
     let t = be.tuning;
     let float = w.quant <= 2;
+    if let (Some(ik), Some(s)) = (be.k.int8.as_ref(), kernels::int8_slot(w.quant))
+        && n <= t.int8_max_rows
+        && w.cols.is_multiple_of(32)
+    {
+        int8(be, ik, s, w, x, n, out);
+        return;
+    }
     if let (Some(g), Some(mm), Some(s), true) = (be.gemm.as_ref(), be.k.mm.as_ref(), slot, aligned)
     {
         let min = if float {
@@ -123,6 +124,127 @@ pub(crate) fn matmul(be: &CudaBackend, w: &CudaMatrix, x: &CudaAct, n: usize, ou
         return;
     }
     simple(be, w, x, n, out);
+}
+
+/// int8.cu's activations: `[n_pad / 8, cols / 32, 32 lanes, 8 bytes]` quants in fragment
+/// order, and `[n_pad / 8, cols / 32, 8]` scales and sums of quants (`quantize_act_i8`).
+/// `key` names what they hold: the activations' device address, rows and width. A forward
+/// pass multiplies one input by several matrices (q, k and v; gate and up), so the next
+/// matmul of the same input skips the quantizer; every op that writes an activation buffer,
+/// and every new buffer, clears the key when the address is its (`CudaBackend::wrote`).
+#[derive(Default)]
+pub(crate) struct Int8Acts {
+    key: Option<(u64, usize, usize)>,
+    q: Option<CudaSlice<u8>>,
+    d: Option<CudaSlice<f32>>,
+    s: Option<CudaSlice<i32>>,
+}
+
+impl Int8Acts {
+    /// Drop the key if it names the buffer at `ptr`.
+    pub(crate) fn forget(&mut self, ptr: u64) {
+        if self.key.is_some_and(|k| k.0 == ptr) {
+            self.key = None;
+        }
+    }
+}
+
+/// A device buffer of at least `len` elements, grown (never shrunk) on demand.
+fn grown<'a, T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
+    be: &CudaBackend,
+    slot: &'a mut Option<CudaSlice<T>>,
+    len: usize,
+) -> &'a mut CudaSlice<T> {
+    if slot.as_ref().is_none_or(|s| s.len() < len) {
+        *slot = None; // free the old one first
+        *slot = Some(ok(be.stream.alloc_zeros::<T>(len.max(1))));
+    }
+    slot.as_mut().expect("just allocated")
+}
+
+/// Weight rows per block of `matmul_i8_*` (`I8_ROWS`), tokens per block (`8 * I8_TILES`),
+/// threads (`32 * I8_WARPS`).
+const I8_ROWS: usize = 32;
+const I8_TOKENS: usize = 64;
+const I8_THREADS: u32 = 256;
+
+/// int8.cu: quantize x's rows to int8 blocks, then the integer matmul; `s` is the weight
+/// type's slot in `kernels::INT8_TYPES`.
+fn int8(
+    be: &CudaBackend,
+    ik: &Int8Kernels,
+    s: usize,
+    w: &CudaMatrix,
+    x: &CudaAct,
+    n: usize,
+    out: &mut CudaAct,
+) {
+    let n_pad = n.div_ceil(8) * 8;
+    let nb = w.cols / 32;
+    let mut acts = be.i8_acts.lock().unwrap_or_else(|p| p.into_inner());
+    let acts = &mut *acts;
+    let key = (x.buf.device_ptr(&be.stream).0, n, w.cols);
+    let fresh = acts.key == Some(key) && acts.q.is_some();
+    acts.key = None; // set again below once the quantizer is queued
+    let q = grown(be, &mut acts.q, n_pad * w.cols);
+    let d = grown(be, &mut acts.d, n_pad * nb);
+    let sums = grown(be, &mut acts.s, n_pad * nb);
+    let (cols, ni, np) = (w.cols as i32, n as i32, n_pad as i32);
+    if !fresh {
+        quantize(be, ik, x, cols, ni, np, q, d, sums);
+    }
+    acts.key = Some(key);
+    let rows = w.rows as i32;
+    let mut b = be.stream.launch_builder(&ik.mm[s]);
+    b.arg(&w.data)
+        .arg(&w.row_bytes)
+        .arg(&rows)
+        .arg(&cols)
+        .arg(&*q)
+        .arg(&*d)
+        .arg(&*sums)
+        .arg(&ni)
+        .arg(&mut out.buf);
+    let cfg = LaunchConfig {
+        grid_dim: (
+            n.div_ceil(I8_TOKENS) as u32,
+            w.rows.div_ceil(I8_ROWS) as u32,
+            1,
+        ),
+        block_dim: (I8_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    launch(b, cfg);
+}
+
+/// `quantize_act_i8` of x (`[n, cols]`) into q, d and sums (`n_pad` rows).
+#[allow(clippy::too_many_arguments)]
+fn quantize(
+    be: &CudaBackend,
+    ik: &Int8Kernels,
+    x: &CudaAct,
+    cols: i32,
+    ni: i32,
+    np: i32,
+    q: &mut CudaSlice<u8>,
+    d: &mut CudaSlice<f32>,
+    sums: &mut CudaSlice<i32>,
+) {
+    let mut b = be.stream.launch_builder(&ik.quantize);
+    b.arg(&x.buf)
+        .arg(&cols)
+        .arg(&ni)
+        .arg(&np)
+        .arg(q)
+        .arg(d)
+        .arg(sums);
+    let warps = np as usize * (cols as usize / 32);
+    let cfg = LaunchConfig {
+        grid_dim: ((warps as u32).div_ceil(8).clamp(1, 65_535), 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    launch(b, cfg);
 }
 
 /// Activation rows mma.cu takes at most (`MMA_MAXN`).
@@ -258,7 +380,7 @@ fn gemm(
     };
     let to_bf16: i32 = i32::from(w.quant != 1);
     let len = n * cols;
-    let act = scratch(be, &mut sc.act, len);
+    let act = grown(be, &mut sc.act, len);
     let l = len as i64;
     let mut b = st.launch_builder(&mm.to_half);
     b.arg(&x.buf).arg(&l).arg(&to_bf16).arg(&mut *act);
@@ -270,7 +392,7 @@ fn gemm(
         return;
     }
     let tile_rows = (g.tile_elems / cols).clamp(1, rows);
-    let tile = scratch(be, &mut sc.tile, tile_rows * cols);
+    let tile = grown(be, &mut sc.tile, tile_rows * cols);
     let cols_i = cols as i32;
     let mut r0 = 0usize;
     while r0 < rows {

@@ -166,10 +166,11 @@ EOF
     done
 fi
 
-# Other kernel choices (cuda/src/lib.rs Tuning), to pick the defaults: the dual-cache run of
-# each quantized model with the CUDA-core few-row kernel instead of the tensor-core one, and
-# with dequantize + cuBLAS at 32 rows; the bf16 model with f32 attention tiles and with the
-# per-row attention kernel. SWEEP=0 skips it.
+# Other kernel choices (cuda/src/lib.rs Tuning), to pick the defaults: each quantized model as
+# before int8.cu (no int8.cu, bf16 attention operands: dequantize + cuBLAS from 9 rows) and
+# with int8.cu at every row count (the full steps too); the bf16 model with bf16 attention
+# operands. SWEEP=2 adds the older sweep: the CUDA-core and mma.cu few-row kernels, and the
+# bf16 model's other attention kernels. SWEEP=0 skips it.
 sweep_run() { # TYPE LABEL CACHE STEPS ENV...
     local q=$1 label=$2 cache=$3 steps=$4; shift 4
     local m=${MODELS[$q]:-}
@@ -194,8 +195,16 @@ EOF
 if [ "$RUN_BENCH" = 1 ] && [ "${SWEEP:-1}" = 1 ]; then
     echo "== sweep of kernel choices"
     for q in q8_0 q4_k; do
-        sweep_run "$q" "cuda-core few-row kernel" dual "${GEN:-256}" DLM_CUDA_MMA_MIN_ROWS=1000000
-        sweep_run "$q" "tensor-core few-row kernel (mma.cu) below 65 rows" dual "${GEN:-256}" DLM_CUDA_GEMM_MIN_ROWS=65
+        sweep_run "$q" "as before int8.cu (bf16 paths and attention)" none "$STEPS_NONE" DLM_CUDA_INT8_MAX_ROWS=0 DLM_CUDA_FLASH_F16=0
+        sweep_run "$q" "as before int8.cu (bf16 paths and attention)" dual "${GEN:-256}" DLM_CUDA_INT8_MAX_ROWS=0 DLM_CUDA_FLASH_F16=0
+        sweep_run "$q" "int8.cu at every row count" none "$STEPS_NONE" DLM_CUDA_INT8_MAX_ROWS=1000000
+    done
+    sweep_run bf16 "bf16 attention operands" dual "${GEN:-256}" DLM_CUDA_FLASH_F16=0
+fi
+if [ "$RUN_BENCH" = 1 ] && [ "${SWEEP:-1}" = 2 ]; then
+    for q in q8_0 q4_k; do
+        sweep_run "$q" "cuda-core few-row kernel" dual "${GEN:-256}" DLM_CUDA_INT8_MAX_ROWS=0 DLM_CUDA_MMA_MIN_ROWS=1000000
+        sweep_run "$q" "tensor-core few-row kernel (mma.cu) below 65 rows" dual "${GEN:-256}" DLM_CUDA_INT8_MAX_ROWS=0 DLM_CUDA_GEMM_MIN_ROWS=65
     done
     sweep_run bf16 "f32 attention tiles" none "$STEPS_NONE" DLM_CUDA_FLASH_TC=0
     sweep_run bf16 "per-row attention" dual "${GEN:-256}" DLM_CUDA_FLASH_MIN_ROWS=1000000

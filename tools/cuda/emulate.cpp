@@ -21,6 +21,7 @@
 #define __global__
 #define __shared__ static
 #define __align__(n) __attribute__((aligned(n)))
+#define __launch_bounds__(n)
 struct float4 { float x, y, z, w; };
 struct uint4 { unsigned x, y, z, w; };
 struct uint2 { unsigned x, y; };
@@ -45,6 +46,7 @@ static u16 f32_to_f16(float) { return 0; } // not used by the kernels checked he
 static std::barrier<> *g_block;
 static std::vector<std::unique_ptr<std::barrier<>>> g_warps;
 struct WarpEx { float f[32]; u32 a[32][4], b[32][2]; float c[32][4]; };
+typedef unsigned char u8;
 static std::vector<WarpEx> g_ex;
 static void __syncthreads() { g_block->arrive_and_wait(); }
 static void __syncwarp() { g_warps[threadIdx.x >> 5]->arrive_and_wait(); }
@@ -88,7 +90,40 @@ static void mma_bf16(float *d, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
     }
 }
 
+static int8_t s8(u32 w, int e) { return (int8_t)(w >> (8 * e)); }
+// mma.m16n8k32.row.col s8 -> s32 (int8.cu's mma_s8): A rows group / group + 8, columns
+// 4 tig (+0..3) and 16 + 4 tig; B rows (k) 4 tig (+0..3) and 16 + 4 tig, column group; C as
+// for bf16. Starts from zero.
+static void mma_s8(int *c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+    int w = threadIdx.x >> 5, l = threadIdx.x & 31;
+    WarpEx &e = g_ex[w];
+    e.a[l][0] = a0; e.a[l][1] = a1; e.a[l][2] = a2; e.a[l][3] = a3;
+    e.b[l][0] = b0; e.b[l][1] = b1;
+    __syncwarp();
+    int A[16][32], B[32][8];
+    for (int ln = 0; ln < 32; ln++) {
+        int g = ln >> 2, t = ln & 3;
+        for (int h = 0; h < 4; h++) {
+            A[g][4 * t + h] = s8(e.a[ln][0], h);
+            A[g + 8][4 * t + h] = s8(e.a[ln][1], h);
+            A[g][16 + 4 * t + h] = s8(e.a[ln][2], h);
+            A[g + 8][16 + 4 * t + h] = s8(e.a[ln][3], h);
+            B[4 * t + h][g] = s8(e.b[ln][0], h);
+            B[16 + 4 * t + h][g] = s8(e.b[ln][1], h);
+        }
+    }
+    __syncwarp();
+    int g = l >> 2, t = l & 3;
+    int rr[4] = {g, g, g + 8, g + 8}, cc[4] = {2 * t, 2 * t + 1, 2 * t, 2 * t + 1};
+    for (int i = 0; i < 4; i++) {
+        int s = 0;
+        for (int k = 0; k < 32; k++) s += A[rr[i]][k] * B[k][cc[i]];
+        c[i] = s;
+    }
+}
+
 #include "../../cuda/src/common.cuh"
+#include "../../cuda/src/int8.cu"
 #include "../../cuda/src/matmul.cu"
 #include "../../cuda/src/mma.cu"
 #include "../../cuda/src/flash.cu"
@@ -187,6 +222,151 @@ static int check_matmul() {
                 printf("matmul_mma q8_0 rows %d cols %d n %d splits %d: %.2e (vs bf16-rounded operands)\n", rows, cols, n, splits, wr);
                 fail += wr > 1e-5;
             }
+        }
+    }
+    return fail;
+}
+
+// simd/src/act.rs quantize_act on one 32-value block: scale max|x| / 127, round half away
+// from zero; NaN or ±inf make the scale NaN.
+struct ActRef { float d; int sum; int8_t q[32]; };
+static ActRef quantize_ref(const float *x) {
+    ActRef b{};
+    float amax = 0; bool finite = true;
+    for (int i = 0; i < 32; i++) { finite &= std::isfinite(x[i]); amax = std::fmax(amax, std::fabs(x[i])); }
+    float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+    for (int i = 0; i < 32; i++) {
+        float q = std::round(x[i] * id);
+        q = q < -127 ? -127 : q > 127 ? 127 : q;
+        b.q[i] = (int8_t)(std::isnan(q) ? 0 : q);
+        b.sum += b.q[i];
+    }
+    b.d = finite ? d : NAN;
+    return b;
+}
+
+// One row of `cols` in type q with random scales and quants (finite f16 scales ~2^-7).
+static void random_row(int q, int cols, u8 *row) {
+    auto f16 = [] { return (u16)(0x2000 + rng() % 0x800); };
+    if (q == Q_Q8_0 || q == Q_Q4_0) {
+        int bb = q == Q_Q8_0 ? 34 : 18;
+        for (int b = 0; b < cols / 32; b++) {
+            u8 *blk = row + b * bb;
+            u16 h = f16(); memcpy(blk, &h, 2);
+            for (int k = 2; k < bb; k++) blk[k] = (u8)rng();
+            if (q == Q_Q8_0) for (int k = 2; k < bb; k++) if (blk[k] == 0x80) blk[k] = 0x81;
+        }
+    } else {
+        for (int b = 0; b < cols / 256; b++) {
+            u8 *blk = row + b * 144;
+            for (int k = 0; k < 144; k++) blk[k] = (u8)rng();
+            u16 h = f16(); memcpy(blk, &h, 2);
+            h = f16(); memcpy(blk + 2, &h, 2);
+        }
+    }
+}
+
+// simd/src/scalar.rs's dot of one stored row with the quantized activation blocks of a token;
+// mag gets Σ |w·a| in f64 (the tolerance's scale).
+static float dot_ref(int q, const u8 *row, const ActRef *a, int cols, double *mag) {
+    float acc = 0; *mag = 0;
+    if (q == Q_Q8_0 || q == Q_Q4_0) {
+        for (int b = 0; b < cols / 32; b++) {
+            const u8 *blk = row + b * (q == Q_Q8_0 ? 34 : 18);
+            u16 h; memcpy(&h, blk, 2);
+            float dw = f16_to_f32(h);
+            int s = 0;
+            for (int k = 0; k < 32; k++) {
+                int wq = q == Q_Q8_0 ? (int8_t)blk[2 + k] : (k < 16 ? (blk[2 + k] & 15) : (blk[2 + k - 16] >> 4)) - 8;
+                s += wq * a[b].q[k];
+                *mag += std::fabs((double)dw * wq * a[b].d * a[b].q[k]);
+            }
+            acc += dw * a[b].d * (float)s;
+        }
+        return acc;
+    }
+    for (int sb = 0; sb < cols / 256; sb++) {
+        const u8 *blk = row + sb * 144;
+        u16 h; memcpy(&h, blk, 2); float d = f16_to_f32(h);
+        memcpy(&h, blk + 2, 2); float dmin = f16_to_f32(h);
+        for (int c = 0; c < 4; c++) {
+            const ActRef &a0 = a[sb * 8 + 2 * c], &a1 = a[sb * 8 + 2 * c + 1];
+            int s0 = 0, s1 = 0, sc0, m0, sc1, m1;
+            q4k_scale_min(blk + 4, 2 * c, &sc0, &m0);
+            q4k_scale_min(blk + 4, 2 * c + 1, &sc1, &m1);
+            for (int i = 0; i < 32; i++) {
+                u8 v = blk[16 + 32 * c + i];
+                s0 += (v & 15) * a0.q[i];
+                s1 += (v >> 4) * a1.q[i];
+                *mag += std::fabs((double)d * sc0 * (v & 15) * a0.d * a0.q[i]) + std::fabs((double)dmin * m0 * a0.d * a0.q[i]);
+                *mag += std::fabs((double)d * sc1 * (v >> 4) * a1.d * a1.q[i]) + std::fabs((double)dmin * m1 * a1.d * a1.q[i]);
+            }
+            acc += d * (float)sc0 * a0.d * (float)s0;
+            acc += d * (float)sc1 * a1.d * (float)s1;
+            acc -= dmin * (float)m0 * a0.d * (float)a0.sum;
+            acc -= dmin * (float)m1 * a1.d * (float)a1.sum;
+        }
+    }
+    return acc;
+}
+
+// int8.cu: quantize_act_i8 against quantize_ref (bit for bit), then matmul_i8_* against
+// dot_ref (the same integer sums; f32 summation order only).
+static int check_int8() {
+    int fail = 0;
+    struct Case { int q, rows, cols; const char *name; } cases[] = {
+        {Q_Q8_0, 37, 512, "q8_0"}, {Q_Q4_0, 37, 288, "q4_0"}, {Q_Q4_K, 37, 768, "q4_k"}, {Q_Q8_0, 70, 64, "q8_0"}};
+    for (auto cs : cases) {
+        int rb = cs.q == Q_Q8_0 ? cs.cols / 32 * 34 : cs.q == Q_Q4_0 ? cs.cols / 32 * 18 : cs.cols / 256 * 144;
+        std::vector<u8> wbuf(cs.rows * rb + 16);
+        u8 *w = wbuf.data() + (16 - ((uintptr_t)wbuf.data() & 15)) % 16; // 16-aligned like a device allocation
+        for (int r = 0; r < cs.rows; r++) random_row(cs.q, cs.cols, w + r * rb);
+        int nb = cs.cols / 32;
+        for (int n : {1, 3, 9, 64, 70}) {
+            int n_pad = (n + 7) / 8 * 8;
+            std::vector<float> x(n * cs.cols);
+            for (auto &v : x) v = uni() * (rng() % 4 == 0 ? 8.0f : 1.0f);
+            if (n == 9) { x[5] = NAN; x[cs.cols + 40] = INFINITY; } // token 0 block 0, token 1 block 1
+            std::vector<uint2> xq(n_pad * cs.cols / 8, uint2{0xdeadbeef, 0xdeadbeef});
+            std::vector<float> xd(n_pad * nb, -1);
+            std::vector<int> xs(n_pad * nb, -1);
+            launch(3, 1, 256, [&] { quantize_act_i8(x.data(), cs.cols, n, n_pad, xq.data(), xd.data(), xs.data()); });
+            std::vector<ActRef> ref(n * nb);
+            int bad_q = 0;
+            for (int t = 0; t < n_pad; t++)
+                for (int b = 0; b < nb; b++) {
+                    ActRef want{};
+                    if (t < n) want = ref[t * nb + b] = quantize_ref(&x[t * cs.cols + 32 * b]);
+                    long long tile = (long long)(t / 8) * nb + b;
+                    float d = xd[tile * 8 + t % 8];
+                    bool same_d = std::isnan(want.d) ? std::isnan(d) : d == want.d;
+                    if (!same_d || xs[tile * 8 + t % 8] != want.sum) bad_q++;
+                    for (int c = 0; c < 32; c++) {
+                        int lane = 4 * (t % 8) + (c % 16) / 4;
+                        u32 word = c < 16 ? xq[tile * 32 + lane].x : xq[tile * 32 + lane].y;
+                        if (s8(word, c % 4) != want.q[c]) bad_q++;
+                    }
+                }
+            std::vector<float> out(n * cs.rows, -12345.0f);
+            int ki = cs.q == Q_Q8_0 ? 0 : cs.q == Q_Q4_0 ? 1 : 2;
+            launch((n + 63) / 64, (cs.rows + 31) / 32, 256, [&] {
+                if (ki == 0) matmul_i8_q8_0(w, rb, cs.rows, cs.cols, xq.data(), xd.data(), xs.data(), n, out.data());
+                if (ki == 1) matmul_i8_q4_0(w, rb, cs.rows, cs.cols, xq.data(), xd.data(), xs.data(), n, out.data());
+                if (ki == 2) matmul_i8_q4_k(w, rb, cs.rows, cs.cols, xq.data(), xd.data(), xs.data(), n, out.data());
+            });
+            double worst = 0;
+            int nan_ok = 0;
+            for (int t = 0; t < n; t++)
+                for (int r = 0; r < cs.rows; r++) {
+                    double mag;
+                    float want = dot_ref(cs.q, w + r * rb, &ref[t * nb], cs.cols, &mag);
+                    float got = out[t * cs.rows + r];
+                    if (std::isnan(want)) { nan_ok += std::isnan(got) ? 0 : 1; continue; }
+                    worst = std::fmax(worst, std::isnan(got) ? 1e9 : std::fabs(got - want) / std::fmax(mag, 1e-30));
+                }
+            printf("int8 %s rows %d cols %d n %d: quantize %d wrong, matmul %.2e vs the CPU's sums, %d NaN rows not NaN\n",
+                   cs.name, cs.rows, cs.cols, n, bad_q, worst, nan_ok);
+            fail += bad_q != 0 || worst > 1e-6 || nan_ok != 0;
         }
     }
     return fail;
@@ -306,7 +486,7 @@ static int check_propose() {
 }
 
 int main() {
-    int fail = check_matmul() + check_flash() + check_propose();
+    int fail = check_int8() + check_matmul() + check_flash() + check_propose();
     printf(fail ? "FAILED (%d)\n" : "all ok\n", fail);
     return fail ? 1 : 0;
 }
