@@ -26,6 +26,14 @@ pub type GemmKernel = fn(w: &[u8], a: &[ActBlock8], n_groups: usize, out: &mut [
 /// stored (no packing), for few tokens.
 pub type FloatRowsKernel = fn(w: &[u8], cols: usize, x: &[f32], out: &mut [f32]);
 
+/// `crate::act::quantize_act`'s contract: `x` (`[n_blocks * 32]`) into `out` (`[n_blocks]`),
+/// bit for bit as the scalar quantizer.
+pub type QuantizeActKernel = fn(x: &[f32], out: &mut [ActBlock]);
+
+/// `crate::act::quantize_act8`'s contract: up to 8 tokens `x` (`[n_tok, n_blocks * 32]`) into
+/// one panel `out` (`[n_blocks]`), bit for bit as the scalar quantizer.
+pub type QuantizeAct8Kernel = fn(x: &[f32], n_tok: usize, out: &mut [ActBlock8]);
+
 /// `out = dequantize(w)` for whole stored blocks `w` of one type; `out.len()` is the values in
 /// `w`. Results are bit-identical to `dlm_formats::quant::dequantize`.
 pub type DequantKernel = fn(w: &[u8], out: &mut [f32]);
@@ -116,6 +124,10 @@ pub struct Kernels {
     pub rows_f16: Option<FloatRowsKernel>,
     /// As `rows_f32`, for `bf16` rows (`None`: the f32 tiles).
     pub rows_bf16: Option<FloatRowsKernel>,
+    /// Activations to int8 blocks for the row kernels and the tiles.
+    pub quantize_act: QuantizeActKernel,
+    /// Activations to 8-token panels for the int8 GEMM.
+    pub quantize_act8: QuantizeAct8Kernel,
 }
 
 impl Kernels {
@@ -222,6 +234,8 @@ pub static SCALAR: Kernels = Kernels {
     rows_f32: Some(rows_f32),
     rows_f16: Some(rows_f16),
     rows_bf16: Some(rows_bf16),
+    quantize_act: crate::act::quantize_act,
+    quantize_act8: crate::act::quantize_act8,
 };
 
 impl Kernels {

@@ -25,7 +25,10 @@ mod x86;
 
 pub use act::{ActBlock, ActBlock8, GEMM_TOKENS, quantize_act, quantize_act8};
 pub use attn::{ATTN_LANES, AttentionKernels};
-pub use dispatch::{DequantKernel, Dequantizers, FloatRowsKernel, GemmKernel, Kernels, RowKernel};
+pub use dispatch::{
+    DequantKernel, Dequantizers, FloatRowsKernel, GemmKernel, Kernels, QuantizeAct8Kernel,
+    QuantizeActKernel, RowKernel,
+};
 pub use matmul::{
     FLOAT_ROWS_MAX_TOKENS, INT8_GEMM_MIN_TOKENS, MatmulPath, gemm_min_tokens, matmul_path,
     matmul_via, matmul_with,

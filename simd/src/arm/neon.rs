@@ -25,6 +25,8 @@ pub(super) static NEON: Kernels = Kernels {
     rows_f32: None,
     rows_f16: None,
     rows_bf16: None,
+    quantize_act: crate::act::quantize_act,
+    quantize_act8: crate::act::quantize_act8,
 };
 
 /// The NEON kernels with the int8 GEMM on `sdot` (CPUs with the `dotprod` feature).

@@ -32,6 +32,8 @@ pub(super) static AVX2: Kernels = Kernels {
     rows_f32: Some(super::float::rows_f32),
     rows_f16: Some(super::float::rows_f16),
     rows_bf16: Some(super::float::rows_bf16),
+    quantize_act: super::quant_act::quantize_act,
+    quantize_act8: super::quant_act::quantize_act8,
 };
 
 /// Tokens per pass of a row kernel.
