@@ -118,6 +118,8 @@ pub struct Kernels {
     pub gemm_q8_0: Option<GemmKernel>,
     /// Int8 GEMM for `q4_0` weights (`None`: many tokens take the f32 tiles).
     pub gemm_q4_0: Option<GemmKernel>,
+    /// Int8 GEMM for `q4_k` weights (`None`: row kernels, then the f32 tiles).
+    pub gemm_q4_k: Option<GemmKernel>,
     /// Few-token kernel for `f32` weights (`None`: the f32 GEMM for every token count).
     pub rows_f32: Option<FloatRowsKernel>,
     /// As `rows_f32`, for `f16` rows (`None`: the f32 tiles).
@@ -136,6 +138,7 @@ impl Kernels {
         match q {
             QuantType::Q8_0 => self.gemm_q8_0,
             QuantType::Q4_0 => self.gemm_q4_0,
+            QuantType::Q4K => self.gemm_q4_k,
             _ => None,
         }
     }
@@ -191,6 +194,7 @@ macro_rules! scalar_gemm {
 }
 scalar_gemm!(gemm_q8_0, BlockQ8_0, scalar::gemm_q8_0_q8_0);
 scalar_gemm!(gemm_q4_0, BlockQ4_0, scalar::gemm_q4_0_q8_0);
+scalar_gemm!(gemm_q4_k, BlockQ4K, scalar::gemm_q4_k_q8_0);
 
 /// Little-endian f32 bytes: value i.
 fn le_f32(w: &[u8], i: usize) -> f32 {
@@ -231,6 +235,7 @@ pub static SCALAR: Kernels = Kernels {
     attention: SCALAR_ATTENTION,
     gemm_q8_0: Some(gemm_q8_0),
     gemm_q4_0: Some(gemm_q4_0),
+    gemm_q4_k: Some(gemm_q4_k),
     rows_f32: Some(rows_f32),
     rows_f16: Some(rows_f16),
     rows_bf16: Some(rows_bf16),

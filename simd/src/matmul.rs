@@ -5,10 +5,11 @@
 //! The paths, chosen by `matmul_path` from the weight type, the token count and the table:
 //! - `Rows` (quantized, few tokens, memory-bound): int8 row kernels against the activations
 //!   quantized to int8 (`ActBlock`);
-//! - `Int8Gemm` (`q4_0` from 6 tokens, `q8_0` from 6 to 79): the activations quantized once
-//!   per call into 8-token panels (`ActBlock8`), the weights read in their blocks,
-//!   register-blocked over 4 rows × 8 tokens; same sums as `Rows` up to float summation order;
-//! - `Tiles` (`q4_k`/`q6_k`, `q8_0` from 80, or tables without an int8 GEMM, many tokens;
+//! - `Int8Gemm` (`q4_0` and `q4_k` from 6 tokens, `q8_0` from 6 to 79): the activations
+//!   quantized once per call into 8-token panels (`ActBlock8`), the weights read in their
+//!   blocks, register-blocked over 4 rows × 8 tokens; same sums as `Rows` up to float
+//!   summation order;
+//! - `Tiles` (`q6_k`, `q8_0` from 80, or tables without an int8 GEMM, many tokens;
 //!   f16/bf16 many tokens): each rayon task dequantizes a tile of weight rows to f32 in a
 //!   thread-local buffer and runs the f32 GEMM on it, against the activations as the int8 path
 //!   sees them (quantized, then dequantized) for quantized weights, as given for float ones;
@@ -38,7 +39,7 @@ const FLOAT_TOKEN_TILE_BYTES: usize = 128 * 1024;
 const GEMM_ROW_TILE: usize = 128;
 
 /// From how many tokens on weights of type `q` go through dequantized f32 tiles and the f32
-/// GEMM when the table has no int8 GEMM for `q` (and always for `q4_k`/`q6_k`): the crossover
+/// GEMM when the table has no int8 GEMM for `q` (and always for `q6_k`): the crossover
 /// measured at 4096×4096 on 2 cores (AVX2 row kernels against gemm): about 80 tokens for
 /// `q8_0`/`q4_0`, 64 for `q6_k`, 96 for `q4_k`. f16/bf16 take the tiles from
 /// `FLOAT_ROWS_MAX_TOKENS` on when the table has few-token float kernels, else always.

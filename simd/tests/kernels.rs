@@ -397,13 +397,19 @@ fn check_gemm(
 #[test]
 fn int8_gemm_kernels_match_the_scalar_reference() {
     let mut rng = Rng(0x6e33);
-    let tables: Vec<&Kernels> = fast_tables()
-        .into_iter()
-        .filter(|k| k.gemm_q8_0.is_some())
-        .collect();
-    for k in tables {
-        for q in [QuantType::Q8_0, QuantType::Q4_0] {
-            for len in LENGTHS.iter().copied().filter(|l| l % 32 == 0) {
+    for k in fast_tables() {
+        for q in [QuantType::Q8_0, QuantType::Q4_0, QuantType::Q4K] {
+            if k.gemm(q).is_none() {
+                continue;
+            }
+            // 512, 2304: 2 and 9 super-blocks (q4_k's rows are whole 256-value blocks)
+            let extra = [512, 2304];
+            for len in LENGTHS
+                .iter()
+                .chain(&extra)
+                .copied()
+                .filter(|l| l % q.block_len() == 0)
+            {
                 for rows in [1, 2, 3, 4, 5, 7, 9] {
                     for n_tok in [1, 3, 5, 8] {
                         let w = rng.vec(rows * len, 1.0);
@@ -536,12 +542,18 @@ fn matmul_every_path_matches_a_naive_reference_at_boundary_token_counts() {
         QuantType::BF16,
         QuantType::Q8_0,
         QuantType::Q4_0,
+        QuantType::Q4K,
     ];
     for q in types {
         let mut seen = Vec::new();
         for n in TOKENS {
             seen.push(matmul_path(Kernels::best(), q, n));
-            for (rows, cols) in [(5, 64), (37, 288)] {
+            let shapes = if q == QuantType::Q4K {
+                [(5, 256), (37, 512)]
+            } else {
+                [(5, 64), (37, 288)]
+            };
+            for (rows, cols) in shapes {
                 check_matmul(&mut rng, q, rows, cols, n);
             }
         }
@@ -557,6 +569,10 @@ fn matmul_every_path_matches_a_naive_reference_at_boundary_token_counts() {
         MatmulPath::Int8Gemm
     );
     assert_eq!(matmul_path(scalar, QuantType::Q8_0, 80), MatmulPath::Tiles);
+    assert_eq!(
+        matmul_path(scalar, QuantType::Q4K, 300),
+        MatmulPath::Int8Gemm
+    );
 }
 
 /// Blocks of values that stress a quantizer: random at several scales, exact rounding ties,

@@ -22,6 +22,8 @@ pub(super) static NEON: Kernels = Kernels {
     attention: super::attn_neon::NEON_ATTENTION,
     gemm_q8_0: Some(super::gemm::gemm_q8_0),
     gemm_q4_0: Some(super::gemm::gemm_q4_0),
+    // q4_k keeps the row kernels and the f32 tiles on NEON (no int8 GEMM for it yet)
+    gemm_q4_k: None,
     rows_f32: None,
     rows_f16: None,
     rows_bf16: None,
