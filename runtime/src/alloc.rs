@@ -8,12 +8,16 @@ use crate::RuntimeError;
 /// building code itself allocates infallibly.
 pub(crate) fn check_bytes(bytes: usize, what: &str) -> Result<(), RuntimeError> {
     let mut probe: Vec<u8> = Vec::new();
-    probe
+    let got = probe
         .try_reserve_exact(bytes)
         .map_err(|_| RuntimeError::OutOfMemory {
             what: what.to_string(),
             bytes,
-        })
+        });
+    // Without this the optimizer may remove the unused allocation and assume it succeeded
+    // (release builds answered Ok for usize::MAX / 2 bytes).
+    std::hint::black_box(&mut probe);
+    got
 }
 
 /// A zeroed `[len]` f32 buffer, allocated fallibly (the CPU backend's activations and cache).

@@ -129,8 +129,10 @@ pub(crate) fn gemm_shape<'w, B: dlm_formats::quant::Block>(
     let np = 8 * n_groups;
     let rows = out_len.checked_div(np).unwrap_or(0);
     let nb = a.len().checked_div(n_groups).unwrap_or(0);
+    // activation blocks per weight block: 1, or 8 for the 256-value super-blocks
+    let per_w = B::LEN / QK8_0;
     assert_eq!(out_len, rows * np, "{kernel}: output length");
     assert_eq!(a.len(), n_groups * nb, "{kernel}: panels");
-    assert_eq!(wb.len(), rows * nb, "{kernel}: weight blocks");
+    assert_eq!(wb.len() * per_w, rows * nb, "{kernel}: weight blocks");
     (wb, rows, nb)
 }

@@ -26,6 +26,14 @@ pub type GemmKernel = fn(w: &[u8], a: &[ActBlock8], n_groups: usize, out: &mut [
 /// stored (no packing), for few tokens.
 pub type FloatRowsKernel = fn(w: &[u8], cols: usize, x: &[f32], out: &mut [f32]);
 
+/// `crate::act::quantize_act`'s contract: `x` (`[n_blocks * 32]`) into `out` (`[n_blocks]`),
+/// bit for bit as the scalar quantizer.
+pub type QuantizeActKernel = fn(x: &[f32], out: &mut [ActBlock]);
+
+/// `crate::act::quantize_act8`'s contract: up to 8 tokens `x` (`[n_tok, n_blocks * 32]`) into
+/// one panel `out` (`[n_blocks]`), bit for bit as the scalar quantizer.
+pub type QuantizeAct8Kernel = fn(x: &[f32], n_tok: usize, out: &mut [ActBlock8]);
+
 /// `out = dequantize(w)` for whole stored blocks `w` of one type; `out.len()` is the values in
 /// `w`. Results are bit-identical to `dlm_formats::quant::dequantize`.
 pub type DequantKernel = fn(w: &[u8], out: &mut [f32]);
@@ -110,12 +118,18 @@ pub struct Kernels {
     pub gemm_q8_0: Option<GemmKernel>,
     /// Int8 GEMM for `q4_0` weights (`None`: many tokens take the f32 tiles).
     pub gemm_q4_0: Option<GemmKernel>,
+    /// Int8 GEMM for `q4_k` weights (`None`: row kernels, then the f32 tiles).
+    pub gemm_q4_k: Option<GemmKernel>,
     /// Few-token kernel for `f32` weights (`None`: the f32 GEMM for every token count).
     pub rows_f32: Option<FloatRowsKernel>,
     /// As `rows_f32`, for `f16` rows (`None`: the f32 tiles).
     pub rows_f16: Option<FloatRowsKernel>,
     /// As `rows_f32`, for `bf16` rows (`None`: the f32 tiles).
     pub rows_bf16: Option<FloatRowsKernel>,
+    /// Activations to int8 blocks for the row kernels and the tiles.
+    pub quantize_act: QuantizeActKernel,
+    /// Activations to 8-token panels for the int8 GEMM.
+    pub quantize_act8: QuantizeAct8Kernel,
 }
 
 impl Kernels {
@@ -124,6 +138,7 @@ impl Kernels {
         match q {
             QuantType::Q8_0 => self.gemm_q8_0,
             QuantType::Q4_0 => self.gemm_q4_0,
+            QuantType::Q4K => self.gemm_q4_k,
             _ => None,
         }
     }
@@ -179,6 +194,7 @@ macro_rules! scalar_gemm {
 }
 scalar_gemm!(gemm_q8_0, BlockQ8_0, scalar::gemm_q8_0_q8_0);
 scalar_gemm!(gemm_q4_0, BlockQ4_0, scalar::gemm_q4_0_q8_0);
+scalar_gemm!(gemm_q4_k, BlockQ4K, scalar::gemm_q4_k_q8_0);
 
 /// Little-endian f32 bytes: value i.
 fn le_f32(w: &[u8], i: usize) -> f32 {
@@ -219,9 +235,12 @@ pub static SCALAR: Kernels = Kernels {
     attention: SCALAR_ATTENTION,
     gemm_q8_0: Some(gemm_q8_0),
     gemm_q4_0: Some(gemm_q4_0),
+    gemm_q4_k: Some(gemm_q4_k),
     rows_f32: Some(rows_f32),
     rows_f16: Some(rows_f16),
     rows_bf16: Some(rows_bf16),
+    quantize_act: crate::act::quantize_act,
+    quantize_act8: crate::act::quantize_act8,
 };
 
 impl Kernels {

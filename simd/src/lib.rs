@@ -2,9 +2,9 @@
 //! against; the fastest kernel this CPU supports is chosen once at run time.
 //!
 //! Quantized weights multiply activations quantized on the fly to int8 blocks (`ActBlock`): with
-//! int8 row kernels for a few tokens, and from `INT8_GEMM_MIN_TOKENS` on (`q8_0`, `q4_0`) with
-//! an int8 GEMM over 8-token activation panels (`ActBlock8`); `q4_k`/`q6_k` (and tables without
-//! the int8 GEMM) dequantize a tile of rows at a time to f32 for the `gemm` crate from
+//! int8 row kernels for a few tokens, and from `INT8_GEMM_MIN_TOKENS` on (`q8_0`, `q4_0`,
+//! `q4_k`) with an int8 GEMM over 8-token activation panels (`ActBlock8`); `q6_k` (and tables
+//! without the int8 GEMM, and `q8_0` from 80 tokens) dequantize a tile of rows at a time to f32 for the `gemm` crate from
 //! `gemm_min_tokens` on. Float weights below `FLOAT_ROWS_MAX_TOKENS` tokens stream their stored
 //! rows through few-token kernels (no packing); above, f32 goes to `gemm` directly and f16/bf16
 //! through f32 tiles. `matmul_path` says which path a call takes.
@@ -25,7 +25,10 @@ mod x86;
 
 pub use act::{ActBlock, ActBlock8, GEMM_TOKENS, quantize_act, quantize_act8};
 pub use attn::{ATTN_LANES, AttentionKernels};
-pub use dispatch::{DequantKernel, Dequantizers, FloatRowsKernel, GemmKernel, Kernels, RowKernel};
+pub use dispatch::{
+    DequantKernel, Dequantizers, FloatRowsKernel, GemmKernel, Kernels, QuantizeAct8Kernel,
+    QuantizeActKernel, RowKernel,
+};
 pub use matmul::{
     FLOAT_ROWS_MAX_TOKENS, INT8_GEMM_MIN_TOKENS, MatmulPath, gemm_min_tokens, matmul_path,
     matmul_via, matmul_with,

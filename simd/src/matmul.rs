@@ -5,10 +5,11 @@
 //! The paths, chosen by `matmul_path` from the weight type, the token count and the table:
 //! - `Rows` (quantized, few tokens, memory-bound): int8 row kernels against the activations
 //!   quantized to int8 (`ActBlock`);
-//! - `Int8Gemm` (`q4_0` from 6 tokens, `q8_0` from 6 to 79): the activations quantized once
-//!   per call into 8-token panels (`ActBlock8`), the weights read in their blocks,
-//!   register-blocked over 4 rows × 8 tokens; same sums as `Rows` up to float summation order;
-//! - `Tiles` (`q4_k`/`q6_k`, `q8_0` from 80, or tables without an int8 GEMM, many tokens;
+//! - `Int8Gemm` (`q4_0` and `q4_k` from 6 tokens, `q8_0` from 6 to 79): the activations
+//!   quantized once per call into 8-token panels (`ActBlock8`), the weights read in their
+//!   blocks, register-blocked over 4 rows × 8 tokens; same sums as `Rows` up to float
+//!   summation order;
+//! - `Tiles` (`q6_k`, `q8_0` from 80, or tables without an int8 GEMM, many tokens;
 //!   f16/bf16 many tokens): each rayon task dequantizes a tile of weight rows to f32 in a
 //!   thread-local buffer and runs the f32 GEMM on it, against the activations as the int8 path
 //!   sees them (quantized, then dequantized) for quantized weights, as given for float ones;
@@ -17,7 +18,7 @@
 //! - `Gemm` (`f32`, many tokens): the `gemm` crate on the stored weights.
 
 use crate::WeightRef;
-use crate::act::{ActBlock, ActBlock8, GEMM_TOKENS, quantize_act, quantize_act8};
+use crate::act::{ActBlock, ActBlock8, GEMM_TOKENS};
 use crate::dispatch::{DequantKernel, FloatRowsKernel, GemmKernel, Kernels, RowKernel};
 use dlm_formats::QuantType;
 use dlm_formats::quant::QK8_0;
@@ -38,7 +39,7 @@ const FLOAT_TOKEN_TILE_BYTES: usize = 128 * 1024;
 const GEMM_ROW_TILE: usize = 128;
 
 /// From how many tokens on weights of type `q` go through dequantized f32 tiles and the f32
-/// GEMM when the table has no int8 GEMM for `q` (and always for `q4_k`/`q6_k`): the crossover
+/// GEMM when the table has no int8 GEMM for `q` (and always for `q6_k`): the crossover
 /// measured at 4096×4096 on 2 cores (AVX2 row kernels against gemm): about 80 tokens for
 /// `q8_0`/`q4_0`, 64 for `q6_k`, 96 for `q4_k`. f16/bf16 take the tiles from
 /// `FLOAT_ROWS_MAX_TOKENS` on when the table has few-token float kernels, else always.
@@ -165,7 +166,7 @@ pub fn matmul_via(
             let deq = k.dequant.get(q);
             match deq {
                 Some(deq) if q.is_quantized() => {
-                    let xq = act_as_seen(x, w.cols); // [n, cols]
+                    let xq = act_as_seen(k, x, w.cols); // [n, cols]
                     matmul_tiles(deq, w, &xq, n, y)
                 }
                 Some(deq) => matmul_tiles(deq, w, x, n, y),
@@ -174,7 +175,7 @@ pub fn matmul_via(
         }
         MatmulPath::Int8Gemm => {
             let kernel = k.gemm(q).expect("matmul_via: no int8 GEMM kernel");
-            matmul_int8(kernel, w, x, n, y)
+            matmul_int8(k, kernel, w, x, n, y)
         }
         MatmulPath::Rows => {
             let kernel = match q {
@@ -184,14 +185,21 @@ pub fn matmul_via(
                 QuantType::Q6K => k.q6_k,
                 _ => panic!("matmul_via: Rows takes quantized weights"),
             };
-            matmul_quant(kernel, w, x, n, y)
+            matmul_quant(k, kernel, w, x, n, y)
         }
     }
 }
 
 /// y = x · Wᵀ by the int8 GEMM: the tokens quantized once into 8-token panels, then each rayon
 /// task runs `INT8_ROW_TILE` weight rows against every panel and writes its columns of y.
-fn matmul_int8(kernel: GemmKernel, w: &WeightRef<'_>, x: &[f32], n: usize, y: &mut [f32]) {
+fn matmul_int8(
+    k: &Kernels,
+    kernel: GemmKernel,
+    w: &WeightRef<'_>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+) {
     let (rows, cols) = (w.rows, w.cols);
     let nb = cols / QK8_0;
     let ng = n.div_ceil(GEMM_TOKENS);
@@ -199,7 +207,7 @@ fn matmul_int8(kernel: GemmKernel, w: &WeightRef<'_>, x: &[f32], n: usize, y: &m
     acts.par_chunks_mut(nb).enumerate().for_each(|(g, ag)| {
         let t0 = g * GEMM_TOKENS;
         let t1 = (t0 + GEMM_TOKENS).min(n);
-        quantize_act8(&x[t0 * cols..t1 * cols], t1 - t0, ag);
+        (k.quantize_act8)(&x[t0 * cols..t1 * cols], t1 - t0, ag);
     });
     let rb = w.row_bytes();
     // panels per token tile: the tile stays in L2 while a row tile runs over it
@@ -268,7 +276,7 @@ fn matmul_float_rows(
 
 /// The activations `x` (`[n, cols]`) as the int8 kernels see them: quantized to `ActBlock`s and
 /// back, so both quantized paths compute the same sums.
-fn act_as_seen(x: &[f32], cols: usize) -> Vec<f32> {
+fn act_as_seen(k: &Kernels, x: &[f32], cols: usize) -> Vec<f32> {
     let mut xq = vec![0f32; x.len()]; // [n, cols]
     xq.par_chunks_mut(cols)
         .zip(x.par_chunks(cols))
@@ -276,7 +284,7 @@ fn act_as_seen(x: &[f32], cols: usize) -> Vec<f32> {
             let mut blocks = [ActBlock::ZERO; 8];
             for (oc, xc) in o.chunks_mut(8 * QK8_0).zip(xt.chunks(8 * QK8_0)) {
                 let b = &mut blocks[..xc.len() / QK8_0];
-                quantize_act(xc, b);
+                (k.quantize_act)(xc, b);
                 for (ob, ab) in oc.chunks_exact_mut(QK8_0).zip(b.iter()) {
                     for (v, &q) in ob.iter_mut().zip(&ab.qs) {
                         *v = ab.d * q as f32;
@@ -287,12 +295,19 @@ fn act_as_seen(x: &[f32], cols: usize) -> Vec<f32> {
     xq
 }
 
-fn matmul_quant(kernel: RowKernel, w: &WeightRef<'_>, x: &[f32], n: usize, y: &mut [f32]) {
+fn matmul_quant(
+    k: &Kernels,
+    kernel: RowKernel,
+    w: &WeightRef<'_>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+) {
     let nb = w.cols / QK8_0;
     let mut acts = vec![ActBlock::ZERO; n * nb]; // [n, nb]
     acts.par_chunks_mut(nb)
         .zip(x.par_chunks(w.cols))
-        .for_each(|(a, xt)| quantize_act(xt, a));
+        .for_each(|(a, xt)| (k.quantize_act)(xt, a));
     let tok_tile = (ACT_TILE_BYTES / (nb * size_of::<ActBlock>())).clamp(4, 256) / 4 * 4;
     let rb = w.row_bytes();
     let mut yt = vec![0f32; w.rows * n]; // [rows, n]

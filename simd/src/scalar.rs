@@ -106,6 +106,22 @@ pub fn gemm_q4_0_q8_0(w: &[BlockQ4_0], a: &[ActBlock8], out: &mut [f32]) {
     })
 }
 
+/// `out[r][t]` = `dot_q4_k_q8_0` of q4_k row r (`[n_rows, a.len() / 8]` blocks) with token t
+/// of the 8-token panel `a`, in the same order and arithmetic; `out` is `[n_rows, 8]`.
+pub fn gemm_q4_k_q8_0(w: &[BlockQ4K], a: &[ActBlock8], out: &mut [f32]) {
+    let nb = a.len();
+    let rows = out.len() / 8;
+    assert_eq!(out.len(), rows * 8, "gemm_q4_k_q8_0: output length");
+    assert_eq!(w.len() * 8, rows * nb, "gemm_q4_k_q8_0: weight blocks");
+    let nw = nb / 8;
+    for t in 0..8 {
+        let acts: Vec<ActBlock> = a.iter().map(|ab| ab.token(t)).collect();
+        for (r, o) in out.chunks_exact_mut(8).enumerate() {
+            o[t] = dot_q4_k_q8_0(&w[r * nw..(r + 1) * nw], &acts);
+        }
+    }
+}
+
 /// The panel GEMM over any 32-value block type: `value(block, k)` is (scale, integer k).
 fn gemm_ref<B>(
     w: &[B],

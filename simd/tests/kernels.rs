@@ -397,13 +397,19 @@ fn check_gemm(
 #[test]
 fn int8_gemm_kernels_match_the_scalar_reference() {
     let mut rng = Rng(0x6e33);
-    let tables: Vec<&Kernels> = fast_tables()
-        .into_iter()
-        .filter(|k| k.gemm_q8_0.is_some())
-        .collect();
-    for k in tables {
-        for q in [QuantType::Q8_0, QuantType::Q4_0] {
-            for len in LENGTHS.iter().copied().filter(|l| l % 32 == 0) {
+    for k in fast_tables() {
+        for q in [QuantType::Q8_0, QuantType::Q4_0, QuantType::Q4K] {
+            if k.gemm(q).is_none() {
+                continue;
+            }
+            // 512, 2304: 2 and 9 super-blocks (q4_k's rows are whole 256-value blocks)
+            let extra = [512, 2304];
+            for len in LENGTHS
+                .iter()
+                .chain(&extra)
+                .copied()
+                .filter(|l| l % q.block_len() == 0)
+            {
                 for rows in [1, 2, 3, 4, 5, 7, 9] {
                     for n_tok in [1, 3, 5, 8] {
                         let w = rng.vec(rows * len, 1.0);
@@ -536,12 +542,18 @@ fn matmul_every_path_matches_a_naive_reference_at_boundary_token_counts() {
         QuantType::BF16,
         QuantType::Q8_0,
         QuantType::Q4_0,
+        QuantType::Q4K,
     ];
     for q in types {
         let mut seen = Vec::new();
         for n in TOKENS {
             seen.push(matmul_path(Kernels::best(), q, n));
-            for (rows, cols) in [(5, 64), (37, 288)] {
+            let shapes = if q == QuantType::Q4K {
+                [(5, 256), (37, 512)]
+            } else {
+                [(5, 64), (37, 288)]
+            };
+            for (rows, cols) in shapes {
                 check_matmul(&mut rng, q, rows, cols, n);
             }
         }
@@ -557,4 +569,106 @@ fn matmul_every_path_matches_a_naive_reference_at_boundary_token_counts() {
         MatmulPath::Int8Gemm
     );
     assert_eq!(matmul_path(scalar, QuantType::Q8_0, 80), MatmulPath::Tiles);
+    assert_eq!(
+        matmul_path(scalar, QuantType::Q4K, 300),
+        MatmulPath::Int8Gemm
+    );
+}
+
+/// Blocks of values that stress a quantizer: random at several scales, exact rounding ties,
+/// values a hair below a tie, zeros and signed zeros, NaN, ±inf, subnormal and huge blocks.
+fn adversarial_acts(rng: &mut Rng, n_blocks: usize) -> Vec<f32> {
+    let mut x = Vec::with_capacity(n_blocks * QK8_0);
+    for b in 0..n_blocks {
+        let mut blk = rng.vec(QK8_0, [1.0, 3e-3, 7e4][b % 3]);
+        match b % 9 {
+            // amax 127 makes the scale 1: k + 0.5 is an exact tie, 0.49999997 is not one
+            1 => {
+                blk[0] = 127.0;
+                for (i, v) in blk.iter_mut().enumerate().skip(1) {
+                    *v = (i as f32 - 16.0) * 3.0 + 0.5;
+                }
+                blk[5] = 0.499_999_97;
+                blk[6] = -0.499_999_97;
+                blk[7] = -0.5;
+                blk[8] = 126.5;
+            }
+            2 => blk.fill(0.0),
+            3 => {
+                blk.fill(-0.0);
+                blk[3] = 1e-40; // the scale underflows to 0
+            }
+            4 => blk[b % QK8_0] = f32::NAN,
+            5 => blk[(b + 7) % QK8_0] = f32::NEG_INFINITY,
+            6 => {
+                for v in blk.iter_mut() {
+                    *v *= 1e-38; // 1 / scale overflows to inf
+                }
+            }
+            7 => {
+                for v in blk.iter_mut() {
+                    *v *= 3e38;
+                }
+            }
+            8 => {
+                blk[0] = f32::NAN;
+                blk[1] = f32::INFINITY;
+            }
+            _ => {}
+        }
+        x.extend(blk);
+    }
+    x
+}
+
+fn same_block(a: &ActBlock, b: &ActBlock) -> bool {
+    a.d.to_bits() == b.d.to_bits() && a.sum == b.sum && a.qs == b.qs
+}
+
+#[test]
+fn fast_activation_quantizers_match_the_scalar_ones_bit_for_bit() {
+    let mut rng = Rng(0x9a17);
+    let scalar = Kernels::scalar();
+    for k in fast_tables() {
+        for len in LENGTHS
+            .iter()
+            .chain(&[288, 2816])
+            .filter(|&&l| l % QK8_0 == 0)
+        {
+            let nb = len / QK8_0;
+            for n_tok in 0..=GEMM_TOKENS {
+                let x = adversarial_acts(&mut rng, n_tok * nb);
+                let mut fast = vec![ActBlock::ZERO; n_tok * nb];
+                let mut slow = vec![ActBlock::ZERO; n_tok * nb];
+                (k.quantize_act)(&x, &mut fast);
+                (scalar.quantize_act)(&x, &mut slow);
+                for (i, (f, s)) in fast.iter().zip(&slow).enumerate() {
+                    assert!(
+                        same_block(f, s),
+                        "{} len {len} block {i}: {f:?} vs {s:?}",
+                        k.name
+                    );
+                }
+                let mut fast8 = vec![ActBlock8::ZERO; nb];
+                let mut slow8 = vec![ActBlock8::ZERO; nb];
+                // a stale panel must be overwritten, missing tokens included
+                fast8.fill(ActBlock8 {
+                    qs: [5; 256],
+                    d: [1.0; GEMM_TOKENS],
+                    sum: [3; GEMM_TOKENS],
+                });
+                (k.quantize_act8)(&x, n_tok, &mut fast8);
+                (scalar.quantize_act8)(&x, n_tok, &mut slow8);
+                for (b, (f, s)) in fast8.iter().zip(&slow8).enumerate() {
+                    for t in 0..GEMM_TOKENS {
+                        assert!(
+                            same_block(&f.token(t), &s.token(t)),
+                            "{} panel len {len} {n_tok} tokens block {b} token {t}",
+                            k.name
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

@@ -22,9 +22,13 @@ pub(super) static NEON: Kernels = Kernels {
     attention: super::attn_neon::NEON_ATTENTION,
     gemm_q8_0: Some(super::gemm::gemm_q8_0),
     gemm_q4_0: Some(super::gemm::gemm_q4_0),
+    // q4_k keeps the row kernels and the f32 tiles on NEON (no int8 GEMM for it yet)
+    gemm_q4_k: None,
     rows_f32: None,
     rows_f16: None,
     rows_bf16: None,
+    quantize_act: crate::act::quantize_act,
+    quantize_act8: crate::act::quantize_act8,
 };
 
 /// The NEON kernels with the int8 GEMM on `sdot` (CPUs with the `dotprod` feature).

@@ -29,9 +29,12 @@ pub(super) static AVX2: Kernels = Kernels {
     attention: super::attn_avx2::AVX2_ATTENTION,
     gemm_q8_0: Some(super::gemm::gemm_q8_0),
     gemm_q4_0: Some(super::gemm::gemm_q4_0),
+    gemm_q4_k: Some(super::gemm::gemm_q4_k),
     rows_f32: Some(super::float::rows_f32),
     rows_f16: Some(super::float::rows_f16),
     rows_bf16: Some(super::float::rows_bf16),
+    quantize_act: super::quant_act::quantize_act,
+    quantize_act8: super::quant_act::quantize_act8,
 };
 
 /// Tokens per pass of a row kernel.

@@ -13,11 +13,15 @@
 //! - `q8_0`: signed weights and activations in [-127, 127]: the sign trick per quad
 //!   (`vpmaddubsw(|w|, sign(a, w))`, pairs <= 32258) and an i32 sum per quad.
 //!
+//! - `q4_k`: each 32-value sub-block of a super-block is a `q4_0`-like block with q in [0, 15],
+//!   a scale `d · sc_j` and a min `dmin · m_j`: `Σ (d·sc_j·q − dmin·m_j)·a` is the unsigned
+//!   product sum times the scale, minus the min times the panel's `d_a · Σ a` (one more FMA).
+//!
 //! Each block ends with one FMA per row: the exact integer sums of the 8 tokens (as f32) times
 //! `d_w · d_a` for each token.
 
 use crate::act::ActBlock8;
-use dlm_formats::quant::{BlockQ4_0, BlockQ8_0};
+use dlm_formats::quant::{BlockQ4_0, BlockQ4K, BlockQ8_0, unpack_scales_q4k};
 use std::arch::x86_64::*;
 
 /// Weight rows per pass of a kernel.
@@ -71,6 +75,8 @@ macro_rules! gemm_kernel {
 struct Unpacked {
     d: Vec<f32>,
     q: Vec<[u8; 32]>,
+    /// `q4_k` only: each sub-block's min `dmin · m_j`. `[R, n_blocks]`
+    m: Vec<f32>,
 }
 
 gemm_kernel!(gemm_q4_0, q4_0_panel, prep_q4_0, BlockQ4_0);
@@ -94,6 +100,97 @@ fn prep_q4_0(w: &[BlockQ4_0], nb: usize, u: &mut Unpacked) {
             _mm256_storeu_si256(q.as_mut_ptr().cast(), _mm256_set_m128i(hi, lo));
         }
     }
+}
+
+/// One `q4_k` row group `w` (`[R, nb / 8]` super-blocks) as 32-value sub-blocks: scales
+/// `d · sc_j`, mins `dmin · m_j` and one byte per value (q in [0, 15]).
+#[target_feature(enable = "avx2,fma,f16c")]
+fn prep_q4_k(w: &[BlockQ4K], u: &mut Unpacked) {
+    let m4 = _mm256_set1_epi8(0x0f);
+    u.d.clear();
+    u.m.clear();
+    u.q.clear();
+    u.q.resize(8 * w.len(), [0; 32]);
+    for (wb, q) in w.iter().zip(u.q.chunks_exact_mut(8)) {
+        let (d, dmin) = (f16(wb.d), f16(wb.dmin));
+        let (sc, mn) = unpack_scales_q4k(&wb.scales);
+        for j in 0..8 {
+            u.d.push(d * sc[j] as f32);
+            u.m.push(dmin * mn[j] as f32);
+        }
+        for c in 0..4 {
+            // SAFETY: `qs[32c..32c + 32]` is 32 readable bytes, `q[2c]`, `q[2c + 1]` 32
+            // writable ones; the accesses are unaligned.
+            unsafe {
+                let raw = _mm256_loadu_si256(wb.qs[32 * c..].as_ptr().cast());
+                let lo = _mm256_and_si256(raw, m4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), m4);
+                _mm256_storeu_si256(q[2 * c].as_mut_ptr().cast(), lo);
+                _mm256_storeu_si256(q[2 * c + 1].as_mut_ptr().cast(), hi);
+            }
+        }
+    }
+}
+
+/// `out[r][8g + t] = Σ w_r · a_{g,t}`: whole stored `q4_k` rows `w` against `n_groups` 8-token
+/// panels `a`; `out` is `[n_rows, 8 * n_groups]`.
+pub(super) fn gemm_q4_k(w: &[u8], a: &[ActBlock8], n_groups: usize, out: &mut [f32]) {
+    let (wb, rows, nb) = crate::act::gemm_shape::<BlockQ4K>("gemm_q4_k", w, a, n_groups, out.len());
+    let nw = nb / 8; // super-blocks per row
+    let np = 8 * n_groups;
+    let mut u = Unpacked::default();
+    let mut r = 0;
+    while r < rows {
+        let k = (rows - r).min(MR);
+        // SAFETY: reachable only through the `AVX2` table, handed out after detecting avx2, fma
+        // and f16c.
+        unsafe { prep_q4_k(&wb[r * nw..(r + k) * nw], &mut u) };
+        for g in 0..n_groups {
+            let ag = &a[g * nb..(g + 1) * nb];
+            let mut o = [[0f32; 8]; MR];
+            // SAFETY: as above.
+            unsafe {
+                match k {
+                    4 => q4_k_panel::<4>(&u, ag, &mut o),
+                    3 => q4_k_panel::<3>(&u, ag, &mut o),
+                    2 => q4_k_panel::<2>(&u, ag, &mut o),
+                    _ => q4_k_panel::<1>(&u, ag, &mut o),
+                }
+            }
+            for (i, oi) in o.iter().enumerate().take(k) {
+                out[(r + i) * np + 8 * g..][..8].copy_from_slice(oi);
+            }
+        }
+        r += k;
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::needless_range_loop)] // r indexes the rows of several arrays
+fn q4_k_panel<const R: usize>(u: &Unpacked, a: &[ActBlock8], out: &mut [[f32; 8]; MR]) {
+    let nb = a.len();
+    assert!(u.q.len() >= R * nb && u.d.len() >= R * nb && u.m.len() >= R * nb);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); R];
+    for (b, ab) in a.iter().enumerate() {
+        let mut s16 = [_mm256_setzero_si256(); R];
+        for g in 0..8 {
+            let av = quad(ab, g);
+            for r in 0..R {
+                let p = _mm256_maddubs_epi16(bcast4(&u.q[r * nb + b], g), av);
+                s16[r] = _mm256_add_epi16(s16[r], p);
+            }
+        }
+        let (ad, sum) = scales_sums(ab);
+        let dsum = _mm256_mul_ps(ad, _mm256_cvtepi32_ps(sum));
+        for r in 0..R {
+            let s = _mm256_madd_epi16(s16[r], ones);
+            let sc = _mm256_mul_ps(_mm256_set1_ps(u.d[r * nb + b]), ad);
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sc, acc[r]);
+            acc[r] = _mm256_fnmadd_ps(_mm256_set1_ps(u.m[r * nb + b]), dsum, acc[r]);
+        }
+    }
+    store_rows(acc, out)
 }
 
 /// Scales of `q8_0` rows `w` (`[R, nb]` blocks); the values are used as stored.

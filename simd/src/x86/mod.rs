@@ -4,6 +4,7 @@ mod attn_avx2;
 mod avx2;
 mod float;
 mod gemm;
+mod quant_act;
 
 use crate::dispatch::Kernels;
 
