@@ -54,7 +54,8 @@ pub struct DecodeArgs {
     #[arg(long)]
     pub window: Option<usize>,
     /// Elastic cache: refresh from the first layer whose tracked attention similarity falls
-    /// below this, in [0, 1] (1 = refresh everything every step, 0 = never).
+    /// below this, in [0, 1] (1 = refresh everything every step, 0 = never). Default: the
+    /// model file's (`diffusion.elastic_gamma`; the demo model's is 0.98), else 0.9.
     #[arg(long)]
     pub gamma: Option<f64>,
     /// Elastic cache: most-attended tokens tracked per layer.
