@@ -70,8 +70,7 @@ run_job() { # one line of jobs.id
   # shellcheck disable=SC2086  # whole and thr are words
   "$DLM" eval -t 1 -m "$work/$q.dlm" --tasks "models/demo/tasks/$t.jsonl" --limit "$lim" \
     --json $whole --gen-length "$gen" --block-length 32 --steps $((gen / 2)) --cache "$cache" \
-    --device "$device" $thr > "$out.tmp"
-  mv "$out.tmp" "$out"
+    --device "$device" $thr > "$out.tmp" && mv "$out.tmp" "$out"
 }
 export -f run_job
 device=${DEVICE:-cpu}
@@ -87,7 +86,9 @@ cells = {}
 for line in open(os.path.join(work, "jobs.id")):
     jid, q, gen, lim, mode, task = line.rstrip("\n").split("|")
     path = os.path.join(work, f"job-{jid}.json")
-    r = json.load(open(path)) if os.path.exists(path) else None
+    # A job that failed (a prompt too long for the context at this length) or was cut by the
+    # deadline leaves no file: its cell prints "-".
+    r = json.load(open(path)) if os.path.exists(path) and os.path.getsize(path) else None
     cells[(q, gen, mode, task)] = (r["tasks"][0] if r else None, lim)
 print(f"| type | gen | steps | prompts/task | cache | {' | '.join(tasks)} | mean NFE | layer-fwd "
       "| query rows | refreshes | tok/s | × none |")
@@ -99,15 +100,17 @@ for q in types:
             ts = [cells.get((q, gen, mode, t), (None, "-")) for t in tasks]
             lim = ts[0][1]
             done = [t for t, _ in ts if t]
+            done_tasks = [task for task, (t, _) in zip(tasks, ts) if t]
             accs = " | ".join(("%.0f%%" % (100 * t["accuracy"])) if t else "-" for t, _ in ts)
             n = sum(t["n"] for t in done)
             mean = lambda k: (sum(t[k] * t["n"] for t in done) / n) if n else float("nan")
             # tokens/s over the row: generated tokens over the jobs' summed seconds.
             secs = sum(t["n"] * int(gen) / t["tokens_per_s"] for t in done)
             tps = n * int(gen) / secs if secs else float("nan")
-            if mode == "none" and len(done) == len(tasks):
-                base = tps
-            ratio = "%.1f" % (tps / base) if base and len(done) == len(tasks) else "-"
+            # The ratio compares rows over the same tasks only.
+            if mode == "none" and done:
+                base = (tps, done_tasks)
+            ratio = "%.1f" % (tps / base[0]) if base and done_tasks == base[1] else "-"
             print("| %s | %s | %d | %s | %s | %s | %.1f | %.0f | %.0f | %.2f | %.1f | %s |" % (
                 q, gen, int(gen) // 2, lim, mode.replace(":", " τ"), accs, mean("mean_nfe"),
                 mean("mean_layer_forwards"), mean("mean_query_rows"), mean("mean_refreshes"),
