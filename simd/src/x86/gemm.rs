@@ -173,14 +173,7 @@ fn q4_k_panel<const R: usize>(u: &Unpacked, a: &[ActBlock8], out: &mut [[f32; 8]
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); R];
     for (b, ab) in a.iter().enumerate() {
-        let mut s16 = [_mm256_setzero_si256(); R];
-        for g in 0..8 {
-            let av = quad(ab, g);
-            for r in 0..R {
-                let p = _mm256_maddubs_epi16(bcast4(&u.q[r * nb + b], g), av);
-                s16[r] = _mm256_add_epi16(s16[r], p);
-            }
-        }
+        let s16 = unsigned_block_sums::<R>(u, nb, b, ab);
         let (ad, sum) = scales_sums(ab);
         let dsum = _mm256_mul_ps(ad, _mm256_cvtepi32_ps(sum));
         for r in 0..R {
@@ -191,6 +184,28 @@ fn q4_k_panel<const R: usize>(u: &Unpacked, a: &[ActBlock8], out: &mut [[f32; 8]
         }
     }
     store_rows(acc, out)
+}
+
+/// For block `b` of each of R rows of unsigned 4-bit values (`u.q`, `[R, nb]`): the 16-bit
+/// pair sums of value × activation over the panel's 8 quads (q4_0 and q4_k sub-blocks alike;
+/// 8 × 2 × 15 × 128 fits in i16).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::needless_range_loop)] // r indexes the rows of u.q and the sums
+fn unsigned_block_sums<const R: usize>(
+    u: &Unpacked,
+    nb: usize,
+    b: usize,
+    ab: &ActBlock8,
+) -> [__m256i; R] {
+    let mut s16 = [_mm256_setzero_si256(); R];
+    for g in 0..8 {
+        let av = quad(ab, g);
+        for r in 0..R {
+            let p = _mm256_maddubs_epi16(bcast4(&u.q[r * nb + b], g), av);
+            s16[r] = _mm256_add_epi16(s16[r], p);
+        }
+    }
+    s16
 }
 
 /// Scales of `q8_0` rows `w` (`[R, nb]` blocks); the values are used as stored.
@@ -261,14 +276,7 @@ fn q4_0_panel<const R: usize>(
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); R];
     for (b, ab) in a.iter().enumerate() {
-        let mut s16 = [_mm256_setzero_si256(); R];
-        for g in 0..8 {
-            let av = quad(ab, g);
-            for r in 0..R {
-                let p = _mm256_maddubs_epi16(bcast4(&u.q[r * nb + b], g), av);
-                s16[r] = _mm256_add_epi16(s16[r], p);
-            }
-        }
+        let s16 = unsigned_block_sums::<R>(u, nb, b, ab);
         let (ad, sum) = scales_sums(ab);
         let corr = _mm256_slli_epi32::<3>(sum);
         for r in 0..R {
