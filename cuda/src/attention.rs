@@ -130,14 +130,8 @@ fn flash(
     let (po, pml) = &mut *parts;
     if splits > 1 {
         let (lo, lml) = (splits * a.n * sh.q_dim(), splits * a.n * sh.n_heads * 2);
-        if po.as_ref().is_none_or(|p| p.len() < lo) {
-            *po = None;
-            *po = Some(ok(be.stream.alloc_zeros::<f32>(lo)));
-        }
-        if pml.as_ref().is_none_or(|p| p.len() < lml) {
-            *pml = None;
-            *pml = Some(ok(be.stream.alloc_zeros::<f32>(lml)));
-        }
+        crate::matmul::grown(be, po, lo);
+        crate::matmul::grown(be, pml, lml);
     }
     let mut b = be.stream.launch_builder(f);
     b.arg(&a.q.buf).arg(&a.k.buf).arg(&a.v.buf).arg(&ni);

@@ -150,7 +150,7 @@ impl Int8Acts {
 }
 
 /// A device buffer of at least `len` elements, grown (never shrunk) on demand.
-fn grown<'a, T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
+pub(crate) fn grown<'a, T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
     be: &CudaBackend,
     slot: &'a mut Option<CudaSlice<T>>,
     len: usize,
