@@ -252,13 +252,7 @@ fn default_params(file: &DlmFile) -> Result<DecodeParams, RuntimeError> {
         decode::Schedule::Blocks => Some(block),
         decode::Schedule::Timesteps => None,
     };
-    let threshold = file.get_f32_or(diffusion::THRESHOLD, 0.0)?;
-    // The f64 nearest the f32's shortest decimal (0.9, not 0.8999999761581421): the value the
-    // checkpoint's generation_config.json wrote, and the one `--threshold 0.9` gives.
-    let threshold = threshold
-        .to_string()
-        .parse::<f64>()
-        .unwrap_or(threshold as f64);
+    let threshold = decimal(file.get_f32_or(diffusion::THRESHOLD, 0.0)?);
     p.threshold = (threshold > 0.0).then_some(threshold);
     // A minimum per step only means something under a threshold (a step-distilled model's
     // few-step rule); without one the file's schedule is the fixed count per step.
@@ -268,15 +262,20 @@ fn default_params(file: &DlmFile) -> Result<DecodeParams, RuntimeError> {
     p.eps = file.get_f32_or(diffusion::EPS, 1e-3)? as f64;
     let e = &mut p.elastic;
     e.window = file.get_u32_or(diffusion::ELASTIC_WINDOW, e.window as u32)? as usize;
-    let gamma = file.get_f32_or(diffusion::ELASTIC_GAMMA, e.gamma as f32)?;
-    // As for the threshold: 0.98 stays 0.98, not 0.9800000190734863.
-    e.gamma = gamma.to_string().parse::<f64>().unwrap_or(gamma as f64);
+    e.gamma = decimal(file.get_f32_or(diffusion::ELASTIC_GAMMA, e.gamma as f32)?);
     e.track = file.get_u32_or(diffusion::ELASTIC_TRACK, e.track as u32)? as usize;
     // Dream's original sampler filters to its inherited top-k 50 before every softmax, which
     // changes its confidences; the file says so (0 or absent = no filter).
     let top_k = file.get_u32_or(diffusion::TOP_K, 0)?;
     p.top_k = (top_k > 0).then_some(top_k as usize);
     Ok(p)
+}
+
+/// The f64 nearest a stored f32's shortest decimal (0.9, not 0.8999999761581421): the value
+/// the checkpoint's generation_config.json wrote, and the one a flag such as `--threshold 0.9`
+/// gives.
+fn decimal(v: f32) -> f64 {
+    v.to_string().parse::<f64>().unwrap_or(v as f64)
 }
 
 #[cfg(test)]
