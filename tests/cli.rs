@@ -291,6 +291,12 @@ fn run_eval_and_bench_work_and_reject_bad_flags() {
     for r in runs {
         assert!(r["tokens_per_s"].as_f64().unwrap() > 0.0);
         assert!(r["matmul_s"].as_f64().unwrap() > 0.0);
+        let first = r["first_step_s"].as_f64().unwrap();
+        assert!(
+            first > 0.0 && first <= r["seconds"].as_f64().unwrap(),
+            "{r}"
+        );
     }
+    assert!(v["load_s"].as_f64().unwrap() > 0.0, "{v}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -45,13 +45,19 @@ struct Row {
     layer_forwards: usize,
     query_rows: usize,
     refreshes: usize,
+    /// Seconds from the start of the run to the end of its first step.
+    first_step: f64,
 }
 
 pub fn run(mut a: Args) -> CliResult {
     a.decode.init_threads()?;
     let path = model_path::model_or_demo(&a.model)?;
+    let t_load = Instant::now();
     let file = model_path::resolve(&path, a.decode.quant())?;
     let engine = model_path::load_engine(&file, a.decode.device(), None)?;
+    // Opening, mapping and checking the file (and converting it first, for a checkpoint
+    // folder or GGUF file not converted before): what a user waits for before the first step.
+    let load_s = t_load.elapsed().as_secs_f64();
     a.decode.no_early_stop = true;
     let mut base = a.decode.apply(engine.defaults())?;
     let caches = a
@@ -77,8 +83,13 @@ pub fn run(mut a: Args) -> CliResult {
         params.cache = cache;
         params.profile = true;
         let t = Instant::now();
-        let out = engine.generate(&prompt, &params, &mut |_| true)?;
+        let mut first_step = None;
+        let out = engine.generate(&prompt, &params, &mut |_| {
+            first_step.get_or_insert_with(|| t.elapsed().as_secs_f64());
+            true
+        })?;
         rows.push(Row {
+            first_step: first_step.unwrap_or(0.0),
             cache,
             seconds: t.elapsed().as_secs_f64(),
             nfe: out.nfe,
@@ -97,7 +108,7 @@ pub fn run(mut a: Args) -> CliResult {
             .map(|r| {
                 let b = &r.breakdown;
                 format!(
-                    "{{\"cache\":{},\"seconds\":{},\"nfe\":{},\"ms_per_step\":{},\"tokens_per_s\":{},\"matmul_s\":{},\"attention_s\":{},\"head_s\":{},\"other_s\":{},\"sampling_s\":{},\"layer_forwards\":{},\"query_rows\":{},\"refreshes\":{}}}",
+                    "{{\"cache\":{},\"seconds\":{},\"nfe\":{},\"ms_per_step\":{},\"tokens_per_s\":{},\"matmul_s\":{},\"attention_s\":{},\"head_s\":{},\"other_s\":{},\"sampling_s\":{},\"layer_forwards\":{},\"query_rows\":{},\"refreshes\":{},\"first_step_s\":{}}}",
                     json::string(r.cache.name()),
                     json::float(r.seconds),
                     r.nfe,
@@ -110,12 +121,13 @@ pub fn run(mut a: Args) -> CliResult {
                     json::float((r.seconds - b.total).max(0.0)),
                     r.layer_forwards,
                     r.query_rows,
-                    r.refreshes
+                    r.refreshes,
+                    json::float(r.first_step)
                 )
             })
             .collect();
         println!(
-            "{{\"model\":{},\"file_bytes\":{},\"peak_rss_bytes\":{},\"prompt_tokens\":{},\"gen_length\":{},\"block_length\":{},\"steps\":{},\"algorithm\":{},\"threads\":{},\"runs\":[{}]}}",
+            "{{\"model\":{},\"file_bytes\":{},\"peak_rss_bytes\":{},\"prompt_tokens\":{},\"gen_length\":{},\"block_length\":{},\"steps\":{},\"algorithm\":{},\"threads\":{},\"load_s\":{},\"runs\":[{}]}}",
             json::string(&file.display().to_string()),
             file_bytes,
             peak.map_or("null".into(), |p| p.to_string()),
@@ -125,6 +137,7 @@ pub fn run(mut a: Args) -> CliResult {
             base.steps,
             json::string(base.algorithm.name()),
             rayon::current_num_threads(),
+            json::float(load_s),
             items.join(",")
         );
         return Ok(());
@@ -163,6 +176,14 @@ pub fn run(mut a: Args) -> CliResult {
     }
     if let Some(p) = peak {
         println!("peak RSS {:.1} MiB", p as f64 / 1048576.0);
+    }
+    if let Some(r) = rows.first() {
+        println!(
+            "load {:.3} s, then {:.3} s to the end of the first step ({})",
+            load_s,
+            r.first_step,
+            r.cache.name()
+        );
     }
     Ok(())
 }
