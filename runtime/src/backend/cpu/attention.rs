@@ -33,6 +33,8 @@ const COPY_ROWS: usize = 32;
 /// Query blocks a task must run for its kv head's keys and values to be packed (see
 /// [`Ctx::pack`]); with fewer they are read in place.
 const PACK_MIN_BLOCKS: usize = 3;
+/// Rows ahead of the copy whose lines the pack asks for (a few L3 latencies' worth of copying).
+const PACK_AHEAD: usize = 8;
 
 /// A block's working set, one per thread, reused across calls.
 #[derive(Default)]
@@ -191,6 +193,12 @@ impl Ctx<'_> {
         kv.k.clear();
         kv.v.clear();
         for j in 0..n_keys {
+            // Rows PACK_AHEAD on are requested now: each is on its own page, so nothing else
+            // would fetch them before the copy stalls on them.
+            if j + PACK_AHEAD < n_keys {
+                dlm_simd::attn::prefetch(self.key(j + PACK_AHEAD, off));
+                dlm_simd::attn::prefetch(self.value(j + PACK_AHEAD, off));
+            }
             kv.k.extend_from_slice(self.key(j, off));
             kv.v.extend_from_slice(self.value(j, off));
         }
