@@ -77,6 +77,21 @@ pub const SCALAR_ATTENTION: AttentionKernels = AttentionKernels {
     store,
 };
 
+/// Asks the CPU to start fetching `x`'s cache lines into L1, for data about to be read that the
+/// hardware prefetchers cannot see coming (rows a page or more apart, as one head's keys are in
+/// a `[tokens, kv_dim]` buffer). A hint only: it never faults and changes no result.
+pub fn prefetch(x: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in x.chunks(16) {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: a prefetch reads nothing architecturally and cannot fault; the address is
+        // inside `x` (sse is part of the x86-64 baseline).
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
+}
+
 /// `head_dim` of a transposed block `qt` or `ot`, checking it is whole lanes.
 pub(crate) fn head_dim_of(t: &[f32], what: &str) -> usize {
     assert!(

@@ -368,3 +368,14 @@ fn fast_load_and_store_match_the_scalar_reference_bit_for_bit() {
         }
     }
 }
+
+/// The prefetch hint takes any slice (empty, one value, a partial last line) and changes nothing.
+#[test]
+fn prefetch_is_only_a_hint() {
+    let x: Vec<f32> = (0..33).map(|i| i as f32).collect();
+    for len in [0, 1, 16, 17, 33] {
+        attn::prefetch(&x[..len]);
+    }
+    attn::prefetch(&x[5..]);
+    assert!(x.iter().enumerate().all(|(i, &v)| v == i as f32));
+}

@@ -39,7 +39,7 @@ fn store16(x: &mut [f32], v: V16) {
     }
 }
 
-/// e^x per lane, the AVX2 `exp8` algorithm (Cephes `expf` polynomial, 2^n through the exponent
+/// e^x per lane, the AVX2 kernels' algorithm (Cephes `expf` polynomial, 2^n through the exponent
 /// bits, x clamped to [-88, 88]): below about -87.3 the result is 0 or a
 /// subnormal (e^-inf = 0), NaN stays NaN.
 #[target_feature(enable = "neon")]

@@ -45,27 +45,40 @@ fn store16(x: &mut [f32], v: (__m256, __m256)) {
     }
 }
 
-/// e^x per lane, within a few ulp of `f32::exp` for x in [-87.3, 88]: x = n·ln2 + r with
+/// e^x per lane for x <= 0 (or NaN), within a few ulp of `f32::exp`: x = n·ln2 + r with
 /// |r| <= ln2/2, e^r by the Cephes `expf` polynomial, 2^n through the exponent bits. x is
-/// clamped to [-88, 88]; from -88 on n = -127, whose exponent bits are 0, so below about -87.3
-/// (where e^x is subnormal) the result is 0 or a subnormal, and e^-inf = 0 without a compare.
-/// NaN stays NaN.
-/// Attention only asks for x <= 0.
+/// clamped below at -88; from there on n = -127, whose exponent bits are 0, so below about
+/// -87.3 (where e^x is subnormal) the result is 0 or a subnormal, and e^-inf = 0 without a
+/// compare. NaN stays NaN. Attention only asks for x <= 0 (a score minus a max at least as
+/// large), so there is no upper clamp.
+///
+/// `N` vectors at once, stage by stage: the chains are independent and ~45 cycles long, so
+/// handing them to the core interleaved keeps both FMA pipes busy (one vector at a time leaves
+/// the out-of-order window too few independent operations).
 #[target_feature(enable = "avx2,fma")]
-fn exp8(x: __m256) -> __m256 {
-    // max/min return their second operand when one is NaN, so a NaN x goes through.
-    let xc = _mm256_min_ps(
-        _mm256_set1_ps(88.0),
-        _mm256_max_ps(_mm256_set1_ps(-88.0), x),
-    );
-    let fx = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
-        xc,
-        _mm256_set1_ps(std::f32::consts::LOG2_E),
-    ));
+fn exp8xn<const N: usize>(x: [__m256; N]) -> [__m256; N] {
+    // t = x·log2e + 1.5·2^23 + 127 rounds x·log2e to the nearest integer n (ties to even) in
+    // t's low mantissa bits, with the exponent bias already added: t - magic = n exactly, and
+    // the bits of t shifted up by 23 are 2^n's (n + 127 is in [0, 127] since x is in
+    // [-88, 0]). One FMA, one subtract and one shift instead of round, convert, add, shift.
+    const MAGIC: f32 = 12_582_912.0 + 127.0;
+    // max returns its second operand when one is NaN, so a NaN x goes through.
+    let xc = x.map(|x| _mm256_max_ps(_mm256_set1_ps(-88.0), x));
+    let t = xc.map(|x| {
+        _mm256_fmadd_ps(
+            x,
+            _mm256_set1_ps(std::f32::consts::LOG2_E),
+            _mm256_set1_ps(MAGIC),
+        )
+    });
+    let fx = t.map(|t| _mm256_sub_ps(t, _mm256_set1_ps(MAGIC)));
     // r = x - n·ln2 in two steps (ln2 = 0.693359375 + -2.12194440e-4, the first exact)
-    let r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693_359_4), xc);
-    let r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.121_944_4e-4), r);
-    let mut p = _mm256_set1_ps(1.987_569_2e-4);
+    let mut r: [__m256; N] =
+        std::array::from_fn(|i| _mm256_fnmadd_ps(fx[i], _mm256_set1_ps(0.693_359_4), xc[i]));
+    for i in 0..N {
+        r[i] = _mm256_fnmadd_ps(fx[i], _mm256_set1_ps(-2.121_944_4e-4), r[i]);
+    }
+    let mut p = [_mm256_set1_ps(1.987_569_2e-4); N];
     for c in [
         1.398_199_9e-3,
         8.333_452e-3,
@@ -73,20 +86,20 @@ fn exp8(x: __m256) -> __m256 {
         1.666_666_5e-1,
         0.5,
     ] {
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+        for i in 0..N {
+            p[i] = _mm256_fmadd_ps(p[i], r[i], _mm256_set1_ps(c));
+        }
     }
     // 1 + r + r²·p: exactly 1 at r = 0, so e^0 = 1 and an unmoved max rescales by exactly 1
-    let y = _mm256_fmadd_ps(
-        p,
-        _mm256_mul_ps(r, r),
-        _mm256_add_ps(r, _mm256_set1_ps(1.0)),
-    );
-    let n = _mm256_cvtps_epi32(fx);
-    let pow2n = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
-        n,
-        _mm256_set1_epi32(127),
-    )));
-    _mm256_mul_ps(y, pow2n)
+    std::array::from_fn(|i| {
+        let y = _mm256_fmadd_ps(
+            p[i],
+            _mm256_mul_ps(r[i], r[i]),
+            _mm256_add_ps(r[i], _mm256_set1_ps(1.0)),
+        );
+        let pow2n = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_castps_si256(t[i])));
+        _mm256_mul_ps(y, pow2n)
+    })
 }
 
 fn scores(qt: &[f32], keys: &[&[f32]], s: &mut [f32]) {
@@ -175,15 +188,31 @@ fn softmax_avx2(
         x1 = _mm256_max_ps(x1, b);
     }
     let (mut sum0, mut sum1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    for sj in s.chunks_exact_mut(ATTN_LANES) {
+    // 4 keys at a time (8 independent exponentials), summed in key order.
+    let mut quads = s.chunks_exact_mut(4 * ATTN_LANES);
+    for sq in &mut quads {
+        let x: [__m256; 8] = std::array::from_fn(|i| {
+            let v = load16(&sq[i / 2 * ATTN_LANES..]);
+            _mm256_sub_ps(
+                if i % 2 == 0 { v.0 } else { v.1 },
+                if i % 2 == 0 { x0 } else { x1 },
+            )
+        });
+        let e = exp8xn(x);
+        for (j, sj) in sq.chunks_exact_mut(ATTN_LANES).enumerate() {
+            sum0 = _mm256_add_ps(sum0, e[2 * j]);
+            sum1 = _mm256_add_ps(sum1, e[2 * j + 1]);
+            store16(sj, (e[2 * j], e[2 * j + 1]));
+        }
+    }
+    for sj in quads.into_remainder().chunks_exact_mut(ATTN_LANES) {
         let (a, b) = load16(sj);
-        let (e0, e1) = (exp8(_mm256_sub_ps(a, x0)), exp8(_mm256_sub_ps(b, x1)));
+        let [e0, e1] = exp8xn([_mm256_sub_ps(a, x0), _mm256_sub_ps(b, x1)]);
         sum0 = _mm256_add_ps(sum0, e0);
         sum1 = _mm256_add_ps(sum1, e1);
         store16(sj, (e0, e1));
     }
-    let al0 = exp8(_mm256_sub_ps(m0, x0));
-    let al1 = exp8(_mm256_sub_ps(m1, x1));
+    let [al0, al1] = exp8xn([_mm256_sub_ps(m0, x0), _mm256_sub_ps(m1, x1)]);
     let (l0, l1) = load16(l);
     store16(
         l,
@@ -277,9 +306,8 @@ fn probs_avx2(s: &mut [f32], m: &[f32; ATTN_LANES], c: &[f32; ATTN_LANES]) {
     let (c0, c1) = load16(c);
     for sj in s.chunks_exact_mut(ATTN_LANES) {
         let (a, b) = load16(sj);
-        let e0 = _mm256_mul_ps(exp8(_mm256_sub_ps(a, m0)), c0);
-        let e1 = _mm256_mul_ps(exp8(_mm256_sub_ps(b, m1)), c1);
-        store16(sj, (e0, e1));
+        let [e0, e1] = exp8xn([_mm256_sub_ps(a, m0), _mm256_sub_ps(b, m1)]);
+        store16(sj, (_mm256_mul_ps(e0, c0), _mm256_mul_ps(e1, c1)));
     }
 }
 
