@@ -79,11 +79,16 @@ pub(crate) fn matmul(be: &CudaBackend, w: &CudaMatrix, x: &CudaAct, n: usize, ou
     let aligned = w.cols.is_multiple_of(8);
     let t = be.tuning;
     let float = w.quant <= 2;
-    if let (Some(ik), Some(s)) = (be.k.int8.as_ref(), kernels::int8_slot(w.quant))
-        && n <= t.int8_max_rows
-        && w.cols.is_multiple_of(32)
+    if let (Some(off), Some(ik), Some(s)) =
+        (w.packed, be.k.int8.as_ref(), kernels::int8_slot(w.quant))
     {
-        int8(be, ik, s, w, x, n, out);
+        // A repacked matrix: int8.cu, or for many rows dequantize + cuBLAS.
+        match (be.gemm.as_ref(), be.k.mm.as_ref()) {
+            (Some(g), Some(mm)) if n > t.int8_max_rows && n >= t.gemm_min_rows_quant => {
+                gemm(be, g, mm, Some((ik, s, off)), 0, w, x, n, out)
+            }
+            _ => int8(be, ik, s, off, w, x, n, out),
+        }
         return;
     }
     if let (Some(g), Some(mm), Some(s), true) = (be.gemm.as_ref(), be.k.mm.as_ref(), slot, aligned)
@@ -94,7 +99,7 @@ pub(crate) fn matmul(be: &CudaBackend, w: &CudaMatrix, x: &CudaAct, n: usize, ou
             t.gemm_min_rows_quant
         };
         if n >= min {
-            gemm(be, g, mm, s, w, x, n, out);
+            gemm(be, g, mm, None, s, w, x, n, out);
             return;
         }
     }
@@ -126,18 +131,20 @@ pub(crate) fn matmul(be: &CudaBackend, w: &CudaMatrix, x: &CudaAct, n: usize, ou
     simple(be, w, x, n, out);
 }
 
-/// int8.cu's activations: `[n_pad / 8, cols / 32, 32 lanes, 8 bytes]` quants in fragment
-/// order, and `[n_pad / 8, cols / 32, 8]` scales and sums of quants (`quantize_act_i8`).
-/// `key` names what they hold: the activations' device address, rows and width. A forward
-/// pass multiplies one input by several matrices (q, k and v; gate and up), so the next
-/// matmul of the same input skips the quantizer; every op that writes an activation buffer,
-/// and every new buffer, clears the key when the address is its (`CudaBackend::wrote`).
+/// int8.cu's activations: `[n_pad / 8, cols / 32, 32 lanes]` 16-byte words (quants in
+/// fragment order and two tokens' scales) and `[n_pad / 8, cols / 32, 8]` sums of quants
+/// (`quantize_act_i8`). `key` names what they hold: the activations' device address, rows and
+/// width. A forward pass multiplies one input by several matrices (q, k and v; gate and up), so
+/// the next matmul of the same input skips the quantizer; every op that writes an activation
+/// buffer, and every new buffer, clears the key when the address is its
+/// (`CudaBackend::wrote`).
 #[derive(Default)]
 pub(crate) struct Int8Acts {
     key: Option<(u64, usize, usize)>,
     q: Option<CudaSlice<u8>>,
-    d: Option<CudaSlice<f32>>,
     s: Option<CudaSlice<i32>>,
+    /// `[splits, n, rows]` partial sums of split matmuls.
+    part: Option<CudaSlice<f32>>,
 }
 
 impl Int8Acts {
@@ -162,18 +169,46 @@ pub(crate) fn grown<'a, T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZ
     slot.as_mut().expect("just allocated")
 }
 
-/// Weight rows per block of `matmul_i8_*` (`I8_ROWS`), tokens per block (`8 * I8_TILES`),
-/// threads (`32 * I8_WARPS`).
-const I8_ROWS: usize = 32;
+/// Bytes of int8.cu's layout of a `[rows, cols]` matrix of kernel type `q` (q8_0, q4_0 or
+/// q4_k; cols a multiple of 32): the quants, then the scales (see int8.cu).
+pub(crate) fn packed_bytes(q: i32, rows: usize, cols: usize) -> (usize, usize) {
+    let r16 = rows.div_ceil(16);
+    let nb = cols / 32;
+    match q {
+        8 => (r16 * nb * 512, r16 * nb * 32),
+        9 => (r16 * nb.div_ceil(2) * 512, r16 * nb.div_ceil(2) * 64),
+        _ => (r16 * (cols / 256) * 2048, r16 * (cols / 256) * 256),
+    }
+}
+
+/// Column units of a packed row (int8.cu's `pack_units`): 32-column blocks (q8_0), pairs of
+/// them (q4_0), 256-column blocks (q4_k).
+fn packed_units(q: i32, cols: usize) -> usize {
+    match q {
+        8 => cols / 32,
+        9 => (cols / 32).div_ceil(2),
+        _ => cols / 256,
+    }
+}
+
+/// Tokens per block of `matmul_i8_*` (`8 * I8_TILES`), threads (`32 * I8_WARPS`), warps.
 const I8_TOKENS: usize = 64;
 const I8_THREADS: u32 = 256;
+const I8_WARPS: usize = 8;
 
-/// int8.cu: quantize x's rows to int8 blocks, then the integer matmul; `s` is the weight
-/// type's slot in `kernels::INT8_TYPES`.
+/// int8.cu: quantize x's rows to int8 blocks, then the integer matmul of the packed matrix
+/// `w` (scales at byte `off`); `s` is the weight type's slot in `kernels::INT8_TYPES`.
+///
+/// Blocks: 32 rows (or 16 when the 32-row blocks would not give every multiprocessor one) by
+/// 64 tokens; when those are still fewer than `DLM_CUDA_I8_BLOCKS` (default twice the
+/// multiprocessors), the columns are split over more blocks, each split at least 4 units a
+/// warp, and the partial sums added in split order (`i8_sum_splits`).
+#[allow(clippy::too_many_arguments)]
 fn int8(
     be: &CudaBackend,
     ik: &Int8Kernels,
     s: usize,
+    off: i64,
     w: &CudaMatrix,
     x: &CudaAct,
     n: usize,
@@ -186,65 +221,75 @@ fn int8(
     let key = (x.buf.device_ptr(&be.stream).0, n, w.cols);
     let fresh = acts.key == Some(key) && acts.q.is_some();
     acts.key = None; // set again below once the quantizer is queued
-    let q = grown(be, &mut acts.q, n_pad * w.cols);
-    let d = grown(be, &mut acts.d, n_pad * nb);
-    let sums = grown(be, &mut acts.s, n_pad * nb);
     let (cols, ni, np) = (w.cols as i32, n as i32, n_pad as i32);
     if !fresh {
-        quantize(be, ik, x, cols, ni, np, q, d, sums);
+        let q = grown(be, &mut acts.q, n_pad * w.cols * 2);
+        let sums = grown(be, &mut acts.s, n_pad * nb);
+        let mut b = be.stream.launch_builder(&ik.quantize);
+        b.arg(&x.buf).arg(&cols).arg(&ni).arg(&np).arg(q).arg(sums);
+        let warps = n_pad * nb;
+        launch(b, grid_stride(warps * 32));
     }
     acts.key = Some(key);
-    let rows = w.rows as i32;
-    let mut b = be.stream.launch_builder(&ik.mm[s]);
-    b.arg(&w.data)
-        .arg(&w.row_bytes)
-        .arg(&rows)
-        .arg(&cols)
-        .arg(&*q)
-        .arg(&*d)
-        .arg(&*sums)
-        .arg(&ni)
-        .arg(&mut out.buf);
+    let t = be.tuning;
+    let r16 = w.rows.div_ceil(16);
+    let groups = n.div_ceil(I8_TOKENS);
+    let m1 = match t.i8_row_tiles {
+        1 => true,
+        2 => false,
+        _ => r16.div_ceil(2) * groups < be.n_sms,
+    };
+    let row_blocks = if m1 { r16 } else { r16.div_ceil(2) };
+    let units = packed_units(w.quant, w.cols);
+    let max_splits = (units / (4 * I8_WARPS)).max(1);
+    let want = t
+        .i8_blocks
+        .div_ceil(row_blocks * groups)
+        .clamp(1, max_splits);
+    let ups = units.div_ceil(want);
+    let splits = units.div_ceil(ups);
+    let (rows, ups_i) = (w.rows as i32, ups as i32);
     let cfg = LaunchConfig {
-        grid_dim: (
-            n.div_ceil(I8_TOKENS) as u32,
-            w.rows.div_ceil(I8_ROWS) as u32,
-            1,
-        ),
+        grid_dim: (groups as u32, row_blocks as u32, splits as u32),
         block_dim: (I8_THREADS, 1, 1),
         shared_mem_bytes: 0,
     };
-    launch(b, cfg);
-}
-
-/// `quantize_act_i8` of x (`[n, cols]`) into q, d and sums (`n_pad` rows).
-#[allow(clippy::too_many_arguments)]
-fn quantize(
-    be: &CudaBackend,
-    ik: &Int8Kernels,
-    x: &CudaAct,
-    cols: i32,
-    ni: i32,
-    np: i32,
-    q: &mut CudaSlice<u8>,
-    d: &mut CudaSlice<f32>,
-    sums: &mut CudaSlice<i32>,
-) {
-    let mut b = be.stream.launch_builder(&ik.quantize);
-    b.arg(&x.buf)
+    let kernel = if m1 { &ik.mm_m1[s] } else { &ik.mm[s] };
+    let q = acts.q.as_ref().expect("quantized above");
+    let sums = acts.s.as_ref().expect("quantized above");
+    let len = n * w.rows;
+    if splits == 1 {
+        let mut b = be.stream.launch_builder(kernel);
+        b.arg(&w.data)
+            .arg(&off)
+            .arg(&rows)
+            .arg(&cols)
+            .arg(q)
+            .arg(sums)
+            .arg(&ni)
+            .arg(&ups_i)
+            .arg(&mut out.buf);
+        launch(b, cfg);
+        return;
+    }
+    let mut part = acts.part.take();
+    let p = grown(be, &mut part, splits * len);
+    let mut b = be.stream.launch_builder(kernel);
+    b.arg(&w.data)
+        .arg(&off)
+        .arg(&rows)
         .arg(&cols)
-        .arg(&ni)
-        .arg(&np)
         .arg(q)
-        .arg(d)
-        .arg(sums);
-    let warps = np as usize * (cols as usize / 32);
-    let cfg = LaunchConfig {
-        grid_dim: ((warps as u32).div_ceil(8).clamp(1, 65_535), 1, 1),
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: 0,
-    };
+        .arg(sums)
+        .arg(&ni)
+        .arg(&ups_i)
+        .arg(&mut *p);
     launch(b, cfg);
+    let (sp, l) = (splits as i32, len as i64);
+    let mut b = be.stream.launch_builder(&ik.sum_splits);
+    b.arg(&*p).arg(&sp).arg(&l).arg(&mut out.buf);
+    launch(b, grid_stride(len));
+    acts.part = part;
 }
 
 /// Activation rows mma.cu takes at most (`MMA_MAXN`).
@@ -345,12 +390,15 @@ fn grid_stride(len: usize) -> LaunchConfig {
     }
 }
 
-/// The GEMM path (see the module doc); `s` is the weight type's slot in `kernels::TYPES`.
+/// The GEMM path (see the module doc); `s` is the weight type's slot in `kernels::TYPES`, or
+/// for a repacked matrix `packed` names int8.cu's dequantizer (its slot) and the scales'
+/// offset.
 #[allow(clippy::too_many_arguments)]
 fn gemm(
     be: &CudaBackend,
     g: &Gemm,
     mm: &MatmulKernels,
+    packed: Option<(&Int8Kernels, usize, i64)>,
     s: usize,
     w: &CudaMatrix,
     x: &CudaAct,
@@ -398,13 +446,19 @@ fn gemm(
     while r0 < rows {
         let nr = tile_rows.min(rows - r0);
         let (r0_i, nr_i) = (r0 as i64, nr as i32);
-        let mut b = st.launch_builder(&mm.dequant[s]);
-        b.arg(&w.data)
-            .arg(&w.row_bytes)
-            .arg(&r0_i)
-            .arg(&nr_i)
-            .arg(&cols_i)
-            .arg(&mut *tile);
+        let mut b = match &packed {
+            Some((ik, ps, off)) => {
+                let mut b = st.launch_builder(&ik.dequant[*ps]);
+                b.arg(&w.data).arg(off);
+                b
+            }
+            None => {
+                let mut b = st.launch_builder(&mm.dequant[s]);
+                b.arg(&w.data).arg(&w.row_bytes);
+                b
+            }
+        };
+        b.arg(&r0_i).arg(&nr_i).arg(&cols_i).arg(&mut *tile);
         launch(b, grid_stride(nr * cols / 8));
         let (t, _t) = tile.device_ptr(st);
         // Rows r0.. of the output are columns r0.. of cuBLAS's column-major [rows, n] view.
