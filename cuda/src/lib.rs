@@ -145,6 +145,9 @@ pub struct Tuning {
     /// `DLM_CUDA_I8_BLOCKS`, default twice the multiprocessors (set when the backend starts);
     /// 0 never splits.
     pub i8_blocks: usize,
+    /// Several f16/bf16 matrices of one input (q, k, v; gate, up) as one batched cuBLAS GEMM
+    /// for many rows: `DLM_CUDA_BATCH=0` turns it off.
+    pub batch_gemm: bool,
 }
 
 impl Tuning {
@@ -165,6 +168,7 @@ impl Tuning {
             flash_f16: get("DLM_CUDA_FLASH_F16", 1) != 0,
             i8_row_tiles: get("DLM_CUDA_I8_ROW_TILES", 0),
             i8_blocks: get("DLM_CUDA_I8_BLOCKS", 2 * n_sms),
+            batch_gemm: get("DLM_CUDA_BATCH", 1) != 0,
         }
     }
 }
@@ -524,6 +528,19 @@ impl Backend for CudaBackend {
             )
         });
         matmul::matmul(self, w, x, n, out);
+    }
+
+    fn matmul_many(&self, ws: &[&CudaMatrix], x: &CudaAct, n: usize, outs: &mut [&mut CudaAct]) {
+        let _t = self.span(|| {
+            let w = ws.first().map_or((0, 0, 0), |w| (w.quant, w.rows, w.cols));
+            let name = kernels::type_name(w.0);
+            format!("matmul x{} {name} n={n} [{}x{}]", ws.len(), w.1, w.2)
+        });
+        if !matmul::many(self, ws, x, n, outs) {
+            for (w, out) in ws.iter().zip(outs.iter_mut()) {
+                matmul::matmul(self, w, x, n, out);
+            }
+        }
     }
 
     fn add_bias(&self, x: &mut CudaAct, bias: &CudaSlice<f32>) {

@@ -43,6 +43,7 @@ pub(crate) struct Gemm {
 struct Scratch {
     act: Option<CudaSlice<u16>>,  // [n, cols] activations in f16/bf16
     tile: Option<CudaSlice<u16>>, // [tile_rows, cols] dequantized weight rows in bf16
+    ptrs: Option<CudaSlice<u64>>, // [3, batch] A, B and C pointers of a batched GEMM
 }
 
 impl Gemm {
@@ -129,6 +130,110 @@ pub(crate) fn matmul(be: &CudaBackend, w: &CudaMatrix, x: &CudaAct, n: usize, ou
         return;
     }
     simple(be, w, x, n, out);
+}
+
+/// Several f16/bf16 matrices of one shape applied to one input as one batched cuBLAS GEMM
+/// (`many` rows only, from `Tuning::gemm_min_rows_float`): a [4096, 4096] GEMM of 512 rows
+/// leaves most of an H100's last wave of tiles empty, three at once fill it. `false` when the
+/// matrices or the call do not qualify (then the caller runs them one by one), or with
+/// `DLM_CUDA_BATCH=0`.
+pub(crate) fn many(
+    be: &CudaBackend,
+    ws: &[&CudaMatrix],
+    x: &CudaAct,
+    n: usize,
+    outs: &mut [&mut CudaAct],
+) -> bool {
+    use bsys::cudaDataType::{CUDA_R_16BF, CUDA_R_16F, CUDA_R_32F};
+    let (Some(g), Some(mm), Some(w0)) = (be.gemm.as_ref(), be.k.mm.as_ref(), ws.first()) else {
+        return false;
+    };
+    let same = ws.iter().all(|w| {
+        w.quant == w0.quant && w.rows == w0.rows && w.cols == w0.cols && w.packed.is_none()
+    });
+    if !be.tuning.batch_gemm
+        || ws.len() < 2
+        || ws.len() != outs.len()
+        || !same
+        || !(w0.quant == 1 || w0.quant == 2)
+        || n < be.tuning.gemm_min_rows_float
+        || !w0.cols.is_multiple_of(8)
+        || w0.rows == 0
+    {
+        return false;
+    }
+    for o in outs.iter() {
+        be.wrote(&o.buf);
+    }
+    let mut sc = g.scratch.lock().unwrap_or_else(|p| p.into_inner());
+    let sc = &mut *sc;
+    let (rows, cols, k) = (w0.rows, w0.cols, ws.len());
+    let st = &be.stream;
+    ok(st.context().bind_to_thread());
+    let half_type = if w0.quant == 1 {
+        CUDA_R_16F
+    } else {
+        CUDA_R_16BF
+    };
+    let to_bf16: i32 = i32::from(w0.quant != 1);
+    let len = n * cols;
+    let act = grown(be, &mut sc.act, len);
+    let l = len as i64;
+    let mut b = st.launch_builder(&mm.to_half);
+    b.arg(&x.buf).arg(&l).arg(&to_bf16).arg(&mut *act);
+    launch(b, grid_stride(len));
+    let (act_ptr, _x) = act.device_ptr(st);
+    // [A pointers, B pointers, C pointers]; the guards keep cudarc's bookkeeping until queued.
+    let mut host = Vec::with_capacity(3 * k);
+    let mut guards = Vec::new();
+    for w in ws {
+        let (p, gd) = w.data.device_ptr(st);
+        host.push(p);
+        guards.push(gd);
+    }
+    host.extend(std::iter::repeat_n(act_ptr, k));
+    let mut out_guards = Vec::new();
+    for o in outs.iter_mut() {
+        let (p, gd) = o.buf.device_ptr_mut(st);
+        host.push(p);
+        out_guards.push(gd);
+    }
+    let dev = grown(be, &mut sc.ptrs, 3 * k);
+    ok(st.memcpy_htod(&host, dev));
+    let (ptrs, _p) = dev.device_ptr(st);
+    let (alpha, beta) = (1f32, 0f32);
+    // SAFETY: `ptrs` holds 3k device addresses, queued before this call on the handle's stream:
+    // k weight matrices of rows x cols half values, k copies of the converted input (n x cols
+    // half values) and k outputs of at least n x rows f32 (the callers' shape contracts, as for
+    // gemm_ex); alpha and beta are host f32 for the f32 compute type in host pointer mode.
+    let r = unsafe {
+        bsys::cublasGemmBatchedEx(
+            *g.blas.handle(),
+            bsys::cublasOperation_t::CUBLAS_OP_T,
+            bsys::cublasOperation_t::CUBLAS_OP_N,
+            rows as i32,
+            n as i32,
+            cols as i32,
+            (&alpha as *const f32).cast::<c_void>(),
+            ptrs as *const *const c_void,
+            half_type,
+            cols as i32,
+            (ptrs + 8 * k as u64) as *const *const c_void,
+            half_type,
+            cols as i32,
+            (&beta as *const f32).cast::<c_void>(),
+            (ptrs + 16 * k as u64) as *const *mut c_void,
+            CUDA_R_32F,
+            rows as i32,
+            k as i32,
+            bsys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            bsys::cublasGemmAlgo_t::CUBLAS_GEMM_DFALT,
+        )
+    };
+    if r != bsys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+        panic!("cublasGemmBatchedEx failed: {r:?}");
+    }
+    true
 }
 
 /// int8.cu's activations: `[n_pad / 8, cols / 32, 32 lanes]` 16-byte words (quants in
