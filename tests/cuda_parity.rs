@@ -741,6 +741,59 @@ mod gpu {
         not(dlm_gpu),
         ignore = "needs an NVIDIA GPU (nvidia-smi at build time)"
     )]
+    fn batched_matmuls_match_one_by_one() {
+        // matmul_many runs same-shaped f16/bf16 matrices as one batched cuBLAS GEMM from
+        // gemm_min_rows_float rows; it must give what matmul gives for each matrix.
+        let be = backend();
+        let mut rng = Rng::new(23);
+        let (rows, cols) = (72usize, 256usize);
+        for q in [QuantType::BF16, QuantType::F16] {
+            let row_bytes = q.row_bytes(cols as u64).expect("row bytes") as usize;
+            let ms: Vec<_> = (0..3)
+                .map(|_| {
+                    let w = random(&mut rng, rows * cols);
+                    let mut bytes = vec![0u8; rows * row_bytes];
+                    for (src, dst) in w.chunks(cols).zip(bytes.chunks_mut(row_bytes)) {
+                        dlm_formats::quant::quantize(q, src, dst).expect("quantize");
+                    }
+                    be.upload_weights(q, rows, cols, &bytes).expect("upload")
+                })
+                .collect();
+            for n in [3usize, 40, 300] {
+                let xa = be
+                    .upload_act(&random(&mut rng, n * cols))
+                    .expect("upload x");
+                let mut one: Vec<_> = (0..3).map(|_| be.alloc(n * rows).expect("alloc")).collect();
+                for (m, o) in ms.iter().zip(one.iter_mut()) {
+                    be.matmul(m, &xa, n, o);
+                }
+                let mut many: Vec<_> = (0..3).map(|_| be.alloc(n * rows).expect("alloc")).collect();
+                let ws: Vec<_> = ms.iter().collect();
+                let mut outs: Vec<_> = many.iter_mut().collect();
+                be.matmul_many(&ws, &xa, n, &mut outs);
+                for (a, b) in one.iter().zip(&many) {
+                    let (a, b) = (be.to_host(a), be.to_host(b));
+                    let worst = a
+                        .iter()
+                        .zip(&b)
+                        .map(|(x, y)| ((x - y).abs() / x.abs().max(1.0)) as f64)
+                        .fold(0f64, f64::max);
+                    println!("matmul_many {} n {n}: max difference {worst:.2e}", q.name());
+                    assert!(
+                        worst < 1e-4,
+                        "{} n {n}: batched differs by {worst:.2e}",
+                        q.name()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[cfg_attr(
+        not(dlm_gpu),
+        ignore = "needs an NVIDIA GPU (nvidia-smi at build time)"
+    )]
     fn int8_inputs_are_requantized_after_a_write() {
         // int8.cu keeps the last input's quantized copy for the next matmul of the same buffer;
         // a write to that buffer (here add_assign, then a matmul into it) must drop it.

@@ -16,6 +16,9 @@
 #define TC_MAX_DIM 128
 #define TC_KLD (TC_MAX_DIM + 8) // Ks row stride (bf16): conflict-free fragment loads
 #define TC_VLD (TC_K + 8)       // Vt row stride (bf16)
+#ifndef TC_LOADS
+#define TC_LOADS 4 // 16-byte loads of K and of V a thread has in flight while loading a tile
+#endif
 
 // Operands in bf16 (F16 false) or f16 (F16 true: 3 more bits of mantissa, so 8x less rounding
 // in Q·Kᵀ and P·V, for a range of ±65504 that attention inputs stay far inside).
@@ -99,17 +102,38 @@ __device__ __forceinline__ void flash_tc(const float *q, const float *k, const f
 
     for (int base = k_begin; base < k_end; base += TC_K) {
         __syncthreads(); // the previous tile's readers are done
-        for (int i = tid; i < TC_K * head_dim; i += blockDim.x) {
-            int kk = i / head_dim, d = i - kk * head_dim;
-            int j = base + kk;
-            float kv = 0.0f, vv = 0.0f;
-            if (j < k_end) {
-                long long off = (j < n ? (long long)j : (long long)outside[j - n]) * kv_dim + kvh * head_dim + d;
-                kv = j < n ? k[off] : ck[off];
-                vv = j < n ? v[off] : cv[off];
+        // 16-byte loads (head_dim is a multiple of 16, every row 16-byte aligned), TC_LOADS per
+        // thread issued before the first is stored, so the tile's bytes are in flight together.
+        int d4n = head_dim >> 2, total4 = TC_K * d4n;
+        for (int i0 = tid; i0 < total4; i0 += TC_LOADS * blockDim.x) {
+            float4 kr[TC_LOADS], vr[TC_LOADS];
+#pragma unroll
+            for (int u = 0; u < TC_LOADS; u++) {
+                int i = i0 + u * blockDim.x;
+                int kk = i / d4n, d = (i - kk * d4n) * 4;
+                int j = base + kk;
+                kr[u] = vr[u] = float4{0.0f, 0.0f, 0.0f, 0.0f};
+                if (i < total4 && j < k_end) {
+                    long long off = (j < n ? (long long)j : (long long)outside[j - n]) * kv_dim + kvh * head_dim + d;
+                    kr[u] = *(const float4 *)((j < n ? k : ck) + off);
+                    vr[u] = *(const float4 *)((j < n ? v : cv) + off);
+                }
             }
-            ks[kk * TC_KLD + d] = to_tc<F16>(kv);
-            vt[d * TC_VLD + kk] = to_tc<F16>(vv);
+#pragma unroll
+            for (int u = 0; u < TC_LOADS; u++) {
+                int i = i0 + u * blockDim.x;
+                if (i < total4) {
+                    int kk = i / d4n, d = (i - kk * d4n) * 4;
+                    uint2 kw;
+                    kw.x = pack2<F16>(kr[u].x, kr[u].y);
+                    kw.y = pack2<F16>(kr[u].z, kr[u].w);
+                    *(uint2 *)(ks + kk * TC_KLD + d) = kw;
+                    vt[d * TC_VLD + kk] = to_tc<F16>(vr[u].x);
+                    vt[(d + 1) * TC_VLD + kk] = to_tc<F16>(vr[u].y);
+                    vt[(d + 2) * TC_VLD + kk] = to_tc<F16>(vr[u].z);
+                    vt[(d + 3) * TC_VLD + kk] = to_tc<F16>(vr[u].w);
+                }
+            }
         }
         __syncthreads();
         if (!active) continue;

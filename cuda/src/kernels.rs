@@ -64,6 +64,11 @@ pub const TYPES: [(i32, &str); 7] = [
     (14, "q6_k"),
 ];
 
+/// The name of kernel type `q` (`"?"` for an unknown id).
+pub fn type_name(q: i32) -> &'static str {
+    TYPES.iter().find(|t| t.0 == q).map_or("?", |t| t.1)
+}
+
 /// Where kernel type `q` sits in [`TYPES`].
 pub fn slot(q: i32) -> Option<usize> {
     TYPES.iter().position(|t| t.0 == q)
@@ -113,11 +118,17 @@ pub struct MmaKernels {
     pub sum_splits: CudaFunction,
 }
 
-/// The kernels of int8.cu: the activation quantizer and `matmul_i8_*` per weight type in
-/// [`INT8_TYPES`] order.
+/// The kernels of int8.cu: the activation quantizer, the sum of split partials, and per weight
+/// type in [`INT8_TYPES`] order: `matmul_i8_*` (32 rows a block), `matmul_i8_*_m1` (16 rows),
+/// `pack_*` (file layout to int8.cu's), `dequant_bf16_packed_*` and `embed_packed_*`.
 pub struct Int8Kernels {
     pub quantize: CudaFunction,
+    pub sum_splits: CudaFunction,
     pub mm: Vec<CudaFunction>,
+    pub mm_m1: Vec<CudaFunction>,
+    pub pack: Vec<CudaFunction>,
+    pub dequant: Vec<CudaFunction>,
+    pub embed: Vec<CudaFunction>,
 }
 
 /// Kernel type ids that int8.cu multiplies, with their kernel-name suffix. q6_k is not among
@@ -228,12 +239,20 @@ impl Kernels {
         let (flash_tc, e) = split(ftc);
         optional("flash_tc.cu", e)?;
         let i8k = build(ctx, arch, INT8).and_then(|m| {
+            let per_type = |prefix: &str, suffix: &str| {
+                INT8_TYPES
+                    .iter()
+                    .map(|(_, n)| function(&m, &format!("{prefix}{n}{suffix}")))
+                    .collect::<Result<Vec<_>, _>>()
+            };
             Ok(Int8Kernels {
                 quantize: function(&m, "quantize_act_i8")?,
-                mm: INT8_TYPES
-                    .iter()
-                    .map(|(_, n)| function(&m, &format!("matmul_i8_{n}")))
-                    .collect::<Result<Vec<_>, _>>()?,
+                sum_splits: function(&m, "i8_sum_splits")?,
+                mm: per_type("matmul_i8_", "")?,
+                mm_m1: per_type("matmul_i8_", "_m1")?,
+                pack: per_type("pack_", "")?,
+                dequant: per_type("dequant_bf16_packed_", "")?,
+                embed: per_type("embed_packed_", "")?,
             })
         });
         let (int8, e) = split(i8k);

@@ -16,6 +16,7 @@
 mod attention;
 mod kernels;
 mod matmul;
+mod profile;
 mod propose;
 
 use cudarc::driver::{
@@ -55,6 +56,8 @@ pub struct CudaBackend {
     /// Set once an f32 matrix is uploaded: a model stored in f32 asks for f32 arithmetic, so
     /// attention stays off the bf16 tensor cores (its matmuls run f32 GEMMs already).
     precise: AtomicBool,
+    /// GPU time per op (`DLM_CUDA_PROFILE=1`), printed when the backend is dropped.
+    prof: profile::Profiler,
 }
 
 /// Partial attention outputs and their row maxima and sums (see `attention::flash`).
@@ -66,14 +69,19 @@ type IntList = (Vec<i32>, Arc<CudaSlice<i32>>);
 /// Index lists kept on the device for reuse.
 const INT_LISTS: usize = 16;
 
-/// A weight matrix on the device, in its stored type.
+/// A weight matrix on the device, in its stored type: as stored (rows of blocks, back to back),
+/// or for the types int8.cu multiplies, repacked into int8.cu's layout (fragment order, scales
+/// apart; see int8.cu), which only int8.cu's kernels read.
 pub struct CudaMatrix {
     data: CudaSlice<u8>,
     /// Kernel type id (`kernels::kernel_type`).
     quant: i32,
+    /// Bytes of a stored row (of the file's layout, also when repacked).
     row_bytes: i64,
     rows: usize,
     cols: usize,
+    /// Repacked for int8.cu: the byte offset of the scales in `data`.
+    packed: Option<i64>,
 }
 
 /// An f32 buffer on the device with its logical length (CUDA refuses empty allocations,
@@ -130,10 +138,22 @@ pub struct Tuning {
     /// `DLM_CUDA_FLASH_F16`, default 1. The CPU computes attention in f32; against an f64
     /// reference the f16 kernel's error is 4.9e-5..1.5e-4, the bf16 one's 3.7e-4..1.2e-3.
     pub flash_f16: bool,
+    /// Rows per block of int8.cu's matmul: 1 = 16 rows (default), 2 = 32 rows, anything else
+    /// chooses: 32 unless that leaves multiprocessors without a block. `DLM_CUDA_I8_ROW_TILES`.
+    /// On an H100 at the 8B shape (dual cache, 256 steps, ms per step) 16 rows gave 14.71 at
+    /// q8_0 and 14.54 at q4_k, 32 rows 16.92 and 15.10, the choice 15.79 and 14.85.
+    pub i8_row_tiles: usize,
+    /// Blocks int8.cu's matmul aims for by splitting the columns when its row blocks are fewer:
+    /// `DLM_CUDA_I8_BLOCKS`, default twice the multiprocessors (set when the backend starts);
+    /// 0 never splits.
+    pub i8_blocks: usize,
+    /// Several f16/bf16 matrices of one input (q, k, v; gate, up) as one batched cuBLAS GEMM
+    /// for many rows: `DLM_CUDA_BATCH=0` turns it off.
+    pub batch_gemm: bool,
 }
 
 impl Tuning {
-    fn from_env() -> Self {
+    fn from_env(n_sms: usize) -> Self {
         let get = |name: &str, default: usize| {
             std::env::var(name)
                 .ok()
@@ -148,6 +168,9 @@ impl Tuning {
             flash_min_rows: get("DLM_CUDA_FLASH_MIN_ROWS", 1),
             flash_tc: get("DLM_CUDA_FLASH_TC", 1) != 0,
             flash_f16: get("DLM_CUDA_FLASH_F16", 1) != 0,
+            i8_row_tiles: get("DLM_CUDA_I8_ROW_TILES", 1),
+            i8_blocks: get("DLM_CUDA_I8_BLOCKS", 2 * n_sms),
+            batch_gemm: get("DLM_CUDA_BATCH", 1) != 0,
         }
     }
 }
@@ -247,7 +270,7 @@ impl CudaBackend {
             stream,
             k,
             gemm,
-            tuning: Tuning::from_env(),
+            tuning: Tuning::from_env(n_sms),
             n_sms,
             report,
             int_lists: Mutex::new(Vec::new()),
@@ -255,6 +278,7 @@ impl CudaBackend {
             partials: Mutex::new(None),
             att_parts: Mutex::new((None, None)),
             precise: AtomicBool::new(false),
+            prof: profile::Profiler::from_env(),
         })
     }
 
@@ -292,15 +316,62 @@ impl CudaBackend {
                 quant.name()
             )));
         }
+        self.matrix(quant, rows, cols, bytes)
+    }
+
+    /// Upload `bytes`, a `[rows, cols]` matrix of `quant` in the file's layout: as stored, or
+    /// repacked for int8.cu when it loaded and takes the type (`DLM_CUDA_PACK=0` keeps every
+    /// matrix as stored, so quantized matmuls take the bf16 paths, as before int8.cu).
+    fn matrix(
+        &self,
+        quant: QuantType,
+        rows: usize,
+        cols: usize,
+        bytes: &[u8],
+    ) -> Result<CudaMatrix, RuntimeError> {
         if quant == QuantType::F32 {
             self.precise.store(true, Ordering::Relaxed);
         }
+        let q = kernels::kernel_type(quant);
+        let row_bytes = (bytes.len() / rows.max(1)) as i64;
+        let raw = self.upload(bytes)?;
+        let pack = std::env::var("DLM_CUDA_PACK").as_deref() != Ok("0");
+        if let (Some(ik), Some(s), true, true) = (
+            self.k.int8.as_ref(),
+            kernels::int8_slot(q),
+            pack,
+            cols.is_multiple_of(32) && rows > 0,
+        ) {
+            let (q_bytes, s_bytes) = matmul::packed_bytes(q, rows, cols);
+            let mut data = self
+                .stream
+                .alloc_zeros::<u8>(q_bytes + s_bytes)
+                .map_err(|e| device_err("allocation of a repacked matrix", e))?;
+            let (r, c, off) = (rows as i32, cols as i32, q_bytes as i64);
+            let mut b = self.stream.launch_builder(&ik.pack[s]);
+            b.arg(&raw)
+                .arg(&row_bytes)
+                .arg(&r)
+                .arg(&c)
+                .arg(&mut data)
+                .arg(&off);
+            launch(b, grid1(q_bytes / 16, 256));
+            return Ok(CudaMatrix {
+                data,
+                quant: q,
+                row_bytes,
+                rows,
+                cols,
+                packed: Some(off),
+            });
+        }
         Ok(CudaMatrix {
-            data: self.upload(bytes)?,
-            quant: kernels::kernel_type(quant),
-            row_bytes: row_bytes as i64,
+            data: raw,
+            quant: q,
+            row_bytes,
             rows,
             cols,
+            packed: None,
         })
     }
 
@@ -359,6 +430,11 @@ impl CudaBackend {
         acts.forget(ptr);
     }
 
+    /// Time the op that follows until the returned span drops (`DLM_CUDA_PROFILE=1`).
+    fn span(&self, name: impl FnOnce() -> String) -> Option<profile::Span<'_>> {
+        self.prof.span(&self.stream, name)
+    }
+
     fn zeros(&self, len: usize) -> Result<CudaSlice<f32>, RuntimeError> {
         self.stream.alloc_zeros::<f32>(len.max(1)).map_err(|e| {
             RuntimeError::InvalidRequest(format!(
@@ -382,16 +458,7 @@ impl Backend for CudaBackend {
 
     fn upload_matrix(&self, m: &Matrix, bytes: &[u8]) -> Result<CudaMatrix, RuntimeError> {
         let w = m.view(bytes);
-        if m.quant == QuantType::F32 {
-            self.precise.store(true, Ordering::Relaxed);
-        }
-        Ok(CudaMatrix {
-            data: self.upload(w.data)?,
-            quant: kernels::kernel_type(m.quant),
-            row_bytes: (w.data.len() / m.rows.max(1)) as i64,
-            rows: m.rows,
-            cols: m.cols,
-        })
+        self.matrix(m.quant, m.rows, m.cols, w.data)
     }
 
     fn upload_vector(&self, v: &[f32]) -> Result<CudaSlice<f32>, RuntimeError> {
@@ -405,6 +472,7 @@ impl Backend for CudaBackend {
     }
 
     fn embed(&self, table: &CudaMatrix, tokens: &[u32], out: &mut CudaAct) {
+        let _t = self.span(|| format!("embed n={}", tokens.len()));
         if tokens.is_empty() {
             return;
         }
@@ -412,6 +480,21 @@ impl Backend for CudaBackend {
         self.wrote(&out.buf);
         let t = self.ints(&t);
         let (n, cols) = (tokens.len() as i32, table.cols as i32);
+        if let (Some(off), Some(ik), Some(s)) = (
+            table.packed,
+            self.k.int8.as_ref(),
+            kernels::int8_slot(table.quant),
+        ) {
+            let mut b = self.stream.launch_builder(&ik.embed[s]);
+            b.arg(&table.data)
+                .arg(&off)
+                .arg(&cols)
+                .arg(&*t)
+                .arg(&n)
+                .arg(&mut out.buf);
+            launch(b, rows_cfg(tokens.len(), 128));
+            return;
+        }
         let mut b = self.stream.launch_builder(&self.k.embed);
         b.arg(&table.data)
             .arg(&table.quant)
@@ -424,6 +507,7 @@ impl Backend for CudaBackend {
     }
 
     fn rmsnorm(&self, x: &CudaAct, w: &CudaSlice<f32>, eps: f32, out: &mut CudaAct) {
+        let _t = self.span(|| format!("rmsnorm n={}", out.len / w.len().max(1)));
         let dim = w.len();
         let rows = out.len / dim.max(1);
         if rows == 0 {
@@ -437,10 +521,32 @@ impl Backend for CudaBackend {
     }
 
     fn matmul(&self, w: &CudaMatrix, x: &CudaAct, n: usize, out: &mut CudaAct) {
+        let _t = self.span(|| {
+            format!(
+                "matmul {} n={n} [{}x{}]",
+                kernels::type_name(w.quant),
+                w.rows,
+                w.cols
+            )
+        });
         matmul::matmul(self, w, x, n, out);
     }
 
+    fn matmul_many(&self, ws: &[&CudaMatrix], x: &CudaAct, n: usize, outs: &mut [&mut CudaAct]) {
+        let _t = self.span(|| {
+            let w = ws.first().map_or((0, 0, 0), |w| (w.quant, w.rows, w.cols));
+            let name = kernels::type_name(w.0);
+            format!("matmul x{} {name} n={n} [{}x{}]", ws.len(), w.1, w.2)
+        });
+        if !matmul::many(self, ws, x, n, outs) {
+            for (w, out) in ws.iter().zip(outs.iter_mut()) {
+                matmul::matmul(self, w, x, n, out);
+            }
+        }
+    }
+
     fn add_bias(&self, x: &mut CudaAct, bias: &CudaSlice<f32>) {
+        let _t = self.span(|| format!("add_bias len={}", x.len));
         if x.len == 0 {
             return;
         }
@@ -460,6 +566,7 @@ impl Backend for CudaBackend {
         sin: &CudaSlice<f32>,
         positions: &[usize],
     ) {
+        let _t = self.span(|| format!("rope n={}", positions.len()));
         if positions.is_empty() {
             return;
         }
@@ -477,6 +584,7 @@ impl Backend for CudaBackend {
     }
 
     fn swiglu(&self, gate: &mut CudaAct, up: &CudaAct) {
+        let _t = self.span(|| format!("swiglu len={}", gate.len));
         if gate.len == 0 {
             return;
         }
@@ -488,6 +596,7 @@ impl Backend for CudaBackend {
     }
 
     fn add_assign(&self, x: &mut CudaAct, y: &CudaAct) {
+        let _t = self.span(|| format!("add_assign len={}", x.len));
         let len = x.len.min(y.len);
         if len == 0 {
             return;
@@ -500,6 +609,7 @@ impl Backend for CudaBackend {
     }
 
     fn gather_rows(&self, x: &CudaAct, width: usize, rows: &[usize], out: &mut CudaAct) {
+        let _t = self.span(|| format!("gather_rows n={}", rows.len()));
         if rows.is_empty() || width == 0 {
             return;
         }
@@ -544,18 +654,21 @@ impl Backend for CudaBackend {
         k: &CudaAct,
         v: &CudaAct,
     ) {
+        let _t = self.span(|| format!("store_kv n={}", positions.len()));
         let d = cache.shape.kv_dim;
         self.scatter(&mut cache.k[layer], d, positions, &k.buf);
         self.scatter(&mut cache.v[layer], d, positions, &v.buf);
     }
 
     fn store_hidden(&self, cache: &mut CudaCache, layer: usize, positions: &[usize], x: &CudaAct) {
+        let _t = self.span(|| format!("store_hidden n={}", positions.len()));
         if let (Some(d), Some(h)) = (cache.shape.hidden_dim, cache.h.get_mut(layer)) {
             self.scatter(h, d, positions, &x.buf);
         }
     }
 
     fn load_hidden(&self, cache: &CudaCache, layer: usize, positions: &[usize], out: &mut CudaAct) {
+        let _t = self.span(|| format!("load_hidden n={}", positions.len()));
         let d = cache
             .shape
             .hidden_dim
@@ -576,11 +689,13 @@ impl Backend for CudaBackend {
         args: AttentionArgs<'_, Self>,
         out: &mut CudaAct,
     ) -> Option<LayerAttention> {
+        let _t = self.span(|| format!("attention n={} outside={}", args.n, args.outside.len()));
         self.wrote(&out.buf);
         attention::attention(self, args, out)
     }
 
     fn to_host(&self, x: &CudaAct) -> Vec<f32> {
+        let _t = self.span(|| format!("to_host len={}", x.len));
         let mut v = ok(self.stream.memcpy_dtov(&x.buf));
         v.truncate(x.len);
         v
@@ -593,7 +708,17 @@ impl Backend for CudaBackend {
         spec: &ProposeSpec,
         rng: &mut Rng,
     ) -> Vec<Proposal> {
+        let _t = self.span(|| format!("propose rows={}", logits.len / vocab.max(1)));
         propose::propose(self, logits, vocab, spec, rng)
+    }
+}
+
+impl Drop for CudaBackend {
+    fn drop(&mut self) {
+        let r = self.prof.report();
+        if !r.is_empty() {
+            eprint!("{r}");
+        }
     }
 }
 

@@ -25,10 +25,13 @@ use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, LaunchConfig, PushKerne
 use std::ffi::c_void;
 use std::sync::Mutex;
 
-/// Default bf16 tile of dequantized weight rows: 16 MiB (8 Mi elements), small enough to stay
-/// in L2 between the dequantizing kernel that writes it and the GEMM that reads it, large
-/// enough for an efficient GEMM (2048 rows of 4096). `DLM_CUDA_TILE_MIB` changes it.
-const TILE_MIB: usize = 16;
+/// Default bf16 tile of dequantized weight rows: 128 MiB (64 Mi elements), a whole 8B-shaped
+/// projection ([12288, 4096] or [4096, 12288]) in one GEMM. Smaller tiles stay in L2 between
+/// the dequantizer and the GEMM, but give the GEMM too few row tiles: on an H100 at the 8B
+/// shape a q8_0 full step took 51.1 ms with 16 MiB tiles (682 rows of a [4096, 12288]
+/// matrix per GEMM) and 35.2 ms with 128 MiB (q4_k 52.1 and 36.1). `DLM_CUDA_TILE_MIB`
+/// changes it.
+const TILE_MIB: usize = 128;
 
 /// cuBLAS and the scratch buffers of its path.
 pub(crate) struct Gemm {
@@ -43,6 +46,7 @@ pub(crate) struct Gemm {
 struct Scratch {
     act: Option<CudaSlice<u16>>,  // [n, cols] activations in f16/bf16
     tile: Option<CudaSlice<u16>>, // [tile_rows, cols] dequantized weight rows in bf16
+    ptrs: Option<CudaSlice<u64>>, // [3, batch] A, B and C pointers of a batched GEMM
 }
 
 impl Gemm {
@@ -79,11 +83,16 @@ pub(crate) fn matmul(be: &CudaBackend, w: &CudaMatrix, x: &CudaAct, n: usize, ou
     let aligned = w.cols.is_multiple_of(8);
     let t = be.tuning;
     let float = w.quant <= 2;
-    if let (Some(ik), Some(s)) = (be.k.int8.as_ref(), kernels::int8_slot(w.quant))
-        && n <= t.int8_max_rows
-        && w.cols.is_multiple_of(32)
+    if let (Some(off), Some(ik), Some(s)) =
+        (w.packed, be.k.int8.as_ref(), kernels::int8_slot(w.quant))
     {
-        int8(be, ik, s, w, x, n, out);
+        // A repacked matrix: int8.cu, or for many rows dequantize + cuBLAS.
+        match (be.gemm.as_ref(), be.k.mm.as_ref()) {
+            (Some(g), Some(mm)) if n > t.int8_max_rows && n >= t.gemm_min_rows_quant => {
+                gemm(be, g, mm, Some((ik, s, off)), 0, w, x, n, out)
+            }
+            _ => int8(be, ik, s, off, w, x, n, out),
+        }
         return;
     }
     if let (Some(g), Some(mm), Some(s), true) = (be.gemm.as_ref(), be.k.mm.as_ref(), slot, aligned)
@@ -94,7 +103,7 @@ pub(crate) fn matmul(be: &CudaBackend, w: &CudaMatrix, x: &CudaAct, n: usize, ou
             t.gemm_min_rows_quant
         };
         if n >= min {
-            gemm(be, g, mm, s, w, x, n, out);
+            gemm(be, g, mm, None, s, w, x, n, out);
             return;
         }
     }
@@ -126,18 +135,124 @@ pub(crate) fn matmul(be: &CudaBackend, w: &CudaMatrix, x: &CudaAct, n: usize, ou
     simple(be, w, x, n, out);
 }
 
-/// int8.cu's activations: `[n_pad / 8, cols / 32, 32 lanes, 8 bytes]` quants in fragment
-/// order, and `[n_pad / 8, cols / 32, 8]` scales and sums of quants (`quantize_act_i8`).
-/// `key` names what they hold: the activations' device address, rows and width. A forward
-/// pass multiplies one input by several matrices (q, k and v; gate and up), so the next
-/// matmul of the same input skips the quantizer; every op that writes an activation buffer,
-/// and every new buffer, clears the key when the address is its (`CudaBackend::wrote`).
+/// Several f16/bf16 matrices of one shape applied to one input as one batched cuBLAS GEMM
+/// (`many` rows only, from `Tuning::gemm_min_rows_float`): a [4096, 4096] GEMM of 512 rows
+/// leaves most of an H100's last wave of tiles empty, three at once fill it. `false` when the
+/// matrices or the call do not qualify (then the caller runs them one by one), or with
+/// `DLM_CUDA_BATCH=0`.
+pub(crate) fn many(
+    be: &CudaBackend,
+    ws: &[&CudaMatrix],
+    x: &CudaAct,
+    n: usize,
+    outs: &mut [&mut CudaAct],
+) -> bool {
+    use bsys::cudaDataType::{CUDA_R_16BF, CUDA_R_16F, CUDA_R_32F};
+    let (Some(g), Some(mm), Some(w0)) = (be.gemm.as_ref(), be.k.mm.as_ref(), ws.first()) else {
+        return false;
+    };
+    let same = ws.iter().all(|w| {
+        w.quant == w0.quant && w.rows == w0.rows && w.cols == w0.cols && w.packed.is_none()
+    });
+    if !be.tuning.batch_gemm
+        || ws.len() < 2
+        || ws.len() != outs.len()
+        || !same
+        || !(w0.quant == 1 || w0.quant == 2)
+        || n < be.tuning.gemm_min_rows_float
+        || !w0.cols.is_multiple_of(8)
+        || w0.rows == 0
+    {
+        return false;
+    }
+    for o in outs.iter() {
+        be.wrote(&o.buf);
+    }
+    let mut sc = g.scratch.lock().unwrap_or_else(|p| p.into_inner());
+    let sc = &mut *sc;
+    let (rows, cols, k) = (w0.rows, w0.cols, ws.len());
+    let st = &be.stream;
+    ok(st.context().bind_to_thread());
+    let half_type = if w0.quant == 1 {
+        CUDA_R_16F
+    } else {
+        CUDA_R_16BF
+    };
+    let to_bf16: i32 = i32::from(w0.quant != 1);
+    let len = n * cols;
+    let act = grown(be, &mut sc.act, len);
+    let l = len as i64;
+    let mut b = st.launch_builder(&mm.to_half);
+    b.arg(&x.buf).arg(&l).arg(&to_bf16).arg(&mut *act);
+    launch(b, grid_stride(len));
+    let (act_ptr, _x) = act.device_ptr(st);
+    // [A pointers, B pointers, C pointers]; the guards keep cudarc's bookkeeping until queued.
+    let mut host = Vec::with_capacity(3 * k);
+    let mut guards = Vec::new();
+    for w in ws {
+        let (p, gd) = w.data.device_ptr(st);
+        host.push(p);
+        guards.push(gd);
+    }
+    host.extend(std::iter::repeat_n(act_ptr, k));
+    let mut out_guards = Vec::new();
+    for o in outs.iter_mut() {
+        let (p, gd) = o.buf.device_ptr_mut(st);
+        host.push(p);
+        out_guards.push(gd);
+    }
+    let dev = grown(be, &mut sc.ptrs, 3 * k);
+    ok(st.memcpy_htod(&host, dev));
+    let (ptrs, _p) = dev.device_ptr(st);
+    let (alpha, beta) = (1f32, 0f32);
+    // SAFETY: `ptrs` holds 3k device addresses, queued before this call on the handle's stream:
+    // k weight matrices of rows x cols half values, k copies of the converted input (n x cols
+    // half values) and k outputs of at least n x rows f32 (the callers' shape contracts, as for
+    // gemm_ex); alpha and beta are host f32 for the f32 compute type in host pointer mode.
+    let r = unsafe {
+        bsys::cublasGemmBatchedEx(
+            *g.blas.handle(),
+            bsys::cublasOperation_t::CUBLAS_OP_T,
+            bsys::cublasOperation_t::CUBLAS_OP_N,
+            rows as i32,
+            n as i32,
+            cols as i32,
+            (&alpha as *const f32).cast::<c_void>(),
+            ptrs as *const *const c_void,
+            half_type,
+            cols as i32,
+            (ptrs + 8 * k as u64) as *const *const c_void,
+            half_type,
+            cols as i32,
+            (&beta as *const f32).cast::<c_void>(),
+            (ptrs + 16 * k as u64) as *const *mut c_void,
+            CUDA_R_32F,
+            rows as i32,
+            k as i32,
+            bsys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            bsys::cublasGemmAlgo_t::CUBLAS_GEMM_DFALT,
+        )
+    };
+    if r != bsys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+        panic!("cublasGemmBatchedEx failed: {r:?}");
+    }
+    true
+}
+
+/// int8.cu's activations: `[n_pad / 8, cols / 32, 32 lanes]` 16-byte words (quants in
+/// fragment order and two tokens' scales) and `[n_pad / 8, cols / 32, 8]` sums of quants
+/// (`quantize_act_i8`). `key` names what they hold: the activations' device address, rows and
+/// width. A forward pass multiplies one input by several matrices (q, k and v; gate and up), so
+/// the next matmul of the same input skips the quantizer; every op that writes an activation
+/// buffer, and every new buffer, clears the key when the address is its
+/// (`CudaBackend::wrote`).
 #[derive(Default)]
 pub(crate) struct Int8Acts {
     key: Option<(u64, usize, usize)>,
     q: Option<CudaSlice<u8>>,
-    d: Option<CudaSlice<f32>>,
     s: Option<CudaSlice<i32>>,
+    /// `[splits, n, rows]` partial sums of split matmuls.
+    part: Option<CudaSlice<f32>>,
 }
 
 impl Int8Acts {
@@ -162,18 +277,46 @@ pub(crate) fn grown<'a, T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZ
     slot.as_mut().expect("just allocated")
 }
 
-/// Weight rows per block of `matmul_i8_*` (`I8_ROWS`), tokens per block (`8 * I8_TILES`),
-/// threads (`32 * I8_WARPS`).
-const I8_ROWS: usize = 32;
+/// Bytes of int8.cu's layout of a `[rows, cols]` matrix of kernel type `q` (q8_0, q4_0 or
+/// q4_k; cols a multiple of 32): the quants, then the scales (see int8.cu).
+pub(crate) fn packed_bytes(q: i32, rows: usize, cols: usize) -> (usize, usize) {
+    let r16 = rows.div_ceil(16);
+    let nb = cols / 32;
+    match q {
+        8 => (r16 * nb * 512, r16 * nb * 32),
+        9 => (r16 * nb.div_ceil(2) * 512, r16 * nb.div_ceil(2) * 64),
+        _ => (r16 * (cols / 256) * 2048, r16 * (cols / 256) * 256),
+    }
+}
+
+/// Column units of a packed row (int8.cu's `pack_units`): 32-column blocks (q8_0), pairs of
+/// them (q4_0), 256-column blocks (q4_k).
+fn packed_units(q: i32, cols: usize) -> usize {
+    match q {
+        8 => cols / 32,
+        9 => (cols / 32).div_ceil(2),
+        _ => cols / 256,
+    }
+}
+
+/// Tokens per block of `matmul_i8_*` (`8 * I8_TILES`), threads (`32 * I8_WARPS`), warps.
 const I8_TOKENS: usize = 64;
 const I8_THREADS: u32 = 256;
+const I8_WARPS: usize = 8;
 
-/// int8.cu: quantize x's rows to int8 blocks, then the integer matmul; `s` is the weight
-/// type's slot in `kernels::INT8_TYPES`.
+/// int8.cu: quantize x's rows to int8 blocks, then the integer matmul of the packed matrix
+/// `w` (scales at byte `off`); `s` is the weight type's slot in `kernels::INT8_TYPES`.
+///
+/// Blocks: 32 rows (or 16 when the 32-row blocks would not give every multiprocessor one) by
+/// 64 tokens; when those are still fewer than `DLM_CUDA_I8_BLOCKS` (default twice the
+/// multiprocessors), the columns are split over more blocks, each split at least 4 units a
+/// warp, and the partial sums added in split order (`i8_sum_splits`).
+#[allow(clippy::too_many_arguments)]
 fn int8(
     be: &CudaBackend,
     ik: &Int8Kernels,
     s: usize,
+    off: i64,
     w: &CudaMatrix,
     x: &CudaAct,
     n: usize,
@@ -186,65 +329,75 @@ fn int8(
     let key = (x.buf.device_ptr(&be.stream).0, n, w.cols);
     let fresh = acts.key == Some(key) && acts.q.is_some();
     acts.key = None; // set again below once the quantizer is queued
-    let q = grown(be, &mut acts.q, n_pad * w.cols);
-    let d = grown(be, &mut acts.d, n_pad * nb);
-    let sums = grown(be, &mut acts.s, n_pad * nb);
     let (cols, ni, np) = (w.cols as i32, n as i32, n_pad as i32);
     if !fresh {
-        quantize(be, ik, x, cols, ni, np, q, d, sums);
+        let q = grown(be, &mut acts.q, n_pad * w.cols * 2);
+        let sums = grown(be, &mut acts.s, n_pad * nb);
+        let mut b = be.stream.launch_builder(&ik.quantize);
+        b.arg(&x.buf).arg(&cols).arg(&ni).arg(&np).arg(q).arg(sums);
+        let warps = n_pad * nb;
+        launch(b, grid_stride(warps * 32));
     }
     acts.key = Some(key);
-    let rows = w.rows as i32;
-    let mut b = be.stream.launch_builder(&ik.mm[s]);
-    b.arg(&w.data)
-        .arg(&w.row_bytes)
-        .arg(&rows)
-        .arg(&cols)
-        .arg(&*q)
-        .arg(&*d)
-        .arg(&*sums)
-        .arg(&ni)
-        .arg(&mut out.buf);
+    let t = be.tuning;
+    let r16 = w.rows.div_ceil(16);
+    let groups = n.div_ceil(I8_TOKENS);
+    let m1 = match t.i8_row_tiles {
+        1 => true,
+        2 => false,
+        _ => r16.div_ceil(2) * groups < be.n_sms,
+    };
+    let row_blocks = if m1 { r16 } else { r16.div_ceil(2) };
+    let units = packed_units(w.quant, w.cols);
+    let max_splits = (units / (4 * I8_WARPS)).max(1);
+    let want = t
+        .i8_blocks
+        .div_ceil(row_blocks * groups)
+        .clamp(1, max_splits);
+    let ups = units.div_ceil(want);
+    let splits = units.div_ceil(ups);
+    let (rows, ups_i) = (w.rows as i32, ups as i32);
     let cfg = LaunchConfig {
-        grid_dim: (
-            n.div_ceil(I8_TOKENS) as u32,
-            w.rows.div_ceil(I8_ROWS) as u32,
-            1,
-        ),
+        grid_dim: (groups as u32, row_blocks as u32, splits as u32),
         block_dim: (I8_THREADS, 1, 1),
         shared_mem_bytes: 0,
     };
-    launch(b, cfg);
-}
-
-/// `quantize_act_i8` of x (`[n, cols]`) into q, d and sums (`n_pad` rows).
-#[allow(clippy::too_many_arguments)]
-fn quantize(
-    be: &CudaBackend,
-    ik: &Int8Kernels,
-    x: &CudaAct,
-    cols: i32,
-    ni: i32,
-    np: i32,
-    q: &mut CudaSlice<u8>,
-    d: &mut CudaSlice<f32>,
-    sums: &mut CudaSlice<i32>,
-) {
-    let mut b = be.stream.launch_builder(&ik.quantize);
-    b.arg(&x.buf)
+    let kernel = if m1 { &ik.mm_m1[s] } else { &ik.mm[s] };
+    let q = acts.q.as_ref().expect("quantized above");
+    let sums = acts.s.as_ref().expect("quantized above");
+    let len = n * w.rows;
+    if splits == 1 {
+        let mut b = be.stream.launch_builder(kernel);
+        b.arg(&w.data)
+            .arg(&off)
+            .arg(&rows)
+            .arg(&cols)
+            .arg(q)
+            .arg(sums)
+            .arg(&ni)
+            .arg(&ups_i)
+            .arg(&mut out.buf);
+        launch(b, cfg);
+        return;
+    }
+    let mut part = acts.part.take();
+    let p = grown(be, &mut part, splits * len);
+    let mut b = be.stream.launch_builder(kernel);
+    b.arg(&w.data)
+        .arg(&off)
+        .arg(&rows)
         .arg(&cols)
-        .arg(&ni)
-        .arg(&np)
         .arg(q)
-        .arg(d)
-        .arg(sums);
-    let warps = np as usize * (cols as usize / 32);
-    let cfg = LaunchConfig {
-        grid_dim: ((warps as u32).div_ceil(8).clamp(1, 65_535), 1, 1),
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: 0,
-    };
+        .arg(sums)
+        .arg(&ni)
+        .arg(&ups_i)
+        .arg(&mut *p);
     launch(b, cfg);
+    let (sp, l) = (splits as i32, len as i64);
+    let mut b = be.stream.launch_builder(&ik.sum_splits);
+    b.arg(&*p).arg(&sp).arg(&l).arg(&mut out.buf);
+    launch(b, grid_stride(len));
+    acts.part = part;
 }
 
 /// Activation rows mma.cu takes at most (`MMA_MAXN`).
@@ -345,12 +498,15 @@ fn grid_stride(len: usize) -> LaunchConfig {
     }
 }
 
-/// The GEMM path (see the module doc); `s` is the weight type's slot in `kernels::TYPES`.
+/// The GEMM path (see the module doc); `s` is the weight type's slot in `kernels::TYPES`, or
+/// for a repacked matrix `packed` names int8.cu's dequantizer (its slot) and the scales'
+/// offset.
 #[allow(clippy::too_many_arguments)]
 fn gemm(
     be: &CudaBackend,
     g: &Gemm,
     mm: &MatmulKernels,
+    packed: Option<(&Int8Kernels, usize, i64)>,
     s: usize,
     w: &CudaMatrix,
     x: &CudaAct,
@@ -398,13 +554,19 @@ fn gemm(
     while r0 < rows {
         let nr = tile_rows.min(rows - r0);
         let (r0_i, nr_i) = (r0 as i64, nr as i32);
-        let mut b = st.launch_builder(&mm.dequant[s]);
-        b.arg(&w.data)
-            .arg(&w.row_bytes)
-            .arg(&r0_i)
-            .arg(&nr_i)
-            .arg(&cols_i)
-            .arg(&mut *tile);
+        let mut b = match &packed {
+            Some((ik, ps, off)) => {
+                let mut b = st.launch_builder(&ik.dequant[*ps]);
+                b.arg(&w.data).arg(off);
+                b
+            }
+            None => {
+                let mut b = st.launch_builder(&mm.dequant[s]);
+                b.arg(&w.data).arg(&w.row_bytes);
+                b
+            }
+        };
+        b.arg(&r0_i).arg(&nr_i).arg(&cols_i).arg(&mut *tile);
         launch(b, grid_stride(nr * cols / 8));
         let (t, _t) = tile.device_ptr(st);
         // Rows r0.. of the output are columns r0.. of cuBLAS's column-major [rows, n] view.

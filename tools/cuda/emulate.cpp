@@ -310,27 +310,57 @@ static float dot_ref(int q, const u8 *row, const ActRef *a, int cols, double *ma
     return acc;
 }
 
-// int8.cu: quantize_act_i8 against quantize_ref (bit for bit), then matmul_i8_* against
-// dot_ref (the same integer sums; f32 summation order only).
+// int8.cu: pack_* (the fragment-order layout: every weight read back through packed_w8 and
+// against load_w1 of the file's layout), quantize_act_i8 against quantize_ref (bit for bit),
+// then matmul_i8_* (both row tilings, with and without a split of the columns) against dot_ref
+// (the same integer sums; f32 summation order only).
 static int check_int8() {
     int fail = 0;
     struct Case { int q, rows, cols; const char *name; } cases[] = {
-        {Q_Q8_0, 37, 512, "q8_0"}, {Q_Q4_0, 37, 288, "q4_0"}, {Q_Q4_K, 37, 768, "q4_k"}, {Q_Q8_0, 70, 64, "q8_0"}};
+        {Q_Q8_0, 37, 512, "q8_0"}, {Q_Q4_0, 37, 288, "q4_0"}, {Q_Q4_K, 37, 768, "q4_k"}, {Q_Q8_0, 70, 64, "q8_0"},
+        // several rounds of units per warp (the next round's weights loaded during this one's)
+        {Q_Q8_0, 20, 2080, "q8_0"}, {Q_Q4_0, 20, 4192, "q4_0"}, {Q_Q4_K, 20, 4608, "q4_k"}};
     for (auto cs : cases) {
         int rb = cs.q == Q_Q8_0 ? cs.cols / 32 * 34 : cs.q == Q_Q4_0 ? cs.cols / 32 * 18 : cs.cols / 256 * 144;
         std::vector<u8> wbuf(cs.rows * rb + 16);
         u8 *w = wbuf.data() + (16 - ((uintptr_t)wbuf.data() & 15)) % 16; // 16-aligned like a device allocation
         for (int r = 0; r < cs.rows; r++) random_row(cs.q, cs.cols, w + r * rb);
         int nb = cs.cols / 32;
+        // packed_bytes in src/matmul.rs
+        long long r16 = (cs.rows + 15) / 16, units = cs.q == Q_Q8_0 ? nb : cs.q == Q_Q4_0 ? (nb + 1) / 2 : cs.cols / 256;
+        long long qbytes = r16 * units * (cs.q == Q_Q4_K ? 2048 : 512);
+        long long sbytes = r16 * units * (cs.q == Q_Q8_0 ? 32 : cs.q == Q_Q4_0 ? 64 : 256);
+        std::vector<uint4> pbuf((qbytes + sbytes) / 16, uint4{0xdeadbeef, 0xdeadbeef, 0xdeadbeef, 0xdeadbeef});
+        u8 *pk = (u8 *)pbuf.data();
+        int ki = cs.q == Q_Q8_0 ? 0 : cs.q == Q_Q4_0 ? 1 : 2;
+        launch(5, 1, 64, [&] {
+            if (ki == 0) pack_q8_0(w, rb, cs.rows, cs.cols, pk, qbytes);
+            if (ki == 1) pack_q4_0(w, rb, cs.rows, cs.cols, pk, qbytes);
+            if (ki == 2) pack_q4_k(w, rb, cs.rows, cs.cols, pk, qbytes);
+        });
+        int bad_pack = 0;
+        for (size_t i = 0; i < pbuf.size(); i++) bad_pack += pbuf[i].x == 0xdeadbeef && pbuf[i].y == 0xdeadbeef; // unwritten
+        for (int r = 0; r < (int)r16 * 16; r++)
+            for (int c = 0; c < cs.cols; c += 8) {
+                float v[8];
+                if (ki == 0) packed_w8<Q_Q8_0>(pk, qbytes, cs.cols, r, c, v);
+                if (ki == 1) packed_w8<Q_Q4_0>(pk, qbytes, cs.cols, r, c, v);
+                if (ki == 2) packed_w8<Q_Q4_K>(pk, qbytes, cs.cols, r, c, v);
+                for (int e = 0; e < 8; e++) {
+                    float want = r < cs.rows ? load_w1(w + r * rb, cs.q, c + e) : 0.0f;
+                    bad_pack += !(v[e] == want);
+                }
+            }
+        printf("int8 %s rows %d cols %d: pack %d wrong\n", cs.name, cs.rows, cs.cols, bad_pack);
+        fail += bad_pack != 0;
         for (int n : {1, 3, 9, 64, 70}) {
             int n_pad = (n + 7) / 8 * 8;
             std::vector<float> x(n * cs.cols);
             for (auto &v : x) v = uni() * (rng() % 4 == 0 ? 8.0f : 1.0f);
             if (n == 9) { x[5] = NAN; x[cs.cols + 40] = INFINITY; } // token 0 block 0, token 1 block 1
-            std::vector<uint2> xq(n_pad * cs.cols / 8, uint2{0xdeadbeef, 0xdeadbeef});
-            std::vector<float> xd(n_pad * nb, -1);
+            std::vector<uint4> xq(n_pad * cs.cols / 8, uint4{0xdeadbeef, 0xdeadbeef, 0xdeadbeef, 0xdeadbeef});
             std::vector<int> xs(n_pad * nb, -1);
-            launch(3, 1, 256, [&] { quantize_act_i8(x.data(), cs.cols, n, n_pad, xq.data(), xd.data(), xs.data()); });
+            launch(3, 1, 256, [&] { quantize_act_i8(x.data(), cs.cols, n, n_pad, xq.data(), xs.data()); });
             std::vector<ActRef> ref(n * nb);
             int bad_q = 0;
             for (int t = 0; t < n_pad; t++)
@@ -338,35 +368,47 @@ static int check_int8() {
                     ActRef want{};
                     if (t < n) want = ref[t * nb + b] = quantize_ref(&x[t * cs.cols + 32 * b]);
                     long long tile = (long long)(t / 8) * nb + b;
-                    float d = xd[tile * 8 + t % 8];
-                    bool same_d = std::isnan(want.d) ? std::isnan(d) : d == want.d;
-                    if (!same_d || xs[tile * 8 + t % 8] != want.sum) bad_q++;
+                    // token t's scale: lanes 4g + (t % 8) / 2, word 2 + t % 2, for every g
+                    for (int g = 0; g < 8; g++) {
+                        const uint4 &l = xq[tile * 32 + 4 * g + (t % 8) / 2];
+                        float d = __uint_as_float(t % 2 ? l.w : l.z);
+                        bad_q += !(std::isnan(want.d) ? std::isnan(d) : d == want.d);
+                    }
+                    if (xs[tile * 8 + t % 8] != want.sum) bad_q++;
                     for (int c = 0; c < 32; c++) {
                         int lane = 4 * (t % 8) + (c % 16) / 4;
                         u32 word = c < 16 ? xq[tile * 32 + lane].x : xq[tile * 32 + lane].y;
                         if (s8(word, c % 4) != want.q[c]) bad_q++;
                     }
                 }
-            std::vector<float> out(n * cs.rows, -12345.0f);
-            int ki = cs.q == Q_Q8_0 ? 0 : cs.q == Q_Q4_0 ? 1 : 2;
-            launch((n + 63) / 64, (cs.rows + 31) / 32, 256, [&] {
-                if (ki == 0) matmul_i8_q8_0(w, rb, cs.rows, cs.cols, xq.data(), xd.data(), xs.data(), n, out.data());
-                if (ki == 1) matmul_i8_q4_0(w, rb, cs.rows, cs.cols, xq.data(), xd.data(), xs.data(), n, out.data());
-                if (ki == 2) matmul_i8_q4_k(w, rb, cs.rows, cs.cols, xq.data(), xd.data(), xs.data(), n, out.data());
-            });
-            double worst = 0;
-            int nan_ok = 0;
-            for (int t = 0; t < n; t++)
-                for (int r = 0; r < cs.rows; r++) {
-                    double mag;
-                    float want = dot_ref(cs.q, w + r * rb, &ref[t * nb], cs.cols, &mag);
-                    float got = out[t * cs.rows + r];
-                    if (std::isnan(want)) { nan_ok += std::isnan(got) ? 0 : 1; continue; }
-                    worst = std::fmax(worst, std::isnan(got) ? 1e9 : std::fabs(got - want) / std::fmax(mag, 1e-30));
+            for (int mt : {2, 1})
+                for (int splits_want : {1, 3}) {
+                    int ups = (int)((units + splits_want - 1) / splits_want), splits = (int)((units + ups - 1) / ups);
+                    std::vector<float> part(splits * n * cs.rows, -12345.0f), out(n * cs.rows, -12345.0f);
+                    float *dst = splits > 1 ? part.data() : out.data();
+                    launch((n + 63) / 64, (unsigned)((r16 + mt - 1) / mt), 256, [&] {
+                        if (mt == 2 && ki == 0) matmul_i8_q8_0(pk, qbytes, cs.rows, cs.cols, xq.data(), xs.data(), n, ups, dst);
+                        if (mt == 2 && ki == 1) matmul_i8_q4_0(pk, qbytes, cs.rows, cs.cols, xq.data(), xs.data(), n, ups, dst);
+                        if (mt == 2 && ki == 2) matmul_i8_q4_k(pk, qbytes, cs.rows, cs.cols, xq.data(), xs.data(), n, ups, dst);
+                        if (mt == 1 && ki == 0) matmul_i8_q8_0_m1(pk, qbytes, cs.rows, cs.cols, xq.data(), xs.data(), n, ups, dst);
+                        if (mt == 1 && ki == 1) matmul_i8_q4_0_m1(pk, qbytes, cs.rows, cs.cols, xq.data(), xs.data(), n, ups, dst);
+                        if (mt == 1 && ki == 2) matmul_i8_q4_k_m1(pk, qbytes, cs.rows, cs.cols, xq.data(), xs.data(), n, ups, dst);
+                    }, splits);
+                    if (splits > 1) launch(2, 1, 64, [&] { i8_sum_splits(part.data(), splits, (long long)n * cs.rows, out.data()); });
+                    double worst = 0;
+                    int nan_ok = 0;
+                    for (int t = 0; t < n; t++)
+                        for (int r = 0; r < cs.rows; r++) {
+                            double mag;
+                            float want = dot_ref(cs.q, w + r * rb, &ref[t * nb], cs.cols, &mag);
+                            float got = out[t * cs.rows + r];
+                            if (std::isnan(want)) { nan_ok += std::isnan(got) ? 0 : 1; continue; }
+                            worst = std::fmax(worst, std::isnan(got) ? 1e9 : std::fabs(got - want) / std::fmax(mag, 1e-30));
+                        }
+                    printf("int8 %s rows %d cols %d n %d m-tiles %d splits %d: quantize %d wrong, matmul %.2e vs the CPU's sums, %d NaN rows not NaN\n",
+                           cs.name, cs.rows, cs.cols, n, mt, splits, bad_q, worst, nan_ok);
+                    fail += bad_q != 0 || worst > 1e-6 || nan_ok != 0;
                 }
-            printf("int8 %s rows %d cols %d n %d: quantize %d wrong, matmul %.2e vs the CPU's sums, %d NaN rows not NaN\n",
-                   cs.name, cs.rows, cs.cols, n, bad_q, worst, nan_ok);
-            fail += bad_q != 0 || worst > 1e-6 || nan_ok != 0;
         }
     }
     return fail;

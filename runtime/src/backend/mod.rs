@@ -117,6 +117,22 @@ pub trait Backend: Send + Sync + 'static {
     /// out = x · Wᵀ: x is `[n, cols]`, out `[n, rows]`.
     fn matmul(&self, w: &Self::Matrix, x: &Self::Act, n: usize, out: &mut Self::Act);
 
+    /// outs[i] = x · ws[i]ᵀ for every i: several matrices applied to one input (q, k and v;
+    /// gate and up), which a backend may run as one batch. The default runs
+    /// [`Backend::matmul`] per matrix.
+    fn matmul_many(
+        &self,
+        ws: &[&Self::Matrix],
+        x: &Self::Act,
+        n: usize,
+        outs: &mut [&mut Self::Act],
+    ) {
+        assert_eq!(ws.len(), outs.len(), "matmul_many: one output per matrix");
+        for (w, out) in ws.iter().zip(outs.iter_mut()) {
+            self.matmul(w, x, n, out);
+        }
+    }
+
     /// x[i] += b for every row of x (rows are `b`'s length wide).
     fn add_bias(&self, x: &mut Self::Act, b: &Self::Vector);
 

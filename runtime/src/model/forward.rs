@@ -322,9 +322,14 @@ impl<B: Backend> Transformer<B> {
             }
             // x += Wo · attention(RoPE(q), RoPE(k), v) of the normed x.
             b.rmsnorm(&x, &lw.attn_norm, cfg.norm_eps, &mut h);
-            clock.time(Part::Matmul, || b.matmul(&lw.wq, &h, n, &mut q));
-            clock.time(Part::Matmul, || b.matmul(&lw.wk, &h, n, &mut k));
-            clock.time(Part::Matmul, || b.matmul(&lw.wv, &h, n, &mut v));
+            clock.time(Part::Matmul, || {
+                b.matmul_many(
+                    &[&lw.wq, &lw.wk, &lw.wv],
+                    &h,
+                    n,
+                    &mut [&mut q, &mut k, &mut v],
+                )
+            });
             if let Some((bq, bk, bv)) = &lw.bias {
                 b.add_bias(&mut q, bq);
                 b.add_bias(&mut k, bk);
@@ -361,8 +366,9 @@ impl<B: Backend> Transformer<B> {
 
             // x += W_down · (silu(W_gate · h) ⊙ W_up · h), h = RMSNorm(x).
             b.rmsnorm(&x, &lw.ffn_norm, cfg.norm_eps, &mut h);
-            clock.time(Part::Matmul, || b.matmul(&lw.w_gate, &h, n, &mut gate));
-            clock.time(Part::Matmul, || b.matmul(&lw.w_up, &h, n, &mut up));
+            clock.time(Part::Matmul, || {
+                b.matmul_many(&[&lw.w_gate, &lw.w_up], &h, n, &mut [&mut gate, &mut up])
+            });
             b.swiglu(&mut gate, &up);
             clock.time(Part::Matmul, || b.matmul(&lw.w_down, &gate, n, &mut h));
             b.add_assign(&mut x, &h);
