@@ -41,6 +41,12 @@
 #ifndef I8_UNROLL
 #define I8_UNROLL 4 // column units a warp loads before it multiplies (bytes in flight)
 #endif
+#ifndef I8_PIPE
+#define I8_PIPE 1 // 1: a warp loads its next units' weights before it multiplies the current
+#endif
+#ifndef I8_FAST_CVT
+#define I8_FAST_CVT 1 // 1: int sums to f32 by exponent bits (exact, full rate) rather than I2F
+#endif
 
 // c = a · b for one m16n8k32 tile, from zero: a is 16 rows x 32 columns of s8 (fragments a0
 // rows g, columns 4tg..+3; a1 rows g + 8; a2, a3 the same at columns 16 + 4tg), b 32 x 8 (b0
@@ -54,6 +60,17 @@ __device__ __forceinline__ void mma_s8(int *c, u32 a0, u32 a1, u32 a2, u32 a3, u
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1), "r"(0));
 }
 #endif
+
+// (float)c, exactly, for |c| < 2^22 (an mma block sum is at most 32 * 127 * 127 = 516,128):
+// 1.5 * 2^23 + c has c as its low mantissa bits, so one integer add and one float subtract
+// replace the int-to-float conversion, which runs at 1/8 of the float rate on sm_80/sm_90.
+__device__ __forceinline__ float i2f_exact(int c) {
+#if I8_FAST_CVT
+    return __int_as_float(0x4B400000 + c) - 12582912.0f;
+#else
+    return (float)c;
+#endif
+}
 
 // Four bytes at a 2-aligned address (q8_0 and q4_0 blocks are 34 and 18 bytes).
 __device__ __forceinline__ u32 ld_u32_2(const u8 *p) {
@@ -270,20 +287,42 @@ __device__ __forceinline__ void mm_i8(const u8 *p, long long scale_off, int rows
     if (Q == Q_Q8_0 || Q == Q_Q4_0) {
         const u32 *ps = (const u32 *)(p + scale_off);
         constexpr int SPU = Q == Q_Q8_0 ? 8 : 16; // scale words per (tile, unit)
-        for (long long u0 = ub + warp; u0 < ue; u0 += I8_WARPS * I8_UNROLL) {
-            uint4 a[I8_UNROLL][MT];
-            u32 sw[I8_UNROLL][MT][Q == Q_Q8_0 ? 1 : 2];
+        constexpr int NS = Q == Q_Q8_0 ? 1 : 2; // scale words per unit
+        const long long step = I8_WARPS * I8_UNROLL;
+        // The weights and scales of units u0, u0 + I8_WARPS, .. (past the end: unit ub, loaded
+        // and not used).
+        auto load = [&](long long u0, uint4 (&a)[I8_UNROLL][MT], u32 (&sw)[I8_UNROLL][MT][NS]) {
 #pragma unroll
             for (int uu = 0; uu < I8_UNROLL; uu++) {
                 long long u = u0 + uu * I8_WARPS;
-                if (u >= ue) u = ub; // loaded, not used
+                if (u >= ue) u = ub;
 #pragma unroll
                 for (int m = 0; m < MT; m++) {
                     long long tu = tiles[m] * units + u;
                     a[uu][m] = pq[tu * 32 + lane];
                     sw[uu][m][0] = ps[tu * SPU + g];
-                    if (Q == Q_Q4_0) sw[uu][m][Q == Q_Q8_0 ? 0 : 1] = ps[tu * SPU + 8 + g];
+                    if (NS == 2) sw[uu][m][NS - 1] = ps[tu * SPU + 8 + g];
                 }
+            }
+        };
+        uint4 an[I8_UNROLL][MT];
+        u32 sn[I8_UNROLL][MT][NS];
+        if (I8_PIPE && ub + warp < ue) load(ub + warp, an, sn);
+        for (long long u0 = ub + warp; u0 < ue; u0 += step) {
+            uint4 a[I8_UNROLL][MT];
+            u32 sw[I8_UNROLL][MT][NS];
+            if (I8_PIPE) {
+#pragma unroll
+                for (int uu = 0; uu < I8_UNROLL; uu++)
+#pragma unroll
+                    for (int m = 0; m < MT; m++) {
+                        a[uu][m] = an[uu][m];
+#pragma unroll
+                        for (int k = 0; k < NS; k++) sw[uu][m][k] = sn[uu][m][k];
+                    }
+                if (u0 + step < ue) load(u0 + step, an, sn);
+            } else {
+                load(u0, a, sw);
             }
 #pragma unroll
             for (int uu = 0; uu < I8_UNROLL; uu++) {
@@ -307,7 +346,7 @@ __device__ __forceinline__ void mm_i8(const u8 *p, long long scale_off, int rows
                             fa[m][2] = nib_minus8((wa >> 4) & 0x0f0f0f0fu);
                             fa[m][3] = nib_minus8((wb >> 4) & 0x0f0f0f0fu);
                         }
-                        u32 s2 = sw[uu][m][Q == Q_Q8_0 ? 0 : sub];
+                        u32 s2 = sw[uu][m][NS == 1 ? 0 : sub];
                         dA[m] = f16_to_f32((u16)(s2 & 0xffffu));
                         dB[m] = f16_to_f32((u16)(s2 >> 16));
                     }
@@ -320,10 +359,10 @@ __device__ __forceinline__ void mm_i8(const u8 *p, long long scale_off, int rows
                             for (int m = 0; m < MT; m++) {
                                 int c[4];
                                 mma_s8(c, fa[m][0], fa[m][1], fa[m][2], fa[m][3], bf.x, bf.y);
-                                acc[m][j][0] += dA[m] * da0 * (float)c[0];
-                                acc[m][j][1] += dA[m] * da1 * (float)c[1];
-                                acc[m][j][2] += dB[m] * da0 * (float)c[2];
-                                acc[m][j][3] += dB[m] * da1 * (float)c[3];
+                                acc[m][j][0] += dA[m] * da0 * i2f_exact(c[0]);
+                                acc[m][j][1] += dA[m] * da1 * i2f_exact(c[1]);
+                                acc[m][j][2] += dB[m] * da0 * i2f_exact(c[2]);
+                                acc[m][j][3] += dB[m] * da1 * i2f_exact(c[3]);
                             }
                         }
                     }
@@ -332,8 +371,7 @@ __device__ __forceinline__ void mm_i8(const u8 *p, long long scale_off, int rows
         }
     } else if (Q == Q_Q4_K) {
         const uint4 *ph = (const uint4 *)(p + scale_off);
-        for (long long sb = ub + warp; sb < ue; sb += I8_WARPS) {
-            uint4 q[MT][4], hd[MT][2];
+        auto load = [&](long long sb, uint4 (&q)[MT][4], uint4 (&hd)[MT][2]) {
 #pragma unroll
             for (int m = 0; m < MT; m++) {
                 long long tu = tiles[m] * units + sb;
@@ -341,6 +379,23 @@ __device__ __forceinline__ void mm_i8(const u8 *p, long long scale_off, int rows
                 for (int c = 0; c < 4; c++) q[m][c] = pq[(tu * 4 + c) * 32 + lane];
                 hd[m][0] = ph[tu * 16 + g];
                 hd[m][1] = ph[tu * 16 + 8 + g];
+            }
+        };
+        uint4 qn[MT][4], hn[MT][2];
+        if (I8_PIPE && ub + warp < ue) load(ub + warp, qn, hn);
+        for (long long sb = ub + warp; sb < ue; sb += I8_WARPS) {
+            uint4 q[MT][4], hd[MT][2];
+            if (I8_PIPE) {
+#pragma unroll
+                for (int m = 0; m < MT; m++) {
+#pragma unroll
+                    for (int c = 0; c < 4; c++) q[m][c] = qn[m][c];
+                    hd[m][0] = hn[m][0];
+                    hd[m][1] = hn[m][1];
+                }
+                if (sb + I8_WARPS < ue) load(sb + I8_WARPS, qn, hn);
+            } else {
+                load(sb, q, hd);
             }
 #pragma unroll
             for (int c = 0; c < 4; c++) {
@@ -380,10 +435,10 @@ __device__ __forceinline__ void mm_i8(const u8 *p, long long scale_off, int rows
                                 mma_s8(cc, fa[m][0], fa[m][1], fa[m][2], fa[m][3], bf.x, bf.y);
                                 float sA = dsc[m][0], sB = dsc[m][1];
                                 float mA = dmn[m][0], mB = dmn[m][1];
-                                acc[m][j][0] += sA * da0 * (float)cc[0] - mA * da0 * sa0;
-                                acc[m][j][1] += sA * da1 * (float)cc[1] - mA * da1 * sa1;
-                                acc[m][j][2] += sB * da0 * (float)cc[2] - mB * da0 * sa0;
-                                acc[m][j][3] += sB * da1 * (float)cc[3] - mB * da1 * sa1;
+                                acc[m][j][0] += sA * da0 * i2f_exact(cc[0]) - mA * da0 * sa0;
+                                acc[m][j][1] += sA * da1 * i2f_exact(cc[1]) - mA * da1 * sa1;
+                                acc[m][j][2] += sB * da0 * i2f_exact(cc[2]) - mB * da0 * sa0;
+                                acc[m][j][3] += sB * da1 * i2f_exact(cc[3]) - mB * da1 * sa1;
                             }
                         }
                     }

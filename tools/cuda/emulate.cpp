@@ -317,7 +317,9 @@ static float dot_ref(int q, const u8 *row, const ActRef *a, int cols, double *ma
 static int check_int8() {
     int fail = 0;
     struct Case { int q, rows, cols; const char *name; } cases[] = {
-        {Q_Q8_0, 37, 512, "q8_0"}, {Q_Q4_0, 37, 288, "q4_0"}, {Q_Q4_K, 37, 768, "q4_k"}, {Q_Q8_0, 70, 64, "q8_0"}};
+        {Q_Q8_0, 37, 512, "q8_0"}, {Q_Q4_0, 37, 288, "q4_0"}, {Q_Q4_K, 37, 768, "q4_k"}, {Q_Q8_0, 70, 64, "q8_0"},
+        // several rounds of units per warp (the next round's weights loaded during this one's)
+        {Q_Q8_0, 20, 2080, "q8_0"}, {Q_Q4_0, 20, 4192, "q4_0"}, {Q_Q4_K, 20, 4608, "q4_k"}};
     for (auto cs : cases) {
         int rb = cs.q == Q_Q8_0 ? cs.cols / 32 * 34 : cs.q == Q_Q4_0 ? cs.cols / 32 * 18 : cs.cols / 256 * 144;
         std::vector<u8> wbuf(cs.rows * rb + 16);
