@@ -17,6 +17,9 @@
 # one table. DLM=path/to/dlm uses a built binary; RAW=DIR keeps each job's JSON (and skips jobs
 # already there); DEADLINE=SECONDS stops jobs still running then (their cells print as "-");
 # LIMITS="gen=limit ..." (e.g. "448=20") runs fewer prompts at some lengths, said in the table.
+# MODEL=models/demo-long TASKS="count countdown step number" runs another model's task files:
+# MODEL/tasks/TASK-GEN.jsonl where it exists (test sets drawn per generation length), else
+# MODEL/tasks/TASK.jsonl.
 # DEVICE=cuda runs every job on the GPU (a build with --features cuda; JOBS processes share
 # it): the f32 canvases, and so accuracy, NFE, layer-forwards and query rows, are the CPU's
 # (tests/cuda_parity.rs), tokens/s is the GPU's and not comparable with a CPU table.
@@ -33,13 +36,14 @@ mkdir -p "$work"
 # A copy, so that a rebuild during the run cannot mix two binaries in one table.
 cp "$DLM" "$work/dlm"
 DLM=$work/dlm
-tasks=(add sort reverse lookup rust)
+model=${MODEL:-models/demo}
+read -r -a tasks <<< "${TASKS:-add sort reverse lookup rust}"
 whole="--no-early-stop"
 [ "${DLM_TABLE_EARLY_STOP:-0}" = 1 ] && whole=""
 types=${DLM_TABLE_TYPES:-f32 q8_0}
 gens=${DLM_TABLE_GENS:-128 256 448}
 for q in $types; do
-  [ -s "$work/$q.dlm" ] || "$DLM" convert models/demo -o "$work/$q.dlm" --quant "$q" 2>/dev/null
+  [ -s "$work/$q.dlm" ] || "$DLM" convert "$model" -o "$work/$q.dlm" --quant "$q" 2>/dev/null
 done
 
 limit_for() { # GEN -> prompts per task
@@ -67,14 +71,16 @@ run_job() { # one line of jobs.id
   local out="$work/job-$id.json" cache=${mode%%:*} thr=""
   [ -s "$out" ] && return 0
   [ "$mode" != "$cache" ] && thr="--threshold ${mode#*:}"
+  local file="$model/tasks/$t-$gen.jsonl"
+  [ -f "$file" ] || file="$model/tasks/$t.jsonl"
   # shellcheck disable=SC2086  # whole and thr are words
-  "$DLM" eval -t 1 -m "$work/$q.dlm" --tasks "models/demo/tasks/$t.jsonl" --limit "$lim" \
+  "$DLM" eval -t 1 -m "$work/$q.dlm" --tasks "$file" --limit "$lim" \
     --json $whole --gen-length "$gen" --block-length 32 --steps $((gen / 2)) --cache "$cache" \
     --device "$device" $thr > "$out.tmp" && mv "$out.tmp" "$out"
 }
 export -f run_job
 device=${DEVICE:-cpu}
-export work DLM whole device
+export work DLM whole device model
 ${DEADLINE:+timeout "$DEADLINE"} xargs -d '\n' -P "$jobs" -I{} bash -c 'run_job "$1"' _ {} \
   < "$work/jobs.id" || true
 
