@@ -20,6 +20,8 @@
 # MODEL=models/demo-long TASKS="count countdown step number" runs another model's task files:
 # MODEL/tasks/TASK-GEN.jsonl where it exists (test sets drawn per generation length), else
 # MODEL/tasks/TASK.jsonl.
+# MODES="none dual dual:0.9 elastic elastic:0.9 elasticnb elasticnb:0.9" picks the rows
+# (MODE:TAU adds --threshold TAU; elasticnb is elastic with --no-block-cache).
 # DEVICE=cuda runs every job on the GPU (a build with --features cuda; JOBS processes share
 # it): the f32 canvases, and so accuracy, NFE, layer-forwards and query rows, are the CPU's
 # (tests/cuda_parity.rs), tokens/s is the GPU's and not comparable with a CPU table.
@@ -42,6 +44,7 @@ whole="--no-early-stop"
 [ "${DLM_TABLE_EARLY_STOP:-0}" = 1 ] && whole=""
 types=${DLM_TABLE_TYPES:-f32 q8_0}
 gens=${DLM_TABLE_GENS:-128 256 448}
+modes=${MODES:-none dual dual:0.9 elastic elastic:0.9}
 for q in $types; do
   [ -s "$work/$q.dlm" ] || "$DLM" convert "$model" -o "$work/$q.dlm" --quant "$q" 2>/dev/null
 done
@@ -59,7 +62,7 @@ limit_for() { # GEN -> prompts per task
 : > "$work/jobs.txt"
 for gen in $(printf '%s\n' $gens | sort -rn); do
   for q in $types; do
-    for mode in none dual dual:0.9 elastic elastic:0.9; do
+    for mode in $modes; do
       for t in "${tasks[@]}"; do echo "$q|$gen|$(limit_for "$gen")|$mode|$t" >> "$work/jobs.txt"; done
     done
   done
@@ -71,11 +74,12 @@ run_job() { # one line of jobs.id
   local out="$work/job-$id.json" cache=${mode%%:*} thr=""
   [ -s "$out" ] && return 0
   [ "$mode" != "$cache" ] && thr="--threshold ${mode#*:}"
+  [ "$cache" = elasticnb ] && cache="elastic --no-block-cache"
   local file="$model/tasks/$t-$gen.jsonl"
   [ -f "$file" ] || file="$model/tasks/$t.jsonl"
-  # shellcheck disable=SC2086  # whole and thr are words
+  # shellcheck disable=SC2086  # whole, cache and thr are words
   "$DLM" eval -t 1 -m "$work/$q.dlm" --tasks "$file" --limit "$lim" \
-    --json $whole --gen-length "$gen" --block-length 32 --steps $((gen / 2)) --cache "$cache" \
+    --json $whole --gen-length "$gen" --block-length 32 --steps $((gen / 2)) --cache $cache \
     --device "$device" $thr > "$out.tmp" && mv "$out.tmp" "$out"
 }
 export -f run_job
@@ -84,10 +88,11 @@ export work DLM whole device model
 ${DEADLINE:+timeout "$DEADLINE"} xargs -d '\n' -P "$jobs" -I{} bash -c 'run_job "$1"' _ {} \
   < "$work/jobs.id" || true
 
-python3 - "$work" "$types" "$gens" "${tasks[@]}" <<'PY'
+python3 - "$work" "$types" "$gens" "$modes" "${tasks[@]}" <<'PY'
 import json, os, sys
-work, types, gens, tasks = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4:]
-modes = ["none", "dual", "dual:0.9", "elastic", "elastic:0.9"]
+work, types, gens, modes = (sys.argv[1], sys.argv[2].split(), sys.argv[3].split(),
+                            sys.argv[4].split())
+tasks = sys.argv[5:]
 cells = {}
 for line in open(os.path.join(work, "jobs.id")):
     jid, q, gen, lim, mode, task = line.rstrip("\n").split("|")
@@ -118,7 +123,7 @@ for q in types:
                 base = (tps, done_tasks)
             ratio = "%.1f" % (tps / base[0]) if base and done_tasks == base[1] else "-"
             print("| %s | %s | %d | %s | %s | %s | %.1f | %.0f | %.0f | %.2f | %.1f | %s |" % (
-                q, gen, int(gen) // 2, lim, mode.replace(":", " τ"), accs, mean("mean_nfe"),
+                q, gen, int(gen) // 2, lim, mode.replace("elasticnb", "elastic, no block cache").replace(":", " τ"), accs, mean("mean_nfe"),
                 mean("mean_layer_forwards"), mean("mean_query_rows"), mean("mean_refreshes"),
                 tps, ratio))
 PY

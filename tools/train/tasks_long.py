@@ -108,15 +108,23 @@ def test_sets(tok):
     return out
 
 
-def train_pool(task, n, seed, tok, exclude):
-    """n training pairs of `task` with answers of 4..447 tokens, no prompt in `exclude`."""
+def train_pool(task, n, seed, tok, exclude, chunk=2000):
+    """n training pairs of `task` with answers of 4..447 tokens, no prompt in `exclude`.
+
+    Candidates are drawn and tokenized in chunks (encode_batch runs in parallel); the same seed
+    gives the same pool."""
     words = vocab_words(tok)
     rng = random.Random(seed)
     items = []
     while len(items) < n:
-        p, a = draw(task, rng, words, tok, 4, 447, CONTEXT - 64)
-        if p not in exclude:
-            items.append((p, a))
+        cands = [GENERATORS[task](rng, words, rng.randint(2, MAX_ITEMS[task]))
+                 for _ in range(chunk)]
+        la = tok.encode_batch([a for _, a in cands], add_special_tokens=False)
+        lp = tok.encode_batch([chat_prompt(p) for p, _ in cands], add_special_tokens=False)
+        for (p, a), ea, ep in zip(cands, la, lp):
+            if (4 <= len(ea.ids) <= 447 and len(ep.ids) <= CONTEXT - 64 and p not in exclude
+                    and len(items) < n):
+                items.append((p, a))
     return items
 
 
