@@ -9,7 +9,9 @@ use super::reader::{self, GgufFile, TensorInfo, Value};
 use crate::error::{ConvertError, Result};
 use crate::hf::{self, Family, ModelConfig};
 use crate::quant::{QuantMix, QuantPolicy, TensorRole};
-use crate::{ConvertOptions, ConvertReport, Progress, Specials, chat, tokenizer};
+use crate::{
+    ChatTemplateSource, ConvertOptions, ConvertReport, Progress, Specials, chat, tokenizer,
+};
 use dlm_formats::{DlmWriter, MappedFile, MetaValue, QuantType, TensorDecl, keys, tensors};
 use std::path::Path;
 use std::time::Instant;
@@ -398,21 +400,34 @@ fn tokenizer_of(m: &Meta<'_>, cfg: &ModelConfig) -> Result<(tokenizer::Tokenizer
     ))
 }
 
-/// The chat pieces of `tokenizer.chat_template`, if the file has one.
+/// The chat pieces of the template `given` selects: the file's `tokenizer.chat_template` (none
+/// when it has none), a Jinja file (`--chat-template FILE`), or none (`--no-chat-template`).
 fn chat_of(
     m: &Meta<'_>,
     tok: &tokenizer::Tokenizer,
     s: &Specials,
+    given: &ChatTemplateSource,
 ) -> Result<Option<chat::ChatPieces>> {
-    let Some(source) = m.str("tokenizer.chat_template")? else {
-        return Ok(None);
+    let (source, from) = match given {
+        ChatTemplateSource::None => return Ok(None),
+        ChatTemplateSource::File(path) => {
+            let source = std::fs::read_to_string(path).map_err(|source| ConvertError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            (source, path.as_path())
+        }
+        ChatTemplateSource::TokenizerConfig => match m.str("tokenizer.chat_template")? {
+            Some(source) => (source.to_string(), m.path),
+            None => return Ok(None),
+        },
     };
     let text = |id: u32| tok.tokens[id as usize].clone();
     let err = |reason: String| ConvertError::ChatTemplate {
-        path: m.path.to_path_buf(),
+        path: from.to_path_buf(),
         reason,
     };
-    let tmpl = chat::Template::new(source, &text(s.bos), &text(s.eos)).map_err(err)?;
+    let tmpl = chat::Template::new(&source, &text(s.bos), &text(s.eos)).map_err(err)?;
     chat::reduce(&tmpl).map(Some).map_err(err)
 }
 
@@ -519,8 +534,9 @@ pub fn convert_gguf(
         put(keys::model::SHIFT_LOGITS, MetaValue::Bool(shift));
     }
     crate::tokenizer_meta(&tok, &specials, &mut put);
-    match chat_of(&m, &tok, &specials)? {
+    match chat_of(&m, &tok, &specials, &opts.chat_template)? {
         Some(p) => crate::chat_meta(&p, &mut put),
+        None if opts.chat_template == ChatTemplateSource::None => {}
         None => warnings.push(format!(
             "{}: no tokenizer.chat_template; the file has no chat.* keys",
             path.display()
@@ -783,6 +799,79 @@ mod tests {
             e.contains("tokenizer.ggml.eos_token_id") && e.contains("names no token"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_chat_template_flags_apply_to_a_gguf_file() {
+        // A template without a generation prompt cannot be reduced; `--no-chat-template` and
+        // `--chat-template FILE` must get past it, as the error message says they do.
+        let tokens = ["a", "b", "ab", "<s>", "</s>"];
+        let mut b = super::super::reader::tests::Builder::new()
+            .kv_str("tokenizer.ggml.model", "gpt2")
+            .kv_str("tokenizer.ggml.pre", "qwen2")
+            .kv_str(
+                "tokenizer.chat_template",
+                "{% for m in messages %}{{ m['content'] }}{% endfor %}",
+            )
+            .kv_u32("tokenizer.ggml.bos_token_id", 3)
+            .kv_u32("tokenizer.ggml.eos_token_id", 4)
+            .kv_u32("tokenizer.ggml.mask_token_id", 2);
+        b.kv.push(("tokenizer.ggml.tokens".into(), 9, gstrs(&tokens)));
+        b.kv.push(("tokenizer.ggml.merges".into(), 9, gstrs(&["a b"])));
+        let file = reader::parse(&b.build()).unwrap();
+        let cfg = ModelConfig {
+            family: Family::Llada,
+            architecture: "llada".into(),
+            dim: 8,
+            hidden_dim: 16,
+            n_layers: 1,
+            n_heads: 2,
+            n_kv_heads: 2,
+            vocab_size: 5,
+            max_seq_len: 16,
+            rope_theta: 1e4,
+            norm_eps: 1e-5,
+            qkv_bias: false,
+            tied_head: false,
+        };
+        let m = Meta {
+            file: &file,
+            path: Path::new("t.gguf"),
+        };
+        let (tok, specials) = tokenizer_of(&m, &cfg).unwrap();
+
+        let e = chat_of(&m, &tok, &specials, &ChatTemplateSource::TokenizerConfig)
+            .expect_err("a template without a generation prompt")
+            .to_string();
+        assert!(e.contains("t.gguf"), "{e}");
+        assert!(
+            chat_of(&m, &tok, &specials, &ChatTemplateSource::None)
+                .unwrap()
+                .is_none()
+        );
+
+        let dir = std::env::temp_dir().join(format!("dlm-gguf-chat-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let given = dir.join("chat.jinja");
+        std::fs::write(
+            &given,
+            "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}\
+             {% if add_generation_prompt %}<assistant>{% endif %}",
+        )
+        .unwrap();
+        let pieces = chat_of(
+            &m,
+            &tok,
+            &specials,
+            &ChatTemplateSource::File(given.clone()),
+        );
+        let missing = dir.join("missing.jinja");
+        let e = chat_of(&m, &tok, &specials, &ChatTemplateSource::File(missing))
+            .expect_err("no such file")
+            .to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(pieces.unwrap().is_some());
+        assert!(e.contains("missing.jinja"), "{e}");
     }
 
     #[test]
