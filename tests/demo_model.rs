@@ -176,6 +176,49 @@ fn demo_elastic_gamma_comes_from_the_file_and_the_flag_wins() {
 }
 
 #[test]
+fn demo_long_elastic_gets_the_uncached_answers_from_fewer_rows() {
+    // models/demo-long answers past the first 32-token block (docs/elastic-cache.md). Its
+    // file carries elastic_gamma 0.5 (the paper's 0.9 refreshes 9-27 times per answer on
+    // it); elastic gets the answers that no cache gets, from a fraction of the query rows.
+    let cache = common::temp_dir("long-cache");
+    let eval = |cache_mode: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_dlm"))
+            .args(["eval", "-m", "models/demo-long", "--limit", "2", "--json"])
+            .args(["--tasks", "models/demo-long/tasks/count-128.jsonl"])
+            .args([
+                "--gen-length",
+                "128",
+                "--steps",
+                "64",
+                "--block-length",
+                "32",
+            ])
+            .args(["--cache", cache_mode])
+            .current_dir(repo())
+            .env("DLM_CACHE", &cache)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("eval --json")
+    };
+    let (none, elastic) = (eval("none"), eval("elastic"));
+    let decoding = elastic["decoding"].as_str().unwrap();
+    assert!(decoding.contains("gamma 0.5 "), "{decoding}");
+    let (n, e) = (&none["tasks"][0], &elastic["tasks"][0]);
+    assert_eq!(n["correct"], 2, "{n}");
+    assert_eq!(e["correct"], 2, "{e}");
+    // Answers of 64+ tokens: more than one block decoded.
+    assert!(n["mean_nfe"].as_f64().unwrap() > 16.0, "{n}");
+    let rows = |t: &serde_json::Value| t["mean_query_rows"].as_f64().unwrap();
+    assert!(rows(e) * 3.0 < rows(n), "elastic {e} vs none {n}");
+    std::fs::remove_dir_all(&cache).ok();
+}
+
+#[test]
 fn demo_fast_decodes_with_its_stored_few_step_schedule() {
     // The step-distilled student: no decoding flags, so the schedule its generation_config.json
     // carries (at most 4 steps per 32-token answer: threshold 0.9, at least 8 commits a step)

@@ -49,6 +49,7 @@ fn check(name: &str, algorithm: Algorithm) {
                 gamma: 1.0,
                 track: 1,
                 block_cache: false,
+                prefix_refresh: false,
             },
             ..base.clone()
         };

@@ -64,6 +64,11 @@ pub struct DecodeArgs {
     /// Elastic cache: no refresh at block starts (far masks then keep older keys/values).
     #[arg(long)]
     pub no_block_cache: bool,
+    /// Elastic cache: open each block (after the first) by refreshing only the decoded text
+    /// and the block, not the whole canvas; the masks beyond keep their earlier keys/values.
+    /// Cheaper with --threshold, where a block often finishes in its opening pass.
+    #[arg(long)]
+    pub prefix_refresh: bool,
     /// Sampling temperature; 0 is greedy.
     #[arg(long, visible_alias = "temp")]
     pub temperature: Option<f64>,
@@ -328,6 +333,9 @@ impl DecodeArgs {
         }
         if self.no_block_cache {
             p.elastic.block_cache = false;
+        }
+        if self.prefix_refresh {
+            p.elastic.prefix_refresh = true;
         }
         if let Some(v) = self.temperature {
             p.temperature = v;

@@ -266,11 +266,16 @@ fn describe(p: &DecodeParams) -> String {
     let elastic = if p.cache == CacheMode::Elastic {
         let e = &p.elastic;
         format!(
-            " (window {} gamma {} track {}{})",
+            " (window {} gamma {} track {}{}{})",
             e.window,
             e.gamma,
             e.track,
-            if e.block_cache { "" } else { " no block cache" }
+            if e.block_cache { "" } else { " no block cache" },
+            if e.prefix_refresh {
+                " prefix refresh"
+            } else {
+                ""
+            }
         )
     } else {
         String::new()

@@ -273,6 +273,8 @@ impl dlm_params {
                 gamma: self.elastic_gamma,
                 track: self.elastic_track as usize,
                 block_cache: self.elastic_block_cache != 0,
+                // Not in dlm_params yet (a new struct version): the CLI's --prefix-refresh.
+                prefix_refresh: false,
             },
             profile: false,
         })
@@ -322,6 +324,7 @@ mod tests {
                 gamma: 0.5,
                 track: 2,
                 block_cache: false,
+                prefix_refresh: false,
             },
             profile: false,
         };

@@ -21,7 +21,8 @@
 # MODEL/tasks/TASK-GEN.jsonl where it exists (test sets drawn per generation length), else
 # MODEL/tasks/TASK.jsonl.
 # MODES="none dual dual:0.9 elastic elastic:0.9 elasticnb elasticnb:0.9" picks the rows
-# (MODE:TAU adds --threshold TAU; elasticnb is elastic with --no-block-cache).
+# (MODE:TAU adds --threshold TAU; elasticnb is elastic with --no-block-cache, elasticpr with
+# --prefix-refresh).
 # DEVICE=cuda runs every job on the GPU (a build with --features cuda; JOBS processes share
 # it): the f32 canvases, and so accuracy, NFE, layer-forwards and query rows, are the CPU's
 # (tests/cuda_parity.rs), tokens/s is the GPU's and not comparable with a CPU table.
@@ -75,6 +76,7 @@ run_job() { # one line of jobs.id
   [ -s "$out" ] && return 0
   [ "$mode" != "$cache" ] && thr="--threshold ${mode#*:}"
   [ "$cache" = elasticnb ] && cache="elastic --no-block-cache"
+  [ "$cache" = elasticpr ] && cache="elastic --prefix-refresh"
   local file="$model/tasks/$t-$gen.jsonl"
   [ -f "$file" ] || file="$model/tasks/$t.jsonl"
   # shellcheck disable=SC2086  # whole, cache and thr are words
@@ -123,7 +125,8 @@ for q in types:
                 base = (tps, done_tasks)
             ratio = "%.1f" % (tps / base[0]) if base and done_tasks == base[1] else "-"
             print("| %s | %s | %d | %s | %s | %s | %.1f | %.0f | %.0f | %.2f | %.1f | %s |" % (
-                q, gen, int(gen) // 2, lim, mode.replace("elasticnb", "elastic, no block cache").replace(":", " τ"), accs, mean("mean_nfe"),
+                q, gen, int(gen) // 2, lim, mode.replace("elasticnb", "elastic, no block cache")
+                .replace("elasticpr", "elastic, prefix refresh").replace(":", " τ"), accs, mean("mean_nfe"),
                 mean("mean_layer_forwards"), mean("mean_query_rows"), mean("mean_refreshes"),
                 tps, ratio))
 PY

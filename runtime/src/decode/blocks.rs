@@ -29,7 +29,7 @@ pub(super) fn run(run: &mut Run<'_>) -> Result<(), RuntimeError> {
             // canvas; masks anywhere before the block end are candidates, as in the original.
             let pass = run.pass(i, &block);
             let cands = match pass {
-                Pass::Full => run.masked_in(0..block.end),
+                Pass::Full | Pass::ElasticOpen(_) => run.masked_in(0..block.end),
                 Pass::Cached(_) | Pass::Elastic(_) => run.masked_in(block.clone()),
             };
             let k = counts.get(i).copied().unwrap_or(cands.len());

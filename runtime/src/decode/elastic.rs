@@ -34,6 +34,11 @@ pub struct ElasticParams {
     pub track: usize,
     /// Refresh at every block start (masks beyond the block then keep that refresh's K/V).
     pub block_cache: bool,
+    /// At a block's first step (after the run's first pass), refresh only the decoded text
+    /// and the block, not the whole canvas: the masks beyond keep the keys and values of the
+    /// run's first pass (or of the last refresh that reached them). Cheaper block openings for
+    /// threshold decoding, where a block often finishes in its opening pass.
+    pub prefix_refresh: bool,
 }
 
 impl Default for ElasticParams {
@@ -43,6 +48,7 @@ impl Default for ElasticParams {
             gamma: 0.9,
             track: 1,
             block_cache: true,
+            prefix_refresh: false,
         }
     }
 }

@@ -21,6 +21,9 @@ pub(super) enum Pass {
     Cached(Range<usize>),
     /// Elastic-Cache: a window of the masks of `block`, refreshing from a layer on drift.
     Elastic(Range<usize>),
+    /// Elastic-Cache with `prefix_refresh`: a block's opening pass over the decoded text and
+    /// `block` only (`0..block.end`), attending to the cached masks beyond it.
+    ElasticOpen(Range<usize>),
 }
 
 /// One generation in progress.
@@ -131,7 +134,11 @@ impl<'a> Run<'a> {
         }
         if self.params.cache == CacheMode::Elastic {
             let first_ever = self.nfe == 0;
-            return if first_ever || (i == 0 && self.params.elastic.block_cache) {
+            return if first_ever {
+                Pass::Full
+            } else if i == 0 && self.params.elastic.prefix_refresh {
+                Pass::ElasticOpen(block.clone())
+            } else if i == 0 && self.params.elastic.block_cache {
                 Pass::Full
             } else {
                 Pass::Elastic(block.clone())
@@ -174,7 +181,7 @@ impl<'a> Run<'a> {
         let len = self.canvas.len();
         match pass {
             Pass::Full => self.frozen..len,
-            Pass::Elastic(_) => 0..len,
+            Pass::Elastic(_) | Pass::ElasticOpen(_) => 0..len,
             Pass::Cached(block) => {
                 // With shifted logits a masked first position needs the row before the block;
                 // otherwise the span is exactly what Fast-dLLM runs.
@@ -195,6 +202,9 @@ impl<'a> Run<'a> {
     fn propose(&mut self, pass: &Pass, positions: &[usize]) -> Result<Vec<Proposal>, RuntimeError> {
         if let Pass::Elastic(block) = pass {
             return self.propose_elastic(positions, block);
+        }
+        if let Pass::ElasticOpen(block) = pass {
+            return self.refresh(0, positions, block.end);
         }
         if self.params.cache == CacheMode::Elastic {
             return self.refresh(0, positions, self.canvas.len());

@@ -846,6 +846,35 @@ fn an_elastic_refresh_stops_at_the_block_end_with_block_caching() {
 }
 
 #[test]
+fn prefix_refresh_opens_later_blocks_over_the_text_and_the_block_only() {
+    // Three blocks of 4 after the 3-token prompt: 3..7, 7..11, 11..15 (canvas 15). Openings
+    // are the non-window passes from layer 0: the run's first covers the canvas; later ones
+    // cover 0..block end with prefix_refresh, the canvas without it.
+    for prefix in [false, true] {
+        let model = Drifting {
+            calls: RefCell::new(Vec::new()),
+        };
+        let mut p = params(12, 12, 4);
+        p.cache = CacheMode::Elastic;
+        p.elastic.window = 2;
+        p.elastic.gamma = 0.0;
+        p.elastic.prefix_refresh = prefix;
+        let out = generate(&model, &tokens(false), &PROMPT, &p, &mut |_| true).expect("generate");
+        assert!(out.canvas[PROMPT.len()..].iter().all(|&t| t != MASK));
+        let calls = model.calls.borrow();
+        let openings: Vec<usize> = calls
+            .iter()
+            .filter(|c| !c.0 && c.1 == 0)
+            .map(|c| c.2)
+            .collect();
+        let want: &[usize] = if prefix { &[15, 11, 15] } else { &[15, 15, 15] };
+        assert_eq!(openings, want, "prefix_refresh {prefix}: {calls:?}");
+        assert_eq!(out.refreshes, 0, "gamma 0 never refreshes on drift");
+        assert_eq!(out.query_rows, calls.iter().map(|c| c.2).sum::<usize>());
+    }
+}
+
+#[test]
 fn a_context_reuses_the_matching_prefix_of_the_next_prompt() {
     // Logits that ignore the cache: with or without a context the canvases are the same, so
     // the test sees only which passes run.
