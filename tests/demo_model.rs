@@ -181,29 +181,22 @@ fn demo_long_elastic_gets_the_uncached_answers_from_fewer_rows() {
     // file carries elastic_gamma 0.5 (the paper's 0.9 refreshes 9-27 times per answer on
     // it); elastic gets the answers that no cache gets, from a fraction of the query rows.
     let cache = common::temp_dir("long-cache");
-    let eval = |cache_mode: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_dlm"))
-            .args(["eval", "-m", "models/demo-long", "--limit", "2", "--json"])
-            .args(["--tasks", "models/demo-long/tasks/count-128.jsonl"])
-            .args([
-                "--gen-length",
-                "128",
-                "--steps",
-                "64",
-                "--block-length",
-                "32",
-            ])
-            .args(["--cache", cache_mode])
-            .current_dir(repo())
-            .env("DLM_CACHE", &cache)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("eval --json")
+    let eval = |mode: &str| {
+        let args = [
+            "-m",
+            "models/demo-long",
+            "--tasks",
+            "models/demo-long/tasks/count-128.jsonl",
+            "--gen-length",
+            "128",
+            "--steps",
+            "64",
+            "--block-length",
+            "32",
+            "--cache",
+            mode,
+        ];
+        eval_json(&args, &[], "2", &cache)
     };
     let (none, elastic) = (eval("none"), eval("elastic"));
     let decoding = elastic["decoding"].as_str().unwrap();
