@@ -671,7 +671,7 @@ mod timing {
     }
 
     /// Attention alone at the 168M shape (16 heads of 64): the whole canvas (269 rows) and a
-    /// dual-cache block (32 rows against 237 cached keys). `cargo test --release -p
+    /// dual-cache block (32 rows against 237 cached keys), and the 296-row canvas of a 40-token prompt. `cargo test --release -p
     /// dlm-runtime --lib attention_timing -- --ignored --nocapture`
     #[test]
     #[ignore = "timing; run in release"]
@@ -697,7 +697,7 @@ mod timing {
         };
         fill(&mut cache.k[0]);
         fill(&mut cache.v[0]);
-        for (n, n_out) in [(269, 0), (32, 237)] {
+        for (n, n_out) in [(269, 0), (296, 0), (32, 237)] {
             let mut q = vec![0f32; n * q_dim];
             let mut k = vec![0f32; n * kv_dim];
             fill(&mut q);
