@@ -202,6 +202,19 @@ pub trait Backend: Send + Sync + 'static {
         out: &mut Self::Act,
     ) -> Option<LayerAttention>;
 
+    /// [`Backend::attention`] for the span rows `rows` only (no probe): out is
+    /// `[rows.len(), q_dim]`, row i the output of query row `rows[i]`, every key and value
+    /// still attended. Returns false, having done nothing, where the backend has no such path
+    /// (the caller then runs every row).
+    fn attention_rows(
+        &self,
+        _args: AttentionArgs<'_, Self>,
+        _rows: &[usize],
+        _out: &mut Self::Act,
+    ) -> bool {
+        false
+    }
+
     /// The buffer's values on the host.
     fn to_host(&self, x: &Self::Act) -> Vec<f32>;
 

@@ -313,6 +313,14 @@ impl<B: Backend> Transformer<B> {
         let mut gate = b.alloc(n * cfg.hidden_dim)?; // [n, hidden_dim]
         let mut up = b.alloc(n * cfg.hidden_dim)?; // [n, hidden_dim]
         let mut attention = Vec::new();
+        // Only the wanted rows of the last layer's output are read (by the head), so that layer
+        // runs their queries, Wo and MLP alone when they are fewer than the span (a full step
+        // wants one block of a whole canvas): every row's keys and values are still computed,
+        // attended and stored. Probes report every query row, so they keep the whole layer.
+        let prune_last = req.probe.is_none() && !req.rows.is_empty() && req.rows.len() < n;
+        // Rows of `x` (and of the layer buffers) from here on: `n`, or the wanted rows once
+        // the last layer has been cut down to them.
+        let mut n_rows = n;
 
         for (l, lw) in self.layers.iter().enumerate().skip(req.from_layer) {
             if req.store
@@ -336,10 +344,11 @@ impl<B: Backend> Transformer<B> {
                 b.add_bias(&mut v, bv);
             }
             let cache_ref = cache.as_deref();
-            let probed = clock.time(Part::Attention, || {
+            let last = prune_last && l + 1 == self.layers.len();
+            let (probed, pruned) = clock.time(Part::Attention, || {
                 b.rope(&mut q, q_dim, hd, &rope.cos, &rope.sin, &positions);
                 b.rope(&mut k, kv_dim, hd, &rope.cos, &rope.sin, &positions);
-                let args = AttentionArgs {
+                let args = || AttentionArgs {
                     q: &q,
                     k: &k,
                     v: &v,
@@ -351,7 +360,10 @@ impl<B: Backend> Transformer<B> {
                     probe_keys: probe_keys.as_deref(),
                     probe_mass,
                 };
-                b.attention(args, &mut att)
+                if last && b.attention_rows(args(), req.rows, &mut att) {
+                    return (None, true);
+                }
+                (b.attention(args(), &mut att), false)
             });
             if let Some(p) = probed {
                 attention.push(p);
@@ -361,6 +373,18 @@ impl<B: Backend> Transformer<B> {
             {
                 b.store_kv(c, l, &positions, &k, &v);
             }
+            if pruned {
+                // [m, dim] buffers for the wanted rows, in the order wanted.
+                let m = req.rows.len();
+                let mut xs = b.alloc(m * dim)?;
+                b.gather_rows(&x, dim, req.rows, &mut xs);
+                x = xs;
+                h = b.alloc(m * dim)?;
+                gate = b.alloc(m * cfg.hidden_dim)?;
+                up = b.alloc(m * cfg.hidden_dim)?;
+                n_rows = m;
+            }
+            let n = n_rows;
             clock.time(Part::Matmul, || b.matmul(&lw.wo, &att, n, &mut h));
             b.add_assign(&mut x, &h);
 
@@ -375,7 +399,14 @@ impl<B: Backend> Transformer<B> {
         }
 
         // Only the rows the decoder wants go through the final norm and the head.
-        let rows = req.rows;
+        // After a cut-down last layer `x` holds the wanted rows, in order.
+        let identity: Vec<usize>;
+        let rows = if n_rows == n {
+            req.rows
+        } else {
+            identity = (0..n_rows).collect();
+            &identity
+        };
         let vocab = cfg.vocab_size;
         let head = self.head.as_ref().unwrap_or(&self.tok_embd);
         let mut resp = Response::default();

@@ -85,6 +85,8 @@ struct Ctx<'a> {
     kern: &'static AttentionKernels,
     /// `[n, q_dim]`
     q: &'a [f32],
+    /// The span rows whose queries are attended, or `None` for all `n`.
+    q_rows: Option<&'a [usize]>,
     /// `[n, kv_dim]` the span's keys and values.
     k: &'a [f32],
     v: &'a [f32],
@@ -124,15 +126,17 @@ impl Ctx<'_> {
     }
 
     /// `qt` (`[hd, ATTN_LANES]`) = the queries of pairs `p0..p0 + len` of kv head `g`, scaled
-    /// by 1/√d; lanes past `len` are zero. Pair p is query row `p / group`, head
-    /// `g * group + p % group`.
+    /// by 1/√d; lanes past `len` are zero. Pair p is query row `p / group` (of `q_rows` when
+    /// given), head `g * group + p % group`.
     fn fill_qt(&self, g: usize, p0: usize, len: usize, qt: &mut Vec<f32>) {
         let hd = self.hd;
         let mut rows: [&[f32]; ATTN_LANES] = [&[]; ATTN_LANES];
         for (lane, r) in rows.iter_mut().enumerate().take(len) {
             let p = p0 + lane;
             let h = g * self.group + p % self.group;
-            *r = &self.q[(p / self.group) * self.q_dim + h * hd..][..hd];
+            let i = p / self.group;
+            let row = self.q_rows.map_or(i, |r| r[i]);
+            *r = &self.q[row * self.q_dim + h * hd..][..hd];
         }
         qt.resize(hd * ATTN_LANES, 0.0);
         (self.kern.load)(&rows[..len], self.scale, qt);
@@ -262,6 +266,18 @@ pub(super) fn attention(
     a: AttentionArgs<'_, CpuBackend>,
     out: &mut [f32],
 ) -> Option<LayerAttention> {
+    attention_rows(a, None, out)
+}
+
+/// [`attention`] for the query rows `q_rows` only (span-relative, any order; all `n` when
+/// `None`): out is `[q_rows.len(), q_dim]`, row i the output of query row `q_rows[i]`. Keys and
+/// values are still the whole span's and `outside`. Probes need every query row, so none may
+/// be asked for with `q_rows`.
+pub(super) fn attention_rows(
+    a: AttentionArgs<'_, CpuBackend>,
+    q_rows: Option<&[usize]>,
+    out: &mut [f32],
+) -> Option<LayerAttention> {
     let sh = a.shape;
     let (hd, q_dim, kv_dim) = (sh.head_dim, sh.q_dim(), sh.kv_dim());
     let (n, n_kv) = (a.n, sh.n_kv_heads);
@@ -270,9 +286,21 @@ pub(super) fn attention(
         _ => (&[], &[]),
     };
     let group = sh.n_heads / n_kv;
+    let n_q = q_rows.map_or(n, <[usize]>::len);
+    if let Some(r) = q_rows {
+        assert!(
+            a.probe_keys.is_none() && !a.probe_mass,
+            "attention_rows: a probe needs every query row"
+        );
+        assert!(
+            r.iter().all(|&i| i < n),
+            "attention_rows: a row past the span"
+        );
+    }
     let ctx = Ctx {
         kern: &Kernels::best().attention,
         q: &a.q[..n * q_dim],
+        q_rows,
         k: &a.k[..n * kv_dim],
         v: &a.v[..n * kv_dim],
         ck,
@@ -287,16 +315,16 @@ pub(super) fn attention(
     };
     let n_keys = ctx.n_keys();
     let probing = a.probe_keys.is_some() || a.probe_mass;
-    let pairs = n * group; // per kv head
+    let pairs = n_q * group; // per kv head
     let gh = group * hd;
 
     let inv_heads = 1.0 / sh.n_heads as f32;
     let hp = with_stage(|st| {
-        if n == 0 || hd == 0 {
+        if n_q == 0 || hd == 0 {
             return probing.then(|| vec![0f32; n * n_keys]);
         }
-        st.out.resize(n * q_dim, 0.0);
-        st.ml.resize(n * sh.n_heads, [0.0; 2]);
+        st.out.resize(n_q * q_dim, 0.0);
+        st.ml.resize(n_q * sh.n_heads, [0.0; 2]);
         // A kv head's blocks are split into `splits` tasks only when there are too few kv heads
         // to keep the threads busy: the fewer tasks per head, the more blocks share one pack.
         let blocks = pairs.div_ceil(ATTN_LANES);
@@ -341,13 +369,13 @@ pub(super) fn attention(
         // [n_kv_heads, n, gh] -> [n, n_kv_heads * gh], kv head by kv head within a task so the
         // stage is read front to back (a kv head's rows are a page or more from the next's).
         let stage = &st.out;
-        out[..n * q_dim]
+        out[..n_q * q_dim]
             .par_chunks_mut(COPY_ROWS * q_dim)
             .enumerate()
             .for_each(|(b, ob)| {
                 let i0 = b * COPY_ROWS;
                 for g in 0..n_kv {
-                    let src = stage[(g * n + i0) * gh..].chunks_exact(gh);
+                    let src = stage[(g * n_q + i0) * gh..].chunks_exact(gh);
                     for (dst, s) in ob.chunks_exact_mut(q_dim).zip(src) {
                         dst[g * gh..][..gh].copy_from_slice(s);
                     }
@@ -458,6 +486,81 @@ mod tests {
         (out, hp)
     }
 
+    /// `attention_rows` on several row subsets (none, the last, every third backwards, a
+    /// repeated row, all) against the rows of the whole call `out` (`[n, q_dim]`): equal bit
+    /// for bit, since every (row, head) pair is a lane of its own in the kernels and walks the
+    /// same key tiles whichever block it lands in.
+    fn check_rows(
+        args: AttentionArgs<'_, CpuBackend>,
+        out: &[f32],
+        n: usize,
+        q_dim: usize,
+        ctx: &str,
+    ) {
+        let subsets: [Vec<usize>; 5] = [
+            vec![],
+            vec![n - 1],
+            (0..n).rev().step_by(3).collect(),
+            vec![n / 2, 0, n / 2],
+            (0..n).collect(),
+        ];
+        for rows in subsets {
+            let a = AttentionArgs::<CpuBackend> { ..args };
+            let mut got = vec![f32::NAN; rows.len() * q_dim + 1];
+            assert!(attention_rows(a, Some(&rows), &mut got).is_none());
+            for (i, &r) in rows.iter().enumerate() {
+                let (g, w) = (&got[i * q_dim..][..q_dim], &out[r * q_dim..][..q_dim]);
+                assert!(
+                    g.iter().zip(w).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{ctx} rows {rows:?}: row {r}"
+                );
+            }
+            assert!(
+                got[rows.len() * q_dim].is_nan(),
+                "{ctx}: wrote past the rows"
+            );
+        }
+    }
+
+    /// Rows of extreme queries (scores far past exp's range, zeros, a NaN row) through
+    /// `attention_rows` against the whole call: the same bits, and a NaN stays in its row.
+    #[test]
+    fn attention_rows_matches_the_whole_call_on_extreme_queries() {
+        let mut rng = Rng(0xbad);
+        for (n_heads, n_kv_heads, head_dim, n) in [(4, 2, 8, 37), (16, 16, 64, 50), (3, 1, 5, 3)] {
+            let sh = AttentionShape {
+                n_heads,
+                n_kv_heads,
+                head_dim,
+            };
+            let (q_dim, kv_dim) = (sh.q_dim(), sh.kv_dim());
+            let mut q = rng.vec(n * q_dim, 1e4);
+            q[..q_dim].fill(0.0);
+            q[(n - 1) * q_dim] = f32::NAN;
+            let k = rng.vec(n * kv_dim, 30.0);
+            let v = rng.vec(n * kv_dim, 1e30);
+            let args = AttentionArgs::<CpuBackend> {
+                q: &q,
+                k: &k,
+                v: &v,
+                n,
+                outside: &[],
+                cache: None,
+                layer: 0,
+                shape: sh,
+                probe_keys: None,
+                probe_mass: false,
+            };
+            let mut out = vec![f32::NAN; n * q_dim];
+            attention(AttentionArgs { ..args }, &mut out);
+            let nan_rows: Vec<usize> = (0..n)
+                .filter(|&i| out[i * q_dim..][..q_dim].iter().any(|x| x.is_nan()))
+                .collect();
+            assert_eq!(nan_rows, [n - 1], "shape {sh:?}: NaN rows");
+            check_rows(args, &out, n, q_dim, &format!("extreme {sh:?}"));
+        }
+    }
+
     /// Blocked attention with a cache and the probe against the reference, over GQA shapes,
     /// odd head widths, row counts around the block size and key counts around the tile size.
     #[test]
@@ -535,6 +638,7 @@ mod tests {
                         let g = la.mass[j];
                         assert!((g as f64 - w).abs() < 1e-5, "{ctx} mass {j}: {g} vs {w}");
                     }
+                    check_rows(args(false), &out, n, q_dim, &ctx);
                 }
             }
         }
@@ -567,7 +671,7 @@ mod timing {
     }
 
     /// Attention alone at the 168M shape (16 heads of 64): the whole canvas (269 rows) and a
-    /// dual-cache block (32 rows against 237 cached keys). `cargo test --release -p
+    /// dual-cache block (32 rows against 237 cached keys), and the 296-row canvas of a 40-token prompt. `cargo test --release -p
     /// dlm-runtime --lib attention_timing -- --ignored --nocapture`
     #[test]
     #[ignore = "timing; run in release"]
@@ -593,7 +697,7 @@ mod timing {
         };
         fill(&mut cache.k[0]);
         fill(&mut cache.v[0]);
-        for (n, n_out) in [(269, 0), (32, 237)] {
+        for (n, n_out) in [(269, 0), (296, 0), (32, 237)] {
             let mut q = vec![0f32; n * q_dim];
             let mut k = vec![0f32; n * kv_dim];
             fill(&mut q);

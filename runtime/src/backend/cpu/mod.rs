@@ -164,6 +164,16 @@ impl Backend for CpuBackend {
         attention::attention(args, out)
     }
 
+    fn attention_rows(
+        &self,
+        args: AttentionArgs<'_, Self>,
+        rows: &[usize],
+        out: &mut Vec<f32>,
+    ) -> bool {
+        attention::attention_rows(args, Some(rows), out);
+        true
+    }
+
     fn to_host(&self, x: &Vec<f32>) -> Vec<f32> {
         x.clone()
     }
