@@ -228,23 +228,15 @@ def evaluate(model, tok, tests, device, steps, gen_length, block_length, limit, 
     res = {}
     for task, items in tests.items():
         items = items[:limit]
-        enc = [tok.encode(tasks.chat_prompt(p), add_special_tokens=False).ids for p, _ in items]
-        by_len = {}
-        for i, e in enumerate(enc):
-            by_len.setdefault(len(e), []).append(i)
-        outs = [None] * len(items)
-        for L, idxs in by_len.items():
-            for s in range(0, len(idxs), batch):
-                chunk = idxs[s:s + batch]
-                pr = torch.tensor([enc[i] for i in chunk], dtype=torch.long, device=device)
-                if threshold > 0:
-                    x, _ = decode_threshold(model, pr, threshold, block_length // steps,
-                                            gen_length, block_length)
-                else:
-                    x, _ = decode(model, pr, steps, gen_length, block_length)
-                gen = x[:, L:].cpu().tolist()
-                for r, i in enumerate(chunk):
-                    outs[i] = answer_text(tok, gen[r])
+
+        def run(pr):
+            if threshold > 0:
+                return decode_threshold(model, pr, threshold, block_length // steps,
+                                        gen_length, block_length)[0]
+            return decode(model, pr, steps, gen_length, block_length)[0]
+
+        outs = T.decode_answers(tok, [tasks.chat_prompt(p) for p, _ in items], device, batch,
+                                run)
         res[task] = sum(o == a for o, (_, a) in zip(outs, items)) / len(items)
     return res
 
@@ -317,11 +309,7 @@ def main():
 
     student = load_teacher(args.teacher, dev)
     student.train()
-    decay = [p for _, p in student.named_parameters() if p.dim() >= 2]
-    nodecay = [p for _, p in student.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
-                             {"params": nodecay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.95), eps=1e-8, fused=cuda)
+    opt = T.adamw(student, args.lr, cuda)
     g = torch.Generator(device=dev).manual_seed(args.seed + 1)
     lens = sorted(traj)
     sizes = torch.tensor([traj[k][0].shape[0] for k in lens], dtype=torch.float32, device=dev)

@@ -234,23 +234,41 @@ def answer_text(tok, ids):
     return tok.decode(out, skip_special_tokens=False).strip()
 
 
+def adamw(model, lr, fused):
+    """AdamW as every script here trains: weight decay 0.1 on matrices, none on vectors."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    nodecay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
+                              {"params": nodecay, "weight_decay": 0.0}],
+                             lr=lr, betas=(0.9, 0.95), eps=1e-8, fused=fused)
+
+
+@torch.no_grad()
+def decode_answers(tok, prompts, device, batch, decode):
+    """The answer text of each chat prompt string. Prompts are batched by token length (no
+    padding inside a prompt); `decode(ids [B, L]) -> canvas [B, L + gen]` runs one batch."""
+    enc = [tok.encode(p, add_special_tokens=False).ids for p in prompts]
+    by_len = {}
+    for i, e in enumerate(enc):
+        by_len.setdefault(len(e), []).append(i)
+    outs = [None] * len(prompts)
+    for L, idxs in by_len.items():
+        for s in range(0, len(idxs), batch):
+            chunk = idxs[s:s + batch]
+            x = decode(torch.tensor([enc[i] for i in chunk], dtype=torch.long, device=device))
+            gen = x[:, L:].cpu().tolist()
+            for r, i in enumerate(chunk):
+                outs[i] = answer_text(tok, gen[r])
+    return outs
+
+
 @torch.no_grad()
 def evaluate(model, tok, tests, device, batch=128):
     model.eval()
     res = {}
     for task, items in tests.items():
-        enc = [tok.encode(tasks.chat_prompt(p), add_special_tokens=False).ids for p, _ in items]
-        by_len = {}
-        for i, e in enumerate(enc):
-            by_len.setdefault(len(e), []).append(i)
-        outs = [None] * len(items)
-        for L, idxs in by_len.items():
-            for s in range(0, len(idxs), batch):
-                chunk = idxs[s:s + batch]
-                pr = torch.tensor([enc[i] for i in chunk], dtype=torch.long, device=device)
-                x = generate(model, pr)
-                for r, i in enumerate(chunk):
-                    outs[i] = answer_text(tok, x[r, L:].tolist())
+        outs = decode_answers(tok, [tasks.chat_prompt(p) for p, _ in items], device, batch,
+                              lambda pr: generate(model, pr))
         correct = sum(o == a for o, (_, a) in zip(outs, items))
         res[task] = {"correct": correct, "total": len(items), "accuracy": correct / len(items),
                      "samples": [{"prompt": p, "answer": a, "output": o}
@@ -365,12 +383,7 @@ def main():
         lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=False))
     fwd = model if args.no_compile or dev.type != "cuda" else torch.compile(model)
 
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    nodecay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
-                             {"params": nodecay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.95), eps=1e-8,
-                            fused=dev.type == "cuda")
+    opt = adamw(model, args.lr, dev.type == "cuda")
     g = torch.Generator(device=dev).manual_seed(args.seed + 1)
     B, L = args.batch, args.seq
     n_text = int(round(B * args.text_frac))

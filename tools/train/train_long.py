@@ -43,7 +43,8 @@ def build_data(tok, n_per_task, device):
                              add_special_tokens=False)
         A = tok.encode_batch([a + "<|eot_id|>" for _, a in pool], add_special_tokens=False)
         for p, a in zip(P, A):
-            fits = [g for g in tasks_long.GENS if len(a.ids) <= g and len(p.ids) + g <= 512]
+            fits = [g for g in tasks_long.GENS
+                    if len(a.ids) <= g and len(p.ids) + g <= tasks_long.CONTEXT]
             if not fits:
                 continue
             g = rng.choice(fits)
@@ -73,19 +74,10 @@ def quick_eval(model, tok, tests, device, per_set, batch=64):
     res = {}
     for (task, gen), items in tests.items():
         items = items[:per_set]
-        enc = [tok.encode(tasks_long.chat_prompt(p), add_special_tokens=False).ids
-               for p, _ in items]
-        by_len = {}
-        for i, e in enumerate(enc):
-            by_len.setdefault(len(e), []).append(i)
-        outs = [None] * len(items)
-        for L, idxs in by_len.items():
-            for s in range(0, len(idxs), batch):
-                chunk = idxs[s:s + batch]
-                pr = torch.tensor([enc[i] for i in chunk], dtype=torch.long, device=device)
-                x = train.generate(model, pr, steps=gen // 2, gen_length=gen, block_length=32)
-                for r, i in enumerate(chunk):
-                    outs[i] = train.answer_text(tok, x[r, L:].tolist())
+        outs = train.decode_answers(
+            tok, [tasks_long.chat_prompt(p) for p, _ in items], device, batch,
+            lambda pr: train.generate(model, pr, steps=gen // 2, gen_length=gen,
+                                      block_length=32))
         correct = sum(o == a for o, (_, a) in zip(outs, items))
         key = f"{task}-{gen}"
         res[key] = {"correct": correct, "total": len(items),
@@ -141,12 +133,7 @@ def main():
     amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if dev.type == "cuda" else (
         lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=False))
 
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    nodecay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
-                             {"params": nodecay, "weight_decay": 0.0}],
-                            lr=args.sft_lr, betas=(0.9, 0.95), eps=1e-8,
-                            fused=dev.type == "cuda")
+    opt = train.adamw(model, args.sft_lr, dev.type == "cuda")
     g = torch.Generator(device=dev).manual_seed(args.seed + 1)
     keys = sorted(buckets)
     sizes = torch.tensor([buckets[k].shape[0] for k in keys], dtype=torch.float32, device=dev)
