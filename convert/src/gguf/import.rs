@@ -771,21 +771,7 @@ mod tests {
             b.kv.push(("tokenizer.ggml.merges".into(), 9, gstrs(&["a b"])));
             reader::parse(&b.build()).unwrap()
         };
-        let cfg = ModelConfig {
-            family: Family::Llada,
-            architecture: "llada".into(),
-            dim: 8,
-            hidden_dim: 16,
-            n_layers: 1,
-            n_heads: 2,
-            n_kv_heads: 2,
-            vocab_size: 8,
-            max_seq_len: 16,
-            rope_theta: 1e4,
-            norm_eps: 1e-5,
-            qkv_bias: false,
-            tied_head: false,
-        };
+        let cfg = tiny_config(8);
         let path = Path::new("t.gguf");
         let good = file(3);
         let (_, specials) = tokenizer_of(&Meta { file: &good, path }, &cfg).unwrap();
@@ -799,6 +785,25 @@ mod tests {
             e.contains("tokenizer.ggml.eos_token_id") && e.contains("names no token"),
             "{e}"
         );
+    }
+
+    /// A one-layer LLaDA config of width 8 and `vocab` tokens, for the tokenizer tests.
+    fn tiny_config(vocab: u64) -> ModelConfig {
+        ModelConfig {
+            family: Family::Llada,
+            architecture: "llada".into(),
+            dim: 8,
+            hidden_dim: 16,
+            n_layers: 1,
+            n_heads: 2,
+            n_kv_heads: 2,
+            vocab_size: vocab,
+            max_seq_len: 16,
+            rope_theta: 1e4,
+            norm_eps: 1e-5,
+            qkv_bias: false,
+            tied_head: false,
+        }
     }
 
     #[test]
@@ -819,21 +824,7 @@ mod tests {
         b.kv.push(("tokenizer.ggml.tokens".into(), 9, gstrs(&tokens)));
         b.kv.push(("tokenizer.ggml.merges".into(), 9, gstrs(&["a b"])));
         let file = reader::parse(&b.build()).unwrap();
-        let cfg = ModelConfig {
-            family: Family::Llada,
-            architecture: "llada".into(),
-            dim: 8,
-            hidden_dim: 16,
-            n_layers: 1,
-            n_heads: 2,
-            n_kv_heads: 2,
-            vocab_size: 5,
-            max_seq_len: 16,
-            rope_theta: 1e4,
-            norm_eps: 1e-5,
-            qkv_bias: false,
-            tied_head: false,
-        };
+        let cfg = tiny_config(5);
         let m = Meta {
             file: &file,
             path: Path::new("t.gguf"),
