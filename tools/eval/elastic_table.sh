@@ -20,9 +20,11 @@
 # MODEL=models/demo-long TASKS="count countdown step number" runs another model's task files:
 # MODEL/tasks/TASK-GEN.jsonl where it exists (test sets drawn per generation length), else
 # MODEL/tasks/TASK.jsonl.
+# CHUNK=N splits each task's prompts into jobs of N prompts (merged in the table), so that many
+# cores share a slow row and a run cut by DEADLINE keeps every finished chunk under RAW.
 # MODES="none dual dual:0.9 elastic elastic:0.9 elasticnb elasticnb:0.9" picks the rows
 # (MODE:TAU adds --threshold TAU; elasticnb is elastic with --no-block-cache, elasticpr with
-# --prefix-refresh).
+# --prefix-refresh, elasticfo with --no-prefix-refresh: full openings whatever the file says).
 # DEVICE=cuda runs every job on the GPU (a build with --features cuda; JOBS processes share
 # it): the f32 canvases, and so accuracy, NFE, layer-forwards and query rows, are the CPU's
 # (tests/cuda_parity.rs), tokens/s is the GPU's and not comparable with a CPU table.
@@ -58,27 +60,47 @@ limit_for() { # GEN -> prompts per task
   echo "$limit"
 }
 
-# The job list, one line per (type, gen, cache, task): type|gen|limit|mode|task. Long
-# generations first, so the slowest jobs start early.
+# The job list, one line per (type, gen, cache, task, chunk): type|gen|limit|mode|task|file.
+# Long generations first, so the slowest jobs start early. With CHUNK, a task's first `limit`
+# prompts are cut into files of CHUNK lines under $work/parts.
+task_file() { # TASK GEN -> its prompts at this length
+  local f="$model/tasks/$1-$2.jsonl"
+  [ -f "$f" ] || f="$model/tasks/$1.jsonl"
+  echo "$f"
+}
 : > "$work/jobs.txt"
+mkdir -p "$work/parts"
 for gen in $(printf '%s\n' $gens | sort -rn); do
+  lim=$(limit_for "$gen")
+  for t in "${tasks[@]}"; do
+    src=$(task_file "$t" "$gen")
+    if [ -n "${CHUNK:-}" ]; then
+      awk -v lim="$lim" 'NF && ++n <= lim' "$src" | split -l "$CHUNK" -d -a 3 \
+        --additional-suffix=.jsonl - "$work/parts/$t-$gen-"
+    fi
+  done
   for q in $types; do
     for mode in $modes; do
-      for t in "${tasks[@]}"; do echo "$q|$gen|$(limit_for "$gen")|$mode|$t" >> "$work/jobs.txt"; done
+      for t in "${tasks[@]}"; do
+        if [ -n "${CHUNK:-}" ]; then
+          for f in "$work/parts/$t-$gen-"*.jsonl; do echo "$q|$gen|$CHUNK|$mode|$t|$f"; done
+        else
+          echo "$q|$gen|$lim|$mode|$t|$(task_file "$t" "$gen")"
+        fi
+      done >> "$work/jobs.txt"
     done
   done
 done
 nl -ba -w1 -s'|' "$work/jobs.txt" > "$work/jobs.id"
 
 run_job() { # one line of jobs.id
-  IFS='|' read -r id q gen lim mode t <<< "$1"
+  IFS='|' read -r id q gen lim mode t file <<< "$1"
   local out="$work/job-$id.json" cache=${mode%%:*} thr=""
   [ -s "$out" ] && return 0
   [ "$mode" != "$cache" ] && thr="--threshold ${mode#*:}"
   [ "$cache" = elasticnb ] && cache="elastic --no-block-cache"
   [ "$cache" = elasticpr ] && cache="elastic --prefix-refresh"
-  local file="$model/tasks/$t-$gen.jsonl"
-  [ -f "$file" ] || file="$model/tasks/$t.jsonl"
+  [ "$cache" = elasticfo ] && cache="elastic --no-prefix-refresh"
   # shellcheck disable=SC2086  # whole, cache and thr are words
   "$DLM" eval -t 1 -m "$work/$q.dlm" --tasks "$file" --limit "$lim" \
     --json $whole --gen-length "$gen" --block-length 32 --steps $((gen / 2)) --cache $cache \
@@ -95,14 +117,28 @@ import json, os, sys
 work, types, gens, modes = (sys.argv[1], sys.argv[2].split(), sys.argv[3].split(),
                             sys.argv[4].split())
 tasks = sys.argv[5:]
-cells = {}
+def merge(rs, gen):
+    """One task's chunks as one result: sums of n, n-weighted means, tokens over summed time."""
+    n = sum(r["n"] for r in rs)
+    m = {k: sum(r[k] * r["n"] for r in rs) / n
+         for k in ("accuracy", "mean_nfe", "mean_layer_forwards", "mean_query_rows",
+                   "mean_refreshes")}
+    m["n"] = n
+    m["tokens_per_s"] = n * int(gen) / sum(r["n"] * int(gen) / r["tokens_per_s"] for r in rs)
+    return m
+
+parts = {}
 for line in open(os.path.join(work, "jobs.id")):
-    jid, q, gen, lim, mode, task = line.rstrip("\n").split("|")
+    jid, q, gen, lim, mode, task, _ = line.rstrip("\n").split("|")
     path = os.path.join(work, f"job-{jid}.json")
     # A job that failed (a prompt too long for the context at this length) or was cut by the
-    # deadline leaves no file: its cell prints "-".
+    # deadline leaves no file: its task's cell prints "-", even where other chunks finished.
     r = json.load(open(path)) if os.path.exists(path) and os.path.getsize(path) else None
-    cells[(q, gen, mode, task)] = (r["tasks"][0] if r else None, lim)
+    parts.setdefault((q, gen, mode, task), []).append(r["tasks"][0] if r else None)
+cells = {}
+for key, rs in parts.items():
+    whole = None if None in rs else merge(rs, key[1])
+    cells[key] = (whole, str(whole["n"]) if whole else "-")
 print(f"| type | gen | steps | prompts/task | cache | {' | '.join(tasks)} | mean NFE | layer-fwd "
       "| query rows | refreshes | tok/s | × none |")
 print("|---|---|---|---|---|" + "---|" * len(tasks) + "---|---|---|---|---|---|")
@@ -111,7 +147,7 @@ for q in types:
         base = None
         for mode in modes:
             ts = [cells.get((q, gen, mode, t), (None, "-")) for t in tasks]
-            lim = ts[0][1]
+            lim = "/".join(sorted({l for _, l in ts if l != "-"})) or "-"
             done = [t for t, _ in ts if t]
             done_tasks = [task for task, (t, _) in zip(tasks, ts) if t]
             accs = " | ".join(("%.0f%%" % (100 * t["accuracy"])) if t else "-" for t, _ in ts)
@@ -126,7 +162,8 @@ for q in types:
             ratio = "%.1f" % (tps / base[0]) if base and done_tasks == base[1] else "-"
             print("| %s | %s | %d | %s | %s | %s | %.1f | %.0f | %.0f | %.2f | %.1f | %s |" % (
                 q, gen, int(gen) // 2, lim, mode.replace("elasticnb", "elastic, no block cache")
-                .replace("elasticpr", "elastic, prefix refresh").replace(":", " τ"), accs, mean("mean_nfe"),
+                .replace("elasticpr", "elastic, prefix refresh")
+                .replace("elasticfo", "elastic, full openings").replace(":", " τ"), accs, mean("mean_nfe"),
                 mean("mean_layer_forwards"), mean("mean_query_rows"), mean("mean_refreshes"),
                 tps, ratio))
 PY
