@@ -72,8 +72,9 @@ enum dlm_schedule {
 };
 
 /* The layout version of dlm_params in this header. Fields are only ever appended; the library
- * reads struct_size bytes and keeps its defaults for fields an older caller lacks. */
-enum { DLM_PARAMS_VERSION = 4 };
+ * reads struct_size bytes and keeps its defaults for fields an older caller lacks (by its
+ * struct_size, and by its version for a field that fills an older layout's tail padding). */
+enum { DLM_PARAMS_VERSION = 5 };
 
 /* The most token ids one call accepts. */
 #define DLM_MAX_IDS ((size_t)1 << 24)
@@ -110,6 +111,8 @@ typedef struct dlm_params {
     uint32_t elastic_track;   /* elastic cache: tracked most-attended tokens per layer (v3) */
     int elastic_block_cache;  /* elastic cache: nonzero refreshes at block starts (v3) */
     uint32_t min_per_step;    /* with a threshold: fewest commits a step; 0 = at least one (v4) */
+    int elastic_prefix_refresh; /* elastic cache: nonzero opens later blocks over the text and
+                                   the block only, the masks beyond stay cached (v5) */
 } dlm_params;
 
 /* Called after every step: the whole canvas (len ids: prompt_len prompt ids, then the

@@ -249,6 +249,10 @@ fn rust_params_layout() -> (Vec<(&'static str, usize)>, usize) {
             offset_of!(dlm_params, elastic_block_cache),
         ),
         ("min_per_step", offset_of!(dlm_params, min_per_step)),
+        (
+            "elastic_prefix_refresh",
+            offset_of!(dlm_params, elastic_prefix_refresh),
+        ),
     ];
     (fields, size_of::<dlm_params>())
 }

@@ -666,7 +666,8 @@ pub struct DiffusionDefaults {
     /// Top-k filter before every softmax (0 = off).
     pub top_k: u32,
     /// Elastic-Cache settings the checkpoint was tuned with (`elastic_window`,
-    /// `elastic_gamma`, `elastic_track` in `generation_config.json`); absent ones keep the
+    /// `elastic_gamma`, `elastic_track`, `elastic_prefix_refresh` in
+    /// `generation_config.json`); absent ones keep the
     /// runtime's defaults, so only a model that was measured carries them.
     pub elastic: ElasticDefaults,
 }
@@ -680,6 +681,8 @@ pub struct ElasticDefaults {
     pub gamma: Option<f32>,
     /// Tracked most-attended tokens per layer.
     pub track: Option<u32>,
+    /// Block openings over the decoded text and the block only (`--prefix-refresh`).
+    pub prefix_refresh: Option<bool>,
 }
 
 /// The top-k the original Dream sampler applies when the caller gives none.
@@ -756,10 +759,19 @@ pub fn diffusion_defaults(
                 })? as f32,
         ),
     };
+    let prefix_refresh = match gen_config.get("elastic_prefix_refresh") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_bool().ok_or_else(|| ConvertError::BadConfigValue {
+            path: gen_path.to_path_buf(),
+            key: "elastic_prefix_refresh".into(),
+            reason: format!("{v} is not true or false"),
+        })?),
+    };
     let elastic = ElasticDefaults {
         window: count("elastic_window")?,
         gamma,
         track: count("elastic_track")?,
+        prefix_refresh,
     };
     Ok(match family {
         Family::Llada => {
@@ -996,7 +1008,8 @@ mod tests {
         let p = Path::new("generation_config.json");
         let d = diffusion_defaults(Family::Llada, &json!({"steps": 32}), p).unwrap();
         assert_eq!(d.elastic, ElasticDefaults::default());
-        let g = json!({"elastic_gamma": 0.98, "elastic_window": 8, "elastic_track": 2});
+        let g = json!({"elastic_gamma": 0.98, "elastic_window": 8, "elastic_track": 2,
+                       "elastic_prefix_refresh": true});
         for family in [Family::Llada, Family::Dream] {
             let d = diffusion_defaults(family, &g, p).unwrap();
             assert_eq!(
@@ -1005,6 +1018,7 @@ mod tests {
                     window: Some(8),
                     gamma: Some(0.98),
                     track: Some(2),
+                    prefix_refresh: Some(true),
                 }
             );
         }
@@ -1014,6 +1028,8 @@ mod tests {
             ("elastic_gamma", json!("0.9")),
             ("elastic_window", json!(0)),
             ("elastic_track", json!(1.5)),
+            ("elastic_prefix_refresh", json!(1)),
+            ("elastic_prefix_refresh", json!("true")),
         ] {
             let mut g = json!({});
             g[key] = bad;

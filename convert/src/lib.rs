@@ -412,6 +412,12 @@ pub(crate) fn diffusion_meta(
     if let Some(t) = d.elastic.track {
         put(keys::diffusion::ELASTIC_TRACK, MetaValue::U32(t));
     }
+    if let Some(r) = d.elastic.prefix_refresh {
+        put(
+            keys::diffusion::ELASTIC_PREFIX_REFRESH,
+            MetaValue::U32(u32::from(r)),
+        );
+    }
 }
 
 fn folder_name(dir: &Path) -> String {

@@ -142,6 +142,9 @@ pub mod diffusion {
     pub const ELASTIC_GAMMA: &str = "diffusion.elastic_gamma";
     /// u32: Elastic-Cache tracked most-attended tokens per layer.
     pub const ELASTIC_TRACK: &str = "diffusion.elastic_track";
+    /// u32: Elastic-Cache block openings over the decoded text and the block only (1) or over
+    /// the whole canvas (0, the default; absent = 0).
+    pub const ELASTIC_PREFIX_REFRESH: &str = "diffusion.elastic_prefix_refresh";
     /// u32: with a threshold, the fewest positions a step commits (0 or absent = 1, Fast-dLLM's
     /// rule); a step-distilled model's few-step schedule is `steps`, `threshold` and this.
     pub const MIN_PER_STEP: &str = "diffusion.min_per_step";

@@ -264,6 +264,7 @@ fn default_params(file: &DlmFile) -> Result<DecodeParams, RuntimeError> {
     e.window = file.get_u32_or(diffusion::ELASTIC_WINDOW, e.window as u32)? as usize;
     e.gamma = decimal(file.get_f32_or(diffusion::ELASTIC_GAMMA, e.gamma as f32)?);
     e.track = file.get_u32_or(diffusion::ELASTIC_TRACK, e.track as u32)? as usize;
+    e.prefix_refresh = file.get_u32_or(diffusion::ELASTIC_PREFIX_REFRESH, 0)? != 0;
     // Dream's original sampler filters to its inherited top-k 50 before every softmax, which
     // changes its confidences; the file says so (0 or absent = no filter).
     let top_k = file.get_u32_or(diffusion::TOP_K, 0)?;

@@ -66,9 +66,14 @@ pub struct DecodeArgs {
     pub no_block_cache: bool,
     /// Elastic cache: open each block (after the first) by refreshing only the decoded text
     /// and the block, not the whole canvas; the masks beyond keep their earlier keys/values.
-    /// Cheaper with --threshold, where a block often finishes in its opening pass.
-    #[arg(long)]
+    /// Cheaper with --threshold, where a block often finishes in its opening pass. The
+    /// model file's default: `diffusion.elastic_prefix_refresh` (`dlm inspect`).
+    #[arg(long, conflicts_with = "no_prefix_refresh")]
     pub prefix_refresh: bool,
+    /// Elastic cache: open every block over the whole canvas even where the model file
+    /// stores prefix refresh as its default.
+    #[arg(long)]
+    pub no_prefix_refresh: bool,
     /// Sampling temperature; 0 is greedy.
     #[arg(long, visible_alias = "temp")]
     pub temperature: Option<f64>,
@@ -336,6 +341,9 @@ impl DecodeArgs {
         }
         if self.prefix_refresh {
             p.elastic.prefix_refresh = true;
+        }
+        if self.no_prefix_refresh {
+            p.elastic.prefix_refresh = false;
         }
         if let Some(v) = self.temperature {
             p.temperature = v;

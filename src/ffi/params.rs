@@ -36,7 +36,7 @@ pub const DLM_SCHEDULE_BLOCKS: c_int = 1;
 /// Dream's timesteps (in Fast-dLLM's blocks when a block length or a cache is given).
 pub const DLM_SCHEDULE_TIMESTEPS: c_int = 2;
 /// The layout version of this header's `dlm_params`.
-pub const DLM_PARAMS_VERSION: c_int = 4;
+pub const DLM_PARAMS_VERSION: c_int = 5;
 /// The most token ids one call accepts (prompt ids, ids to detokenize).
 pub const DLM_MAX_IDS: usize = 1 << 24;
 
@@ -113,6 +113,9 @@ pub struct dlm_params {
     /// With a threshold, the fewest positions a step commits (a step-distilled model's rule);
     /// 0 = Fast-dLLM's "at least one". (Version 4.)
     pub min_per_step: u32,
+    /// Elastic cache: nonzero opens every later block over the decoded text and the block
+    /// only, keeping the masks beyond it cached (`--prefix-refresh`). (Version 5.)
+    pub elastic_prefix_refresh: c_int,
 }
 
 /// The bytes of version 2, the first layout with `struct_size`: the least a caller may give.
@@ -193,6 +196,7 @@ impl dlm_params {
             elastic_track: count(p.elastic.track, "elastic track")?,
             elastic_block_cache: c_int::from(p.elastic.block_cache),
             min_per_step: count(p.min_per_step.unwrap_or(0), "min_per_step")?,
+            elastic_prefix_refresh: c_int::from(p.elastic.prefix_refresh),
         })
     }
 
@@ -216,6 +220,11 @@ impl dlm_params {
             std::ptr::copy_nonoverlapping(src.cast::<u8>(), (&raw mut out).cast::<u8>(), n);
         }
         out.struct_size = n as u32;
+        // Version 5's field sits in what was version 4's tail padding, so a version-4 caller's
+        // full-size struct reaches it: a field newer than the caller's version keeps its default.
+        if out.version < 5 {
+            out.elastic_prefix_refresh = defaults.elastic_prefix_refresh;
+        }
         Ok(out)
     }
 
@@ -254,8 +263,7 @@ impl dlm_params {
             gen_length: self.gen_length as usize,
             block_length: (self.block_length != 0).then_some(self.block_length as usize),
             threshold: off_if_zero(self.threshold),
-            // Not in the C struct yet (a field to append in a later layout version): C callers
-            // get Fast-dLLM's "at least one" under a threshold.
+            // 0: Fast-dLLM's "at least one" under a threshold.
             min_per_step: (self.min_per_step != 0).then_some(self.min_per_step as usize),
             factor: off_if_zero(self.factor),
             cache,
@@ -273,8 +281,7 @@ impl dlm_params {
                 gamma: self.elastic_gamma,
                 track: self.elastic_track as usize,
                 block_cache: self.elastic_block_cache != 0,
-                // Not in dlm_params yet (a new struct version): the CLI's --prefix-refresh.
-                prefix_refresh: false,
+                prefix_refresh: self.elastic_prefix_refresh != 0,
             },
             profile: false,
         })
@@ -324,7 +331,7 @@ mod tests {
                 gamma: 0.5,
                 track: 2,
                 block_cache: false,
-                prefix_refresh: false,
+                prefix_refresh: true,
             },
             profile: false,
         };
@@ -377,6 +384,19 @@ mod tests {
         caller.struct_size = 0;
         // SAFETY: as above.
         assert!(unsafe { dlm_params::read_sized(&caller, defaults) }.is_err());
+        // A version-4 caller: its struct is as long as version 5's (the new field fills the
+        // old tail padding), but the field it never knew keeps the default.
+        defaults.elastic_prefix_refresh = 1;
+        caller.elastic_prefix_refresh = 0;
+        caller.struct_size = std::mem::size_of::<dlm_params>() as u32;
+        caller.version = 4;
+        // SAFETY: as above.
+        let r = unsafe { dlm_params::read_sized(&caller, defaults) }.unwrap();
+        assert_eq!((r.steps, r.elastic_prefix_refresh), (7, 1));
+        caller.version = 5;
+        // SAFETY: as above.
+        let r = unsafe { dlm_params::read_sized(&caller, defaults) }.unwrap();
+        assert_eq!(r.elastic_prefix_refresh, 0);
         let mut out = defaults;
         out.steps = 0;
         // SAFETY: writable struct of full size.

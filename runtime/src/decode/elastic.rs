@@ -37,7 +37,8 @@ pub struct ElasticParams {
     /// At a block's first step (after the run's first pass), refresh only the decoded text
     /// and the block, not the whole canvas: the masks beyond keep the keys and values of the
     /// run's first pass (or of the last refresh that reached them). Cheaper block openings for
-    /// threshold decoding, where a block often finishes in its opening pass.
+    /// threshold decoding, where a block often finishes in its opening pass. Only with
+    /// `block_cache` (without it blocks open with a window pass anyway).
     pub prefix_refresh: bool,
 }
 

@@ -136,10 +136,14 @@ impl<'a> Run<'a> {
             let first_ever = self.nfe == 0;
             return if first_ever {
                 Pass::Full
-            } else if i == 0 && self.params.elastic.prefix_refresh {
-                Pass::ElasticOpen(block.clone())
             } else if i == 0 && self.params.elastic.block_cache {
-                Pass::Full
+                // Without block caching a block opens with a window pass like any other step,
+                // so prefix refresh (a cheaper block-start refresh) has nothing to replace.
+                if self.params.elastic.prefix_refresh {
+                    Pass::ElasticOpen(block.clone())
+                } else {
+                    Pass::Full
+                }
             } else {
                 Pass::Elastic(block.clone())
             };

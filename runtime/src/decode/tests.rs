@@ -849,8 +849,9 @@ fn an_elastic_refresh_stops_at_the_block_end_with_block_caching() {
 fn prefix_refresh_opens_later_blocks_over_the_text_and_the_block_only() {
     // Three blocks of 4 after the 3-token prompt: 3..7, 7..11, 11..15 (canvas 15). Openings
     // are the non-window passes from layer 0: the run's first covers the canvas; later ones
-    // cover 0..block end with prefix_refresh, the canvas without it.
-    for prefix in [false, true] {
+    // cover 0..block end with prefix_refresh, the canvas without it; without block caching
+    // there is no later opening either way.
+    for (prefix, block_cache) in [(false, true), (true, true), (true, false)] {
         let model = Drifting {
             calls: RefCell::new(Vec::new()),
         };
@@ -859,6 +860,7 @@ fn prefix_refresh_opens_later_blocks_over_the_text_and_the_block_only() {
         p.elastic.window = 2;
         p.elastic.gamma = 0.0;
         p.elastic.prefix_refresh = prefix;
+        p.elastic.block_cache = block_cache;
         let out = generate(&model, &tokens(false), &PROMPT, &p, &mut |_| true).expect("generate");
         assert!(out.canvas[PROMPT.len()..].iter().all(|&t| t != MASK));
         let calls = model.calls.borrow();
@@ -867,7 +869,11 @@ fn prefix_refresh_opens_later_blocks_over_the_text_and_the_block_only() {
             .filter(|c| !c.0 && c.1 == 0)
             .map(|c| c.2)
             .collect();
-        let want: &[usize] = if prefix { &[15, 11, 15] } else { &[15, 15, 15] };
+        let want: &[usize] = match (prefix, block_cache) {
+            (_, false) => &[15],
+            (true, true) => &[15, 11, 15],
+            (false, true) => &[15, 15, 15],
+        };
         assert_eq!(openings, want, "prefix_refresh {prefix}: {calls:?}");
         assert_eq!(out.refreshes, 0, "gamma 0 never refreshes on drift");
         assert_eq!(out.query_rows, calls.iter().map(|c| c.2).sum::<usize>());
