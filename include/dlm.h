@@ -71,9 +71,9 @@ enum dlm_schedule {
     DLM_SCHEDULE_TIMESTEPS = 2
 };
 
-/* The layout version of dlm_params in this header. Fields are only ever appended; the library
- * reads struct_size bytes and keeps its defaults for fields an older caller lacks (by its
- * struct_size, and by its version for a field that fills an older layout's tail padding). */
+/* The layout version of dlm_params in this header. Fields are only ever appended, and each
+ * version is longer than the one before; the library reads struct_size bytes and keeps its
+ * defaults for fields an older caller lacks. */
 enum { DLM_PARAMS_VERSION = 5 };
 
 /* The most token ids one call accepts. */
@@ -111,6 +111,7 @@ typedef struct dlm_params {
     uint32_t elastic_track;   /* elastic cache: tracked most-attended tokens per layer (v3) */
     int elastic_block_cache;  /* elastic cache: nonzero refreshes at block starts (v3) */
     uint32_t min_per_step;    /* with a threshold: fewest commits a step; 0 = at least one (v4) */
+    uint32_t reserved0;       /* always 0: makes version 5 longer than version 4 (v5) */
     int elastic_prefix_refresh; /* elastic cache: nonzero opens later blocks over the text and
                                    the block only, the masks beyond stay cached (v5) */
 } dlm_params;

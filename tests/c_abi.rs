@@ -249,6 +249,7 @@ fn rust_params_layout() -> (Vec<(&'static str, usize)>, usize) {
             offset_of!(dlm_params, elastic_block_cache),
         ),
         ("min_per_step", offset_of!(dlm_params, min_per_step)),
+        ("reserved0", offset_of!(dlm_params, reserved0)),
         (
             "elastic_prefix_refresh",
             offset_of!(dlm_params, elastic_prefix_refresh),

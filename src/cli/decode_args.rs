@@ -157,6 +157,9 @@ pub fn describe(p: &DecodeParams) -> Vec<(String, String)> {
         rows.push(("--window".into(), e.window.to_string()));
         rows.push(("--gamma".into(), short(e.gamma)));
         rows.push(("--track".into(), e.track.to_string()));
+        let yes_no = |b: bool| if b { "yes" } else { "no" }.to_string();
+        rows.push(("--no-block-cache".into(), yes_no(!e.block_cache)));
+        rows.push(("--prefix-refresh".into(), yes_no(e.prefix_refresh)));
     }
     rows
 }

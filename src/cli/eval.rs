@@ -271,7 +271,7 @@ fn describe(p: &DecodeParams) -> String {
             e.gamma,
             e.track,
             if e.block_cache { "" } else { " no block cache" },
-            if e.prefix_refresh {
+            if e.block_cache && e.prefix_refresh {
                 " prefix refresh"
             } else {
                 ""

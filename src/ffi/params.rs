@@ -113,6 +113,9 @@ pub struct dlm_params {
     /// With a threshold, the fewest positions a step commits (a step-distilled model's rule);
     /// 0 = Fast-dLLM's "at least one". (Version 4.)
     pub min_per_step: u32,
+    /// Always 0. It fills what was version 4's tail padding, so that version 5 is longer
+    /// than version 4 and `struct_size` alone tells them apart. (Version 5.)
+    pub reserved0: u32,
     /// Elastic cache: nonzero opens every later block over the decoded text and the block
     /// only, keeping the masks beyond it cached (`--prefix-refresh`). (Version 5.)
     pub elastic_prefix_refresh: c_int,
@@ -196,6 +199,7 @@ impl dlm_params {
             elastic_track: count(p.elastic.track, "elastic track")?,
             elastic_block_cache: c_int::from(p.elastic.block_cache),
             min_per_step: count(p.min_per_step.unwrap_or(0), "min_per_step")?,
+            reserved0: 0,
             elastic_prefix_refresh: c_int::from(p.elastic.prefix_refresh),
         })
     }
@@ -220,11 +224,6 @@ impl dlm_params {
             std::ptr::copy_nonoverlapping(src.cast::<u8>(), (&raw mut out).cast::<u8>(), n);
         }
         out.struct_size = n as u32;
-        // Version 5's field sits in what was version 4's tail padding, so a version-4 caller's
-        // full-size struct reaches it: a field newer than the caller's version keeps its default.
-        if out.version < 5 {
-            out.elastic_prefix_refresh = defaults.elastic_prefix_refresh;
-        }
         Ok(out)
     }
 
@@ -384,16 +383,17 @@ mod tests {
         caller.struct_size = 0;
         // SAFETY: as above.
         assert!(unsafe { dlm_params::read_sized(&caller, defaults) }.is_err());
-        // A version-4 caller: its struct is as long as version 5's (the new field fills the
-        // old tail padding), but the field it never knew keeps the default.
+        // A version-4 caller (its struct ends, padding included, where version 5's
+        // elastic_prefix_refresh starts) keeps the default of the field it never knew.
         defaults.elastic_prefix_refresh = 1;
         caller.elastic_prefix_refresh = 0;
-        caller.struct_size = std::mem::size_of::<dlm_params>() as u32;
-        caller.version = 4;
+        let v4_size = std::mem::offset_of!(dlm_params, elastic_prefix_refresh);
+        assert!(v4_size < std::mem::size_of::<dlm_params>() && v4_size % 8 == 0);
+        caller.struct_size = v4_size as u32;
         // SAFETY: as above.
         let r = unsafe { dlm_params::read_sized(&caller, defaults) }.unwrap();
         assert_eq!((r.steps, r.elastic_prefix_refresh), (7, 1));
-        caller.version = 5;
+        caller.struct_size = std::mem::size_of::<dlm_params>() as u32;
         // SAFETY: as above.
         let r = unsafe { dlm_params::read_sized(&caller, defaults) }.unwrap();
         assert_eq!(r.elastic_prefix_refresh, 0);

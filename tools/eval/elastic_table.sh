@@ -75,6 +75,9 @@ for gen in $(printf '%s\n' $gens | sort -rn); do
   for t in "${tasks[@]}"; do
     src=$(task_file "$t" "$gen")
     if [ -n "${CHUNK:-}" ]; then
+      [ -f "$src" ] || { echo "elastic_table: no task file $src" >&2; exit 1; }
+      # Parts of an earlier run in this RAW (another CHUNK or limit) must not be picked up.
+      rm -f "$work/parts/$t-$gen-"*.jsonl
       awk -v lim="$lim" 'NF && ++n <= lim' "$src" | split -l "$CHUNK" -d -a 3 \
         --additional-suffix=.jsonl - "$work/parts/$t-$gen-"
     fi
