@@ -212,6 +212,44 @@ fn demo_long_elastic_gets_the_uncached_answers_from_fewer_rows() {
 }
 
 #[test]
+fn a_stored_prefix_refresh_reaches_the_decoder_and_the_flag_turns_it_off() {
+    // No shipped model stores elastic_prefix_refresh (on demo-long it costs accuracy without a
+    // threshold: docs/elastic-cache.md), so a copy of demo-long's folder whose
+    // generation_config.json sets it: convert stores diffusion.elastic_prefix_refresh, the
+    // decoder uses it (eval's decoding line), and --no-prefix-refresh wins over the file.
+    let dir = common::temp_dir("prefix-refresh-model");
+    for entry in std::fs::read_dir(repo().join("models/demo-long")).unwrap() {
+        let e = entry.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+        }
+    }
+    let gen_path = dir.join("generation_config.json");
+    let mut g: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&gen_path).unwrap()).unwrap();
+    g["elastic_prefix_refresh"] = serde_json::json!(true);
+    std::fs::write(&gen_path, g.to_string()).unwrap();
+    let cache = common::temp_dir("prefix-refresh-cache");
+    let model = dir.to_str().unwrap();
+    let decoding = |extra: &[&str]| {
+        let mut args = vec!["-m", model, "--cache", "elastic", "--gen-length", "64"];
+        args.extend_from_slice(extra);
+        let v = eval_json(&args, &["add"], "1", &cache);
+        v["decoding"].as_str().unwrap().to_string()
+    };
+    let stored = decoding(&[]);
+    assert!(stored.contains(" prefix refresh"), "{stored}");
+    let off = decoding(&["--no-prefix-refresh"]);
+    assert!(!off.contains("prefix refresh"), "{off}");
+    // Without block caching prefix refresh does not apply, and the line does not claim it.
+    let no_block = decoding(&["--no-block-cache"]);
+    assert!(
+        no_block.contains("no block cache") && !no_block.contains("prefix refresh"),
+        "{no_block}"
+    );
+}
+
+#[test]
 fn demo_fast_decodes_with_its_stored_few_step_schedule() {
     // The step-distilled student: no decoding flags, so the schedule its generation_config.json
     // carries (at most 4 steps per 32-token answer: threshold 0.9, at least 8 commits a step)
