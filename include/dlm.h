@@ -112,8 +112,9 @@ typedef struct dlm_params {
     int elastic_block_cache;  /* elastic cache: nonzero refreshes at block starts (v3) */
     uint32_t min_per_step;    /* with a threshold: fewest commits a step; 0 = at least one (v4) */
     uint32_t reserved0;       /* always 0: makes version 5 longer than version 4 (v5) */
-    int elastic_prefix_refresh; /* elastic cache: nonzero opens later blocks over the text and
-                                   the block only, the masks beyond stay cached (v5) */
+    int elastic_prefix_refresh; /* elastic cache with elastic_block_cache: nonzero opens later
+                                   blocks over the text and the block only, the masks beyond
+                                   stay cached (v5) */
 } dlm_params;
 
 /* Called after every step: the whole canvas (len ids: prompt_len prompt ids, then the

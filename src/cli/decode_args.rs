@@ -66,7 +66,8 @@ pub struct DecodeArgs {
     pub no_block_cache: bool,
     /// Elastic cache: open each block (after the first) by refreshing only the decoded text
     /// and the block, not the whole canvas; the masks beyond keep their earlier keys/values.
-    /// Cheaper with --threshold, where a block often finishes in its opening pass. The
+    /// Cheaper with --threshold, where a block often finishes in its opening pass. Only with
+    /// block caching (under --no-block-cache blocks open with a window pass anyway). The
     /// model file's default: `diffusion.elastic_prefix_refresh` (`dlm inspect`).
     #[arg(long, conflicts_with = "no_prefix_refresh")]
     pub prefix_refresh: bool,

@@ -116,8 +116,9 @@ pub struct dlm_params {
     /// Always 0. It fills what was version 4's tail padding, so that version 5 is longer
     /// than version 4 and `struct_size` alone tells them apart. (Version 5.)
     pub reserved0: u32,
-    /// Elastic cache: nonzero opens every later block over the decoded text and the block
-    /// only, keeping the masks beyond it cached (`--prefix-refresh`). (Version 5.)
+    /// Elastic cache with `elastic_block_cache`: nonzero opens every later block over the
+    /// decoded text and the block only, keeping the masks beyond it cached
+    /// (`--prefix-refresh`). (Version 5.)
     pub elastic_prefix_refresh: c_int,
 }
 

@@ -29,6 +29,9 @@
 # it): the f32 canvases, and so accuracy, NFE, layer-forwards and query rows, are the CPU's
 # (tests/cuda_parity.rs), tokens/s is the GPU's and not comparable with a CPU table.
 set -euo pipefail
+# The whole script is one block: bash parses it before running any of it, so editing this file
+# during an hour-long run cannot make the running copy read shifted lines (it reads as it goes).
+{
 cd "$(dirname "$0")/../.."
 limit=${1:-100}
 jobs=${JOBS:-$(nproc)}
@@ -170,3 +173,5 @@ for q in types:
                 mean("mean_layer_forwards"), mean("mean_query_rows"), mean("mean_refreshes"),
                 tps, ratio))
 PY
+exit
+}

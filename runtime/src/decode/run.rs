@@ -134,16 +134,13 @@ impl<'a> Run<'a> {
         }
         if self.params.cache == CacheMode::Elastic {
             let first_ever = self.nfe == 0;
-            return if first_ever {
+            // Without block caching a block opens with a window pass like any other step, so
+            // prefix refresh (a cheaper block-start refresh) has nothing to replace.
+            let opening = i == 0 && self.params.elastic.block_cache;
+            return if first_ever || (opening && !self.params.elastic.prefix_refresh) {
                 Pass::Full
-            } else if i == 0 && self.params.elastic.block_cache {
-                // Without block caching a block opens with a window pass like any other step,
-                // so prefix refresh (a cheaper block-start refresh) has nothing to replace.
-                if self.params.elastic.prefix_refresh {
-                    Pass::ElasticOpen(block.clone())
-                } else {
-                    Pass::Full
-                }
+            } else if opening {
+                Pass::ElasticOpen(block.clone())
             } else {
                 Pass::Elastic(block.clone())
             };

@@ -874,7 +874,10 @@ fn prefix_refresh_opens_later_blocks_over_the_text_and_the_block_only() {
             (true, true) => &[15, 11, 15],
             (false, true) => &[15, 15, 15],
         };
-        assert_eq!(openings, want, "prefix_refresh {prefix}: {calls:?}");
+        assert_eq!(
+            openings, want,
+            "prefix_refresh {prefix} block_cache {block_cache}: {calls:?}"
+        );
         assert_eq!(out.refreshes, 0, "gamma 0 never refreshes on drift");
         assert_eq!(out.query_rows, calls.iter().map(|c| c.2).sum::<usize>());
     }
