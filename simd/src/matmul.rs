@@ -5,11 +5,11 @@
 //! The paths, chosen by `matmul_path` from the weight type, the token count and the table:
 //! - `Rows` (quantized, few tokens, memory-bound): int8 row kernels against the activations
 //!   quantized to int8 (`ActBlock`);
-//! - `Int8Gemm` (`q4_0` and `q4_k` from 6 tokens, `q8_0` from 6 to 79): the activations
+//! - `Int8Gemm` (`q4_0`, `q8_0` and `q4_k` from 6 tokens): the activations
 //!   quantized once per call into 8-token panels (`ActBlock8`), the weights read in their
 //!   blocks, register-blocked over 4 rows × 8 tokens; same sums as `Rows` up to float
 //!   summation order;
-//! - `Tiles` (`q6_k`, `q8_0` from 80, or tables without an int8 GEMM, many tokens;
+//! - `Tiles` (`q6_k`, or tables without an int8 GEMM, many tokens;
 //!   f16/bf16 many tokens): each rayon task dequantizes a tile of weight rows to f32 in a
 //!   thread-local buffer and runs the f32 GEMM on it, against the activations as the int8 path
 //!   sees them (quantized, then dequantized) for quantized weights, as given for float ones;
@@ -95,10 +95,11 @@ impl MatmulPath {
 
 /// The path `matmul_with(k, ..)` takes for weights of type `q` and `n` tokens.
 ///
-/// `q8_0` goes back to the f32 tiles from `gemm_min_tokens` (80) on: its int8 GEMM needs one
-/// `vpmaddwd` per quad (signed values, the sign trick), so on AVX2 machines whose integer
-/// multiplies share one pipe (Zen 2) it runs at the f32 FMA rate: 1.01–1.05× the tiles per
-/// core at 256 tokens, and 0.97× (matmul time of a 288-token full step) on two threads.
+/// `q8_0` takes the int8 GEMM at every size from 6 tokens. Its signed products need one
+/// `vpmaddwd` per quad (the sign trick), so where integer multiplies have one pipe (Zen 2) it
+/// only ties the f32 tiles at full-step sizes (1.01–1.05× per core at 256 tokens, 0.97× on two
+/// threads); on Zen 3 it beats them at every layer shape of the 168M model, 256–288 tokens,
+/// two threads: 1.05–1.43× (docs/kernels-bench.md, sixth session).
 pub fn matmul_path(k: &Kernels, q: QuantType, n: usize) -> MatmulPath {
     if !q.is_quantized() {
         return match k.float_rows(q) {
@@ -108,8 +109,6 @@ pub fn matmul_path(k: &Kernels, q: QuantType, n: usize) -> MatmulPath {
         };
     }
     match k.gemm(q) {
-        // q8_0's int8 GEMM only ties the f32 tiles at full-step sizes (see above)
-        Some(_) if q == QuantType::Q8_0 && n >= gemm_min_tokens(q) => MatmulPath::Tiles,
         Some(_) if n >= INT8_GEMM_MIN_TOKENS => MatmulPath::Int8Gemm,
         Some(_) => MatmulPath::Rows,
         None if n >= gemm_min_tokens(q) => MatmulPath::Tiles,
