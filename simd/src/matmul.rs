@@ -99,7 +99,7 @@ impl MatmulPath {
 /// `vpmaddwd` per quad (the sign trick), so where integer multiplies have one pipe (Zen 2) it
 /// only ties the f32 tiles at full-step sizes (1.01–1.05× per core at 256 tokens, 0.97× on two
 /// threads); on Zen 3 it beats them at every layer shape of the 168M model, 256–288 tokens,
-/// two threads: 1.05–1.43× (docs/kernels-bench.md, sixth session).
+/// two threads: 1.04–1.39× (docs/kernels-bench.md, sixth session).
 pub fn matmul_path(k: &Kernels, q: QuantType, n: usize) -> MatmulPath {
     if !q.is_quantized() {
         return match k.float_rows(q) {
