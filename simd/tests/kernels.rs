@@ -6,7 +6,7 @@ use dlm_formats::QuantType;
 use dlm_formats::quant::{QK8_0, dequantize, quantize};
 use dlm_simd::{
     ActBlock, ActBlock8, GEMM_TOKENS, Kernels, MatmulPath, WeightRef, gemm_min_tokens, matmul,
-    matmul_path, matmul_with, quantize_act, quantize_act8,
+    matmul_path, matmul_via, matmul_with, quantize_act, quantize_act8,
 };
 
 mod common;
@@ -525,6 +525,42 @@ fn float_row_kernels_match_the_scalar_reference() {
                             }
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+/// The dequantized f32 tiles for the quantized types that `matmul_path` now sends to the int8
+/// GEMM at every size (q8_0 from `109e247`, q4_0, q4_k): `matmul_via` still offers the path
+/// (benches, `gemm_cpu`, tables without an int8 GEMM), so it keeps its own check.
+#[test]
+fn tiles_path_matches_a_naive_reference_for_int8_gemm_types() {
+    let mut rng = Rng(83);
+    for q in [QuantType::Q8_0, QuantType::Q4_0, QuantType::Q4K] {
+        let cols = 2 * q.block_len();
+        for (rows, n) in [(5, 1), (37, 80), (130, 97)] {
+            let w = rng.vec(rows * cols, 1.0);
+            let wq = quantized(q, &w);
+            let x = rng.vec(n * cols, 2.0);
+            let (want, scale) = naive(q, &wq, rows, cols, &x, n);
+            let wr = WeightRef {
+                quant: q,
+                rows,
+                cols,
+                data: &wq,
+            };
+            for k in [Kernels::scalar(), Kernels::best()] {
+                let mut y = vec![f32::NAN; n * rows];
+                matmul_via(k, MatmulPath::Tiles, &wr, &x, n, &mut y);
+                for i in 0..n * rows {
+                    assert!(
+                        close(y[i], want[i], scale[i], cols),
+                        "tiles {q} {} {rows}x{cols}x{n} at {i}: {} vs {}",
+                        k.name,
+                        y[i],
+                        want[i]
+                    );
                 }
             }
         }
