@@ -17,6 +17,7 @@ pub mod attn;
 mod dispatch;
 mod matmul;
 pub mod scalar;
+mod scatter;
 
 #[cfg(target_arch = "aarch64")]
 mod arm;

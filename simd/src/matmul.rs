@@ -20,6 +20,7 @@
 use crate::WeightRef;
 use crate::act::{ActBlock, ActBlock8, GEMM_TOKENS};
 use crate::dispatch::{DequantKernel, FloatRowsKernel, GemmKernel, Kernels, RowKernel};
+use crate::scatter::scatter_tile;
 use dlm_formats::QuantType;
 use dlm_formats::quant::QK8_0;
 use rayon::prelude::*;
@@ -226,13 +227,11 @@ fn matmul_int8(
                 kernel(wt, &acts[g0 * nb..(g0 + m) * nb], m, o);
                 let t0 = g0 * GEMM_TOKENS;
                 let yp = y_ptr;
-                for t in 0..(n - t0).min(np) {
-                    for r in 0..nr {
-                        // SAFETY: y is `[n, rows]`; t0 + t < n and r0 + r < rows, and this task
-                        // alone writes columns r0..r0 + nr; y outlives the parallel loop.
-                        unsafe { *yp.0.add((t0 + t) * rows + r0 + r) = o[r * np + t] };
-                    }
-                }
+                // SAFETY: y is `[n, rows]`; tokens t0.. t0 + count <= n, columns r0..r0 + nr
+                // <= rows, which this task alone writes; y outlives the parallel loop.
+                unsafe {
+                    scatter_tile(o, np, nr, (n - t0).min(np), yp.0.add(t0 * rows + r0), rows)
+                };
             }
         });
 }
@@ -262,13 +261,9 @@ fn matmul_float_rows(
                 let o = &mut out[..nr * m];
                 kernel(wt, cols, &x[t0 * cols..(t0 + m) * cols], o);
                 let yp = y_ptr;
-                for (r, orow) in o.chunks_exact(m).enumerate() {
-                    for (t, &v) in orow.iter().enumerate() {
-                        // SAFETY: y is `[n, rows]`; t0 + t < n and r0 + r < rows, and this
-                        // task alone writes columns r0..r0 + nr; y outlives the parallel loop.
-                        unsafe { *yp.0.add((t0 + t) * rows + r0 + r) = v };
-                    }
-                }
+                // SAFETY: y is `[n, rows]`; tokens t0..t0 + m <= n, columns r0..r0 + nr <=
+                // rows, which this task alone writes; y outlives the parallel loop.
+                unsafe { scatter_tile(o, m, nr, m, yp.0.add(t0 * rows + r0), rows) };
             }
         });
 }
