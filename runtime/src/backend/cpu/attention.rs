@@ -208,10 +208,11 @@ impl Ctx<'_> {
         }
     }
 
-    /// Adds the head-averaged probabilities of pairs `p0..p0 + len` of kv head `g` to `hp`
-    /// (`[rows, n_keys]` from query row `r0`), given their max and sum from the first pass.
-    /// The scores are recomputed by the same kernel on the same inputs, so they are the first
-    /// pass's exactly and every probability is at most 1.
+    /// Adds the head-averaged probabilities of pairs `p0..p0 + len` of kv head `g` over the
+    /// keys `cols` to `hp` (`[rows, cols.len()]` from query row `r0`), given their max and sum
+    /// from the first pass. The scores are recomputed by the same kernel on the same inputs
+    /// (each score is its own chain over `head_dim`, whichever keys share its tile), so they
+    /// are the first pass's exactly and every probability is at most 1.
     #[allow(clippy::too_many_arguments)]
     fn probe_block(
         &self,
@@ -221,10 +222,11 @@ impl Ctx<'_> {
         ml: &[[f32; 2]],
         inv_heads: f32,
         r0: usize,
+        cols: &[usize],
         hp: &mut [f32],
         sc: &mut BlockScratch,
     ) {
-        let (off, n_keys) = (g * self.hd, self.n_keys());
+        let (off, n_keys) = (g * self.hd, cols.len());
         self.fill_qt(g, p0, len, &mut sc.qt);
         sc.s.resize(KEY_TILE * ATTN_LANES, 0.0);
         let mut m = [0f32; ATTN_LANES];
@@ -238,7 +240,7 @@ impl Ctx<'_> {
         for t0 in (0..n_keys).step_by(KEY_TILE) {
             let nt = (n_keys - t0).min(KEY_TILE);
             let s = &mut sc.s[..nt * ATTN_LANES];
-            for (r, j) in rows.iter_mut().zip(t0..t0 + nt) {
+            for (r, &j) in rows.iter_mut().zip(&cols[t0..t0 + nt]) {
                 *r = self.key(j, off);
             }
             (self.kern.scores)(&sc.qt, &rows[..nt], s);
@@ -319,9 +321,20 @@ pub(super) fn attention_rows(
     let gh = group * hd;
 
     let inv_heads = 1.0 / sh.n_heads as f32;
+    // The probe's key columns: every key for the mass, else the probed keys alone (a window
+    // pass asks for a few columns, and every other score would be computed for nothing).
+    let probe_cols = || -> Vec<usize> {
+        match a.probe_keys {
+            Some(keys) if !a.probe_mass => keys.to_vec(),
+            _ => (0..n_keys).collect(),
+        }
+    };
     let hp = with_stage(|st| {
         if n_q == 0 || hd == 0 {
-            return probing.then(|| vec![0f32; n * n_keys]);
+            return probing.then(|| {
+                let cols = probe_cols();
+                (vec![0f32; n * cols.len()], cols)
+            });
         }
         st.out.resize(n_q * q_dim, 0.0);
         st.ml.resize(n_q * sh.n_heads, [0.0; 2]);
@@ -384,38 +397,46 @@ pub(super) fn attention_rows(
         if !probing {
             return None;
         }
-        // [n, n_keys] head-averaged probabilities, a block of rows per task.
-        let mut hp = vec![0f32; n * n_keys];
+        // [n, cols] head-averaged probabilities, a block of rows per task.
+        let cols = probe_cols();
+        let width = cols.len();
+        let mut hp = vec![0f32; n * width];
+        if width == 0 {
+            return Some((hp, cols));
+        }
         let ml = &st.ml;
-        hp.par_chunks_mut(PROBE_ROWS * n_keys)
+        hp.par_chunks_mut(PROBE_ROWS * width)
             .enumerate()
             .for_each(|(b, hb)| {
                 let r0 = b * PROBE_ROWS;
-                let (pa, pb) = (r0 * group, (r0 + hb.len() / n_keys) * group);
+                let (pa, pb) = (r0 * group, (r0 + hb.len() / width) * group);
                 BLOCK.with(|c| {
                     let sc = &mut *c.borrow_mut();
                     for g in 0..n_kv {
                         for p0 in (pa..pb).step_by(ATTN_LANES) {
                             let len = (pb - p0).min(ATTN_LANES);
                             let mlb = &ml[g * pairs + p0..][..len];
-                            ctx.probe_block(g, p0, len, mlb, inv_heads, r0, hb, sc);
+                            ctx.probe_block(g, p0, len, mlb, inv_heads, r0, &cols, hb, sc);
                         }
                     }
                 })
             });
-        Some(hp)
+        Some((hp, cols))
     });
-    let hp = hp?;
+    let (hp, cols) = hp?;
+    let width = cols.len();
     let mut la = LayerAttention::default();
     if let Some(keys) = a.probe_keys {
         la.columns = Vec::with_capacity(keys.len() * n);
-        for &j in keys {
-            la.columns.extend((0..n).map(|i| hp[i * n_keys + j]));
+        for (c, &j) in keys.iter().enumerate() {
+            // With the mass every key is a column of hp; without, the probed keys alone are.
+            let col = if a.probe_mass { j } else { c };
+            la.columns.extend((0..n).map(|i| hp[i * width + col]));
         }
     }
-    if a.probe_mass {
+    if a.probe_mass && width > 0 {
         la.mass = vec![0f32; n_keys];
-        for r in hp.chunks(n_keys) {
+        for r in hp.chunks(width) {
             for (m, p) in la.mass.iter_mut().zip(r) {
                 *m += p;
             }
@@ -638,6 +659,18 @@ mod tests {
                         let g = la.mass[j];
                         assert!((g as f64 - w).abs() < 1e-5, "{ctx} mass {j}: {g} vs {w}");
                     }
+                    // The columns alone (a window pass's probe) are computed over the probed
+                    // keys only, and are the same bits as with the mass.
+                    let cols_only = AttentionArgs::<CpuBackend> {
+                        probe_mass: false,
+                        ..args(true)
+                    };
+                    let mut out3 = vec![f32::NAN; n * q_dim];
+                    let lc = attention(cols_only, &mut out3).expect("probed");
+                    assert_eq!(out, out3, "{ctx}: the column probe changes the outputs");
+                    assert!(lc.mass.is_empty(), "{ctx}: mass without asking");
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&lc.columns), bits(&la.columns), "{ctx}: columns alone");
                     check_rows(args(false), &out, n, q_dim, &ctx);
                 }
             }
