@@ -45,6 +45,10 @@ struct BlockScratch {
     ot: Vec<f32>,
     /// `[KEY_TILE, ATTN_LANES]` a tile's scores, then its probabilities.
     s: Vec<f32>,
+    /// `[n_keys, ATTN_LANES]` every tile's probabilities, kept when the mass is probed.
+    kept: Vec<f32>,
+    /// The running max after each kept tile.
+    kept_m: Vec<[f32; ATTN_LANES]>,
 }
 
 /// The per-call outputs before they go to `[n, q_dim]`, kept on the calling thread.
@@ -145,13 +149,15 @@ impl Ctx<'_> {
     /// One block, pairs `p0..p0 + len` of kv head `g`, over every key: leaves the outputs
     /// unnormalized in `sc.ot` and returns each lane's max and sum of exponentials.
     /// The keys and values are read from `packed` (kv head `g`'s, from [`Ctx::pack`]) when
-    /// given, else in place.
+    /// given, else in place. With `keep`, every tile's probabilities and the running max after
+    /// it are kept in `sc` (for [`fold_mass`]).
     fn block(
         &self,
         g: usize,
         p0: usize,
         len: usize,
         packed: Option<&PackedKv>,
+        keep: bool,
         sc: &mut BlockScratch,
     ) -> ([f32; ATTN_LANES], [f32; ATTN_LANES]) {
         let (hd, off, n_keys) = (self.hd, g * self.hd, self.n_keys());
@@ -159,6 +165,8 @@ impl Ctx<'_> {
         sc.ot.clear();
         sc.ot.resize(hd * ATTN_LANES, 0.0);
         sc.s.resize(KEY_TILE * ATTN_LANES, 0.0);
+        sc.kept.clear();
+        sc.kept_m.clear();
         let mut m = [f32::NEG_INFINITY; ATTN_LANES];
         let mut l = [0f32; ATTN_LANES];
         let mut rows: [&[f32]; KEY_TILE] = [&[]; KEY_TILE];
@@ -173,6 +181,10 @@ impl Ctx<'_> {
             }
             (self.kern.scores)(&sc.qt, &rows[..nt], s);
             let alpha = (self.kern.softmax)(s, &mut m, &mut l);
+            if keep {
+                sc.kept.extend_from_slice(s);
+                sc.kept_m.push(m);
+            }
             for (r, j) in rows.iter_mut().zip(t0..t0 + nt) {
                 *r = match packed {
                     Some(kv) => &kv.v[j * hd..][..hd],
@@ -262,8 +274,9 @@ impl Ctx<'_> {
 /// walks every key tile once, and with GQA the heads of a group share each key and value load.
 /// A task with [`PACK_MIN_BLOCKS`] blocks or more packs its kv head's keys and values once for
 /// all of them. Results land in a per-thread stage (`[n_kv_heads, pairs, head_dim]`) and are
-/// copied to `out` at the end, which lets heads and rows both be split across threads. The
-/// probe, when asked, is a second pass over the scores.
+/// copied to `out` at the end, which lets heads and rows both be split across threads. A
+/// probe's mass is summed from the tiles of this pass; its columns are a second pass over the
+/// probed keys alone.
 pub(super) fn attention(
     a: AttentionArgs<'_, CpuBackend>,
     out: &mut [f32],
@@ -321,20 +334,14 @@ pub(super) fn attention_rows(
     let gh = group * hd;
 
     let inv_heads = 1.0 / sh.n_heads as f32;
-    // The probe's key columns: every key for the mass, else the probed keys alone (a window
-    // pass asks for a few columns, and every other score would be computed for nothing).
-    let probe_cols = || -> Vec<usize> {
-        match a.probe_keys {
-            Some(keys) if !a.probe_mass => keys.to_vec(),
-            _ => (0..n_keys).collect(),
-        }
-    };
-    let hp = with_stage(|st| {
+    // The probed keys' columns are recomputed in a second pass over those keys alone; the
+    // mass is summed in the first pass from its kept tiles (see `fold_mass`).
+    let cols: Vec<usize> = a.probe_keys.map_or_else(Vec::new, <[usize]>::to_vec);
+    let width = cols.len();
+    let mass_keys = if a.probe_mass { n_keys } else { 0 };
+    let (hp, mass) = with_stage(|st| {
         if n_q == 0 || hd == 0 {
-            return probing.then(|| {
-                let cols = probe_cols();
-                (vec![0f32; n * cols.len()], cols)
-            });
+            return (vec![0f32; n * width], vec![0f32; mass_keys]);
         }
         st.out.resize(n_q * q_dim, 0.0);
         st.ml.resize(n_q * sh.n_heads, [0.0; 2]);
@@ -345,15 +352,22 @@ pub(super) fn attention_rows(
             .div_ceil(n_kv)
             .clamp(1, blocks);
         let per = blocks.div_ceil(splits) * ATTN_LANES;
+        // [n_kv_heads, splits, mass_keys] each task's share of the mass, summed in task order
+        // below so the result does not depend on which thread ran what.
+        // (One value per task without the mass: the zips below need a chunk for every task.)
+        let pk = mass_keys.max(1);
+        let mut parts = vec![0f32; n_kv * splits * pk];
         st.out
             .par_chunks_mut(pairs * hd)
             .zip(st.ml.par_chunks_mut(pairs))
+            .zip(parts.par_chunks_mut(splits * pk))
             .enumerate()
-            .for_each(|(g, (og, mlg))| {
+            .for_each(|(g, ((og, mlg), pg))| {
                 og.par_chunks_mut(per * hd)
                     .zip(mlg.par_chunks_mut(per))
+                    .zip(pg.par_chunks_mut(pk))
                     .enumerate()
-                    .for_each(|(c, (oc, mlc))| {
+                    .for_each(|(c, ((oc, mlc), pm))| {
                         PACKED.with(|pk| {
                             let kv = &mut *pk.borrow_mut();
                             let pack = oc.len() >= PACK_MIN_BLOCKS * ATTN_LANES * hd;
@@ -369,10 +383,14 @@ pub(super) fn attention_rows(
                                 {
                                     let p0 = c * per + b * ATTN_LANES;
                                     let kv = pack.then_some(&*kv);
-                                    let (m, l) = ctx.block(g, p0, mlb.len(), kv, sc);
+                                    let len = mlb.len();
+                                    let (m, l) = ctx.block(g, p0, len, kv, a.probe_mass, sc);
                                     (ctx.kern.store)(&sc.ot, &l.map(|x| 1.0 / x), ob);
                                     for (lane, ml) in mlb.iter_mut().enumerate() {
                                         *ml = [m[lane], l[lane]];
+                                    }
+                                    if a.probe_mass {
+                                        fold_mass(sc, len, &m, &l, inv_heads, pm);
                                     }
                                 }
                             })
@@ -394,15 +412,16 @@ pub(super) fn attention_rows(
                     }
                 }
             });
-        if !probing {
-            return None;
+        let mut mass = vec![0f32; mass_keys];
+        for part in parts.chunks_exact(pk).filter(|_| mass_keys > 0) {
+            for (m, x) in mass.iter_mut().zip(part) {
+                *m += x;
+            }
         }
-        // [n, cols] head-averaged probabilities, a block of rows per task.
-        let cols = probe_cols();
-        let width = cols.len();
+        // [n, cols] the probed keys' head-averaged probabilities, a block of rows per task.
         let mut hp = vec![0f32; n * width];
         if width == 0 {
-            return Some((hp, cols));
+            return (hp, mass);
         }
         let ml = &st.ml;
         hp.par_chunks_mut(PROBE_ROWS * width)
@@ -421,28 +440,53 @@ pub(super) fn attention_rows(
                     }
                 })
             });
-        Some((hp, cols))
+        (hp, mass)
     });
-    let (hp, cols) = hp?;
-    let width = cols.len();
+    if !probing {
+        return None;
+    }
     let mut la = LayerAttention::default();
-    if let Some(keys) = a.probe_keys {
-        la.columns = Vec::with_capacity(keys.len() * n);
-        for (c, &j) in keys.iter().enumerate() {
-            // With the mass every key is a column of hp; without, the probed keys alone are.
-            let col = if a.probe_mass { j } else { c };
-            la.columns.extend((0..n).map(|i| hp[i * width + col]));
+    if a.probe_keys.is_some() {
+        la.columns = Vec::with_capacity(width * n);
+        for c in 0..width {
+            la.columns.extend((0..n).map(|i| hp[i * width + c]));
         }
     }
-    if a.probe_mass && width > 0 {
-        la.mass = vec![0f32; n_keys];
-        for r in hp.chunks(width) {
-            for (m, p) in la.mass.iter_mut().zip(r) {
-                *m += p;
-            }
-        }
-    }
+    la.mass = mass;
     Some(la)
+}
+
+/// Adds a block's share of the mass to `pm` (`[n_keys]`): for every key j,
+/// `Σ_lane p_final[j][lane] / n_heads` over the block's `len` lanes, from the tiles its first
+/// pass kept (`sc.kept`, each tile's probabilities against the running max `sc.kept_m` of
+/// that tile). The final probability is the kept one times `exp(m_tile - m) / l` for the
+/// lane's final max `m` and sum `l`; so the mass costs a multiply-add per score instead of
+/// recomputing every score and its exponential (a second pass over the whole canvas, which
+/// made an elastic refresh about a quarter dearer than a dual-cache pass on the demo models).
+fn fold_mass(
+    sc: &BlockScratch,
+    len: usize,
+    m: &[f32; ATTN_LANES],
+    l: &[f32; ATTN_LANES],
+    inv_heads: f32,
+    pm: &mut [f32],
+) {
+    let mut t0 = 0;
+    for mt in &sc.kept_m {
+        let mut c = [0f32; ATTN_LANES];
+        for lane in 0..len {
+            c[lane] = (mt[lane] - m[lane]).exp() * (inv_heads / l[lane]);
+        }
+        let nt = (pm.len() - t0).min(KEY_TILE);
+        let tile = &sc.kept[t0 * ATTN_LANES..(t0 + nt) * ATTN_LANES];
+        for (x, pj) in pm[t0..t0 + nt]
+            .iter_mut()
+            .zip(tile.chunks_exact(ATTN_LANES))
+        {
+            *x += pj.iter().zip(&c).map(|(p, c)| p * c).sum::<f32>();
+        }
+        t0 += nt;
+    }
 }
 
 #[cfg(test)]
