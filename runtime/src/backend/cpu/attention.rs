@@ -355,17 +355,17 @@ pub(super) fn attention_rows(
         // [n_kv_heads, splits, mass_keys] each task's share of the mass, summed in task order
         // below so the result does not depend on which thread ran what.
         // (One value per task without the mass: the zips below need a chunk for every task.)
-        let pk = mass_keys.max(1);
-        let mut parts = vec![0f32; n_kv * splits * pk];
+        let part_len = mass_keys.max(1);
+        let mut parts = vec![0f32; n_kv * splits * part_len];
         st.out
             .par_chunks_mut(pairs * hd)
             .zip(st.ml.par_chunks_mut(pairs))
-            .zip(parts.par_chunks_mut(splits * pk))
+            .zip(parts.par_chunks_mut(splits * part_len))
             .enumerate()
             .for_each(|(g, ((og, mlg), pg))| {
                 og.par_chunks_mut(per * hd)
                     .zip(mlg.par_chunks_mut(per))
-                    .zip(pg.par_chunks_mut(pk))
+                    .zip(pg.par_chunks_mut(part_len))
                     .enumerate()
                     .for_each(|(c, ((oc, mlc), pm))| {
                         PACKED.with(|pk| {
@@ -413,7 +413,7 @@ pub(super) fn attention_rows(
                 }
             });
         let mut mass = vec![0f32; mass_keys];
-        for part in parts.chunks_exact(pk).filter(|_| mass_keys > 0) {
+        for part in parts.chunks_exact(part_len).filter(|_| mass_keys > 0) {
             for (m, x) in mass.iter_mut().zip(part) {
                 *m += x;
             }
