@@ -173,6 +173,18 @@ fn naive(
 
 /// `matmul_with` of the scalar and the best table against `naive` for one shape.
 fn check_matmul(rng: &mut Rng, q: QuantType, rows: usize, cols: usize, n: usize) {
+    check_matmul_via(rng, q, rows, cols, n, None)
+}
+
+/// [`check_matmul`] on a given path (`matmul_via`), or on `matmul_with`'s own with `None`.
+fn check_matmul_via(
+    rng: &mut Rng,
+    q: QuantType,
+    rows: usize,
+    cols: usize,
+    n: usize,
+    path: Option<MatmulPath>,
+) {
     let w = rng.vec(rows * cols, 1.0);
     let wq = quantized(q, &w);
     let x = rng.vec(n * cols, 2.0);
@@ -185,11 +197,14 @@ fn check_matmul(rng: &mut Rng, q: QuantType, rows: usize, cols: usize, n: usize)
     };
     for k in [Kernels::scalar(), Kernels::best()] {
         let mut y = vec![f32::NAN; n * rows];
-        matmul_with(k, &wr, &x, n, &mut y);
+        match path {
+            Some(p) => matmul_via(k, p, &wr, &x, n, &mut y),
+            None => matmul_with(k, &wr, &x, n, &mut y),
+        }
         for i in 0..n * rows {
             assert!(
                 close(y[i], want[i], scale[i], cols),
-                "{q} {} {rows}x{cols}x{n} at {i}: {} vs {}",
+                "{path:?} {q} {} {rows}x{cols}x{n} at {i}: {} vs {}",
                 k.name,
                 y[i],
                 want[i]
@@ -540,29 +555,7 @@ fn tiles_path_matches_a_naive_reference_for_int8_gemm_types() {
     for q in [QuantType::Q8_0, QuantType::Q4_0, QuantType::Q4K] {
         let cols = 2 * q.block_len();
         for (rows, n) in [(5, 1), (37, 80), (130, 97)] {
-            let w = rng.vec(rows * cols, 1.0);
-            let wq = quantized(q, &w);
-            let x = rng.vec(n * cols, 2.0);
-            let (want, scale) = naive(q, &wq, rows, cols, &x, n);
-            let wr = WeightRef {
-                quant: q,
-                rows,
-                cols,
-                data: &wq,
-            };
-            for k in [Kernels::scalar(), Kernels::best()] {
-                let mut y = vec![f32::NAN; n * rows];
-                matmul_via(k, MatmulPath::Tiles, &wr, &x, n, &mut y);
-                for i in 0..n * rows {
-                    assert!(
-                        close(y[i], want[i], scale[i], cols),
-                        "tiles {q} {} {rows}x{cols}x{n} at {i}: {} vs {}",
-                        k.name,
-                        y[i],
-                        want[i]
-                    );
-                }
-            }
+            check_matmul_via(&mut rng, q, rows, cols, n, Some(MatmulPath::Tiles));
         }
     }
 }

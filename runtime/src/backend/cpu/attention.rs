@@ -238,7 +238,7 @@ impl Ctx<'_> {
         hp: &mut [f32],
         sc: &mut BlockScratch,
     ) {
-        let (off, n_keys) = (g * self.hd, cols.len());
+        let (off, n_cols) = (g * self.hd, cols.len());
         self.fill_qt(g, p0, len, &mut sc.qt);
         sc.s.resize(KEY_TILE * ATTN_LANES, 0.0);
         let mut m = [0f32; ATTN_LANES];
@@ -249,8 +249,8 @@ impl Ctx<'_> {
             c[lane] = inv_heads / sum;
         }
         let mut rows: [&[f32]; KEY_TILE] = [&[]; KEY_TILE];
-        for t0 in (0..n_keys).step_by(KEY_TILE) {
-            let nt = (n_keys - t0).min(KEY_TILE);
+        for t0 in (0..n_cols).step_by(KEY_TILE) {
+            let nt = (n_cols - t0).min(KEY_TILE);
             let s = &mut sc.s[..nt * ATTN_LANES];
             for (r, &j) in rows.iter_mut().zip(&cols[t0..t0 + nt]) {
                 *r = self.key(j, off);
@@ -259,7 +259,7 @@ impl Ctx<'_> {
             (self.kern.probs)(s, &m, &c);
             for lane in 0..len {
                 let i = (p0 + lane) / self.group - r0;
-                let row = &mut hp[i * n_keys + t0..][..nt];
+                let row = &mut hp[i * n_cols + t0..][..nt];
                 for (x, sj) in row.iter_mut().zip(s.chunks_exact(ATTN_LANES)) {
                     *x += sj[lane];
                 }
@@ -336,7 +336,7 @@ pub(super) fn attention_rows(
     let inv_heads = 1.0 / sh.n_heads as f32;
     // The probed keys' columns are recomputed in a second pass over those keys alone; the
     // mass is summed in the first pass from its kept tiles (see `fold_mass`).
-    let cols: Vec<usize> = a.probe_keys.map_or_else(Vec::new, <[usize]>::to_vec);
+    let cols: &[usize] = a.probe_keys.unwrap_or_default();
     let width = cols.len();
     let mass_keys = if a.probe_mass { n_keys } else { 0 };
     let (hp, mass) = with_stage(|st| {
@@ -435,7 +435,7 @@ pub(super) fn attention_rows(
                         for p0 in (pa..pb).step_by(ATTN_LANES) {
                             let len = (pb - p0).min(ATTN_LANES);
                             let mlb = &ml[g * pairs + p0..][..len];
-                            ctx.probe_block(g, p0, len, mlb, inv_heads, r0, &cols, hb, sc);
+                            ctx.probe_block(g, p0, len, mlb, inv_heads, r0, cols, hb, sc);
                         }
                     }
                 })
